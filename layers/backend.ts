@@ -1,0 +1,182 @@
+/**
+ * Backend selection: tfjs-node-gpu > tfjs-node > wasm > cpu, overridable with `--backend NAME`
+ * or the environment variable VLM_BACKEND, and reported by `backendInfo()`.
+ *
+ * - tfjs-node(-gpu) are optional peer dependencies: they need libtensorflow, which their install
+ *   script downloads; where they can be required they win.
+ * - wasm (the offline default): 1 thread plus the OpenBLAS kernels when the optional `tfjs-blas`
+ *   addon is built (best pairing, shared/NATIVE_KERNELS.md §4), otherwise 2 threads through the
+ *   Node worker shim. VLM_WASM_THREADS overrides the thread count, VLM_NO_BLAS=1 turns the addon
+ *   off, VLM_BLAS_THREADS sets its threads (default: all cores).
+ * - cpu: pure JS, slow, but holds tensors up to the machine's RAM.
+ */
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import * as wasm from '@tensorflow/tfjs-backend-wasm';
+import os from 'node:os';
+import {
+  BlasAddon, WASM_MISSING_KERNELS, WASM_WRONG_KERNELS, installNodeWorkerShim, loadBlas,
+  registerCpuFallbacks, registerWasmBlas, registerWasmFusedMatMulFix, unrefWasmWorkers, withReportedCores,
+} from './wasm_kernels';
+
+export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+
+/** Accepted spellings for `--backend` / VLM_BACKEND. */
+const ALIASES: Record<string, BackendName> = {
+  'tfjs-node-gpu': 'tensorflow-gpu', 'node-gpu': 'tensorflow-gpu', 'tensorflow-gpu': 'tensorflow-gpu', gpu: 'tensorflow-gpu',
+  'tfjs-node': 'tensorflow', node: 'tensorflow', tensorflow: 'tensorflow',
+  wasm: 'wasm', cpu: 'cpu',
+};
+
+export interface BackendOptions {
+  /** Backend name or alias; default: VLM_BACKEND, else the first that loads in preference order. */
+  backend?: string;
+  /** wasm threads (default: 1 with OpenBLAS, 2 without; VLM_WASM_THREADS). */
+  wasmThreads?: number;
+  /** Use the OpenBLAS kernels on wasm when available (default true; VLM_NO_BLAS=1 turns off). */
+  blas?: boolean;
+  /** OpenBLAS threads (default: the number of cores; VLM_BLAS_THREADS). */
+  blasThreads?: number;
+}
+
+export interface BackendInfo {
+  /** tfjs backend name actually active (`tensorflow` for tfjs-node and tfjs-node-gpu). */
+  backend: string;
+  /** What was asked for and why this one was picked. */
+  requested: string;
+  /** wasm threads (wasm only). */
+  threads?: number;
+  /** Kernels replaced or added on top of the stock backend. */
+  kernels: string[];
+  /** OpenBLAS core and threads when the native kernels are active. */
+  blas?: string;
+  /** Why a preferred backend or the native kernels were not used. */
+  notes: string[];
+}
+
+let current: BackendInfo | null = null;
+
+/** Resolves a user-facing backend name; throws naming the argument on an unknown name. */
+export function resolveBackendName(name: string, argName = '--backend'): BackendName {
+  const r = ALIASES[name.trim().toLowerCase()];
+  if (!r) {
+    throw new Error(`${argName}: unknown backend '${name}'; expected one of tfjs-node-gpu, tfjs-node, wasm, cpu`);
+  }
+  return r;
+}
+
+function envInt(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`environment variable ${name}: expected a positive integer, got '${v}'`);
+  return n;
+}
+
+function tryRequireNode(gpu: boolean): string | null {
+  try {
+    require(gpu ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node');
+    return null;
+  } catch (e) {
+    return `${gpu ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node'} not loadable (${(e as Error).message.split('\n')[0]})`;
+  }
+}
+
+async function initWasm(opts: BackendOptions, info: BackendInfo): Promise<void> {
+  const useBlas = opts.blas ?? process.env.VLM_NO_BLAS !== '1';
+  let blas: BlasAddon | null = null;
+  if (useBlas) {
+    const r = loadBlas(opts.blasThreads ?? envInt('VLM_BLAS_THREADS') ?? os.cpus().length);
+    blas = r.addon;
+    if (!blas) info.notes.push(`native kernels unavailable (${r.error}); stock wasm matmul in use`);
+  } else {
+    info.notes.push('native kernels turned off (VLM_NO_BLAS=1 or blas: false)');
+  }
+  const threads = opts.wasmThreads ?? envInt('VLM_WASM_THREADS') ?? (blas ? 1 : 2);
+  if (threads > 1) {
+    installNodeWorkerShim();
+    tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
+    wasm.setThreadsCount(threads);
+  } else {
+    tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
+  }
+  const ok = await withReportedCores(threads, async () => {
+    const r = await tf.setBackend('wasm');
+    await tf.ready();
+    return r;
+  });
+  if (!ok) throw new Error('the wasm backend failed to initialize');
+  unrefWasmWorkers();
+  info.threads = wasm.getThreadsCount();
+  info.kernels.push(...registerCpuFallbacks(WASM_MISSING_KERNELS).map((k) => `${k}(cpu)`));
+  info.kernels.push(...registerCpuFallbacks(WASM_WRONG_KERNELS, true).map((k) => `${k}(cpu)`));
+  if (blas) {
+    info.kernels.push(...registerWasmBlas(blas).map((k) => `${k}(openblas)`));
+  } else {
+    info.kernels.push(...registerWasmFusedMatMulFix().map((k) => `${k}(composed)`));
+  }
+  if (blas) {
+    const bi = blas.info();
+    info.blas = `OpenBLAS ${bi.core}, ${bi.threads} threads`;
+  }
+}
+
+/**
+ * Picks and initialises the backend once per process. Later calls return the same info unless a
+ * different backend is explicitly asked for.
+ */
+export async function initBackend(opts: BackendOptions = {}): Promise<BackendInfo> {
+  const asked = opts.backend ?? process.env.VLM_BACKEND;
+  const argName = opts.backend !== undefined ? '--backend' : 'VLM_BACKEND';
+  const want = asked ? resolveBackendName(asked, argName) : undefined;
+  if (current && (!want || want === current.requested || want === current.backend)) return current;
+
+  const info: BackendInfo = { backend: '', requested: want ?? 'auto', kernels: [], notes: [] };
+  const order: BackendName[] = want ? [want] : [...BACKEND_NAMES];
+  for (const name of order) {
+    if (name === 'tensorflow-gpu' || name === 'tensorflow') {
+      const err = tryRequireNode(name === 'tensorflow-gpu');
+      if (err) {
+        if (want) throw new Error(`${argName}: ${err}. Install it where libtensorflow can be downloaded, or use wasm/cpu.`);
+        info.notes.push(err);
+        continue;
+      }
+      if (!(await tf.setBackend('tensorflow'))) throw new Error('the tensorflow backend failed to initialize');
+      await tf.ready();
+      info.backend = 'tensorflow';
+      break;
+    }
+    if (name === 'wasm') {
+      try {
+        await initWasm(opts, info);
+        info.backend = 'wasm';
+        break;
+      } catch (e) {
+        if (want) throw e;
+        info.notes.push(`wasm failed: ${(e as Error).message}`);
+        continue;
+      }
+    }
+    if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend failed to initialize');
+    await tf.ready();
+    info.backend = 'cpu';
+    break;
+  }
+  current = info;
+  return info;
+}
+
+/** The info of the initialised backend, or null before `initBackend`. */
+export function backendInfo(): BackendInfo | null {
+  return current;
+}
+
+/** One line for `--version` and debug output. */
+export function describeBackend(info: BackendInfo): string {
+  const parts = [`backend ${info.backend}`];
+  if (info.threads !== undefined) parts.push(`${info.threads} thread${info.threads > 1 ? 's' : ''}`);
+  if (info.blas) parts.push(info.blas);
+  if (info.kernels.length) parts.push(`kernels: ${info.kernels.join(', ')}`);
+  return parts.join('; ');
+}

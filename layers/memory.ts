@@ -1,0 +1,34 @@
+/**
+ * Byte budget for the wasm heap. A wasm allocation past ~4 GB does not throw: `_malloc` returns 0
+ * and tfjs writes the tensor over address 0 (shared/TFJS_BACKENDS.md §3). So before anything big
+ * is allocated on wasm we check our own count and refuse with a clear message.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+/** Bytes of live tensors we allow on the wasm heap (VLM_WASM_BUDGET_MB overrides; default 3.5 GB). */
+export function wasmBudgetBytes(): number {
+  const mb = Number(process.env.VLM_WASM_BUDGET_MB ?? '');
+  return Number.isFinite(mb) && mb > 0 ? mb * 2 ** 20 : 3.5e9;
+}
+
+/** Largest single tensor that is safe on wasm (input and output of one op both need heap). */
+export const WASM_MAX_TENSOR_BYTES = 2 ** 31 - 2 ** 20;
+
+/**
+ * Throws when allocating `bytes` more (as one tensor of `largestTensorBytes`) would overflow the
+ * wasm heap. A no-op on other backends. `what` names the thing being allocated.
+ */
+export function assertFitsBackend(bytes: number, what: string, largestTensorBytes = bytes): void {
+  if (tf.getBackend() !== 'wasm') return;
+  const live = tf.memory().numBytes;
+  const budget = wasmBudgetBytes();
+  if (largestTensorBytes > WASM_MAX_TENSOR_BYTES) {
+    throw new Error(`${what}: one tensor of ${(largestTensorBytes / 1e9).toFixed(2)} GB is more than the wasm ` +
+      `backend can hold safely (${(WASM_MAX_TENSOR_BYTES / 1e9).toFixed(2)} GB); split it or use --backend cpu`);
+  }
+  if (live + bytes > budget) {
+    throw new Error(`${what}: needs ${(bytes / 1e9).toFixed(2)} GB more on the wasm heap, with ` +
+      `${(live / 1e9).toFixed(2)} GB already live; the budget is ${(budget / 1e9).toFixed(2)} GB ` +
+      `(wasm32 heap limit 4 GB). Use --backend cpu (limited by RAM) or a smaller model.`);
+  }
+}

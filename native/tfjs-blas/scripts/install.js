@@ -1,0 +1,33 @@
+// Builds the addon with the node-gyp that npm bundles, against the headers of the running node
+// (no download). A non-zero exit makes npm drop this optional dependency; tfjs-vlm then keeps the
+// stock tfjs kernels. Set TFJS_BLAS_SKIP_BUILD=1 to skip the build on purpose.
+'use strict';
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+
+if (process.env.TFJS_BLAS_SKIP_BUILD === '1') {
+  console.error('tfjs-blas: TFJS_BLAS_SKIP_BUILD=1, not building');
+  process.exit(1);
+}
+if (process.platform !== 'linux') {
+  console.error('tfjs-blas: only Linux is supported; skipping');
+  process.exit(1);
+}
+const env = { ...process.env };
+const prefix = path.resolve(path.dirname(process.execPath), '..'); // the node install prefix
+if (!env.npm_config_nodedir && fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h'))) {
+  env.npm_config_nodedir = prefix;
+}
+const candidates = [
+  env.npm_config_node_gyp,
+  path.join(prefix, 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+];
+try { candidates.push(require.resolve('node-gyp/bin/node-gyp.js')); } catch { /* not installed */ }
+const gyp = candidates.find((p) => p && fs.existsSync(p));
+if (!gyp) {
+  console.error('tfjs-blas: node-gyp not found; skipping the native build');
+  process.exit(1);
+}
+const r = spawnSync(process.execPath, [gyp, 'rebuild'], { cwd: path.join(__dirname, '..'), stdio: 'inherit', env });
+process.exit(r.status === null ? 1 : r.status);
