@@ -1,0 +1,9 @@
+/** The subcommands of `vlm`, in --help order. */
+import { Command } from './cli';
+import { command as chat } from './chat';
+import { command as trace } from './trace';
+import { command as preprocess } from './preprocess';
+import { command as tokenize } from './tokenize';
+import { command as bench } from './bench';
+
+export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench];
