@@ -94,6 +94,10 @@ export class Checkpoint {
     return this.shards.get(this.shardOf(key))!.read(key);
   }
 
+  readRows(key: string, start: number, end: number): HostTensor {
+    return this.shards.get(this.shardOf(key))!.readRows(key, start, end);
+  }
+
   close(): void {
     for (const f of this.shards.values()) f.close();
     this.shards.clear();

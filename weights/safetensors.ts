@@ -97,15 +97,16 @@ export class SafetensorsFile {
     return e;
   }
 
-  /** Raw bytes of one tensor (little-endian, as stored). */
-  readBytes(name: string): Buffer {
+  /** Raw bytes of one tensor (little-endian, as stored), or of bytes [from, to) of it. */
+  readBytes(name: string, from = 0, to?: number): Buffer {
     const e = this.entry(name);
     if (this.fd === null) throw new SafetensorsError(`${this.path}: file is closed`);
-    const n = e.end - e.begin;
+    const end = to ?? e.end - e.begin;
+    const n = end - from;
     const buf = Buffer.allocUnsafe(n);
     let done = 0;
     while (done < n) {
-      const r = fs.readSync(this.fd, buf, done, n - done, e.begin + done);
+      const r = fs.readSync(this.fd, buf, done, n - done, e.begin + from + done);
       if (r === 0) throw new SafetensorsError(`${this.path}: tensor '${name}': unexpected end of file`);
       done += r;
     }
@@ -116,6 +117,17 @@ export class SafetensorsFile {
   read(name: string): HostTensor {
     const e = this.entry(name);
     return decode(this.readBytes(name), e, this.path);
+  }
+
+  /** Reads rows [start, end) along axis 0 only (bounded memory for huge embeddings / heads). */
+  readRows(name: string, start: number, end: number): HostTensor {
+    const e = this.entry(name);
+    if (e.shape.length === 0 || start < 0 || end > e.shape[0] || start > end) {
+      throw new SafetensorsError(`${this.path}: tensor '${name}': rows [${start}, ${end}) out of range for shape ${JSON.stringify(e.shape)}`);
+    }
+    const rowBytes = (e.shape.slice(1).reduce((a, b) => a * b, 1)) * DTYPE_SIZE[e.dtype];
+    const sub: TensorEntry = { ...e, shape: [end - start, ...e.shape.slice(1)] };
+    return decode(this.readBytes(name, start * rowBytes, end * rowBytes), sub, this.path);
   }
 
   close(): void {

@@ -1,0 +1,140 @@
+/**
+ * Attention building blocks.
+ *
+ * - `causalMask`: the additive float mask of HF v4.40 `_prepare_4d_causal_attention_mask`
+ *   (0 where allowed, float32 min where not; padding, causality and the sliding window).
+ * - `scaledDotProduct`: softmax(q kᵀ / √D + mask) v in float32, eager like upstream.
+ * - `GQAttention`: grouped-query self-attention with rotary and a KV cache (Qwen2: q/k/v bias;
+ *   Mistral: none). KV heads are not repeated: the query heads of a group are folded into the
+ *   row axis ([B, Hkv, G·T, D]), which is the same math as HF `repeat_kv` without the copy
+ *   (head h uses KV head ⌊h / G⌋).
+ *
+ * Shape letters: B batch, T new positions, S cached + new, H query heads, Hkv KV heads,
+ * G = H / Hkv, D head dim.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { KVCacheLayer } from './kv_cache';
+import { Linear } from './linear';
+import { Module, register } from './module';
+import { applyRotary } from './rotary';
+
+/** torch.finfo(torch.float32).min, what HF fills masked scores with. */
+export const FLOAT32_MIN = -3.4028234663852886e38;
+
+export interface MaskOptions {
+  /** Positions already in the cache. */
+  pastLength: number;
+  /** New positions. */
+  T: number;
+  /** Padding mask over all S = past + T positions, [B, S] of 0/1 (host array per row), or null. */
+  padding?: number[][] | null;
+  /** HF `sliding_window`: position q may see k only if q − k ≤ window. */
+  slidingWindow?: number | null;
+}
+
+/**
+ * Additive mask [B or 1, 1, T, S] (0 allowed / FLOAT32_MIN masked), or null when nothing is masked
+ * (a single decode step without padding or window), so the add can be skipped.
+ */
+export function causalMask(opts: MaskOptions): tf.Tensor4D | null {
+  const { pastLength: P, T } = opts;
+  const S = P + T;
+  const W = opts.slidingWindow ?? null;
+  const pad = opts.padding ?? null;
+  const windowHits = W !== null && S - 1 > W;
+  const anyPad = pad !== null && pad.some((r) => r.some((v) => v === 0));
+  if (T === 1 && !windowHits && !anyPad) return null;
+  const B = anyPad ? pad!.length : 1;
+  const m = new Float32Array(B * T * S);
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < T; i++) {
+      const q = P + i;
+      for (let j = 0; j < S; j++) {
+        const masked = j > q || (W !== null && q - j > W) || (anyPad && pad![b][j] === 0);
+        m[(b * T + i) * S + j] = masked ? FLOAT32_MIN : 0;
+      }
+    }
+  }
+  return tf.tensor4d(m, [B, 1, T, S]);
+}
+
+/**
+ * softmax(q kᵀ / √D + mask) v. q [..., Tq, D], k and v [..., S, D]; mask broadcastable to
+ * [..., Tq, S] or null. Scores are divided by √D after the matmul, as upstream does.
+ */
+export function scaledDotProduct(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale?: number): tf.Tensor {
+  return tf.tidy(() => {
+    const D = q.shape[q.shape.length - 1];
+    let scores = tf.matMul(q, k, false, true); // [..., Tq, S]
+    scores = scale === undefined ? tf.div(scores, Math.sqrt(D)) : tf.mul(scores, scale);
+    if (mask) scores = tf.add(scores, mask);
+    return tf.matMul(tf.softmax(scores, -1), v); // [..., Tq, D]
+  });
+}
+
+export interface GQAConfig {
+  hiddenSize: number;
+  numHeads: number;
+  numKVHeads: number;
+  headDim: number;
+  /** q/k/v projections carry a bias (Qwen2). */
+  qkvBias: boolean;
+}
+
+/**
+ * Grouped-query self-attention. Checkpoint keys: `q_proj`, `k_proj`, `v_proj`, `o_proj`
+ * (`.weight`, `.bias` where configured).
+ */
+export class GQAttention extends Module {
+  static className = 'GQAttention';
+  readonly cfg: GQAConfig;
+  q_proj: Linear;
+  k_proj: Linear;
+  v_proj: Linear;
+  o_proj: Linear;
+
+  constructor(cfg: GQAConfig) {
+    super();
+    if (cfg.numHeads % cfg.numKVHeads !== 0) {
+      throw new Error(`num_attention_heads (${cfg.numHeads}) must be a multiple of num_key_value_heads (${cfg.numKVHeads})`);
+    }
+    this.cfg = cfg;
+    const { hiddenSize: E, numHeads: H, numKVHeads: Hkv, headDim: D, qkvBias } = cfg;
+    this.q_proj = new Linear(E, H * D, { bias: qkvBias });
+    this.k_proj = new Linear(E, Hkv * D, { bias: qkvBias });
+    this.v_proj = new Linear(E, Hkv * D, { bias: qkvBias });
+    this.o_proj = new Linear(H * D, E, { bias: false });
+  }
+
+  /**
+   * x [B, T, E]; cos/sin [T, D] or [B, T, D]; mask [B|1, 1, T, S] or null; cache layer (appended to).
+   * Returns [B, T, E].
+   */
+  forward(x: tf.Tensor3D, cos: tf.Tensor, sin: tf.Tensor, mask: tf.Tensor | null, cache: KVCacheLayer | null): tf.Tensor3D {
+    return tf.tidy(() => {
+      const [B, T] = x.shape;
+      const { numHeads: H, numKVHeads: Hkv, headDim: D } = this.cfg;
+      const G = H / Hkv;
+      // Rotary tables broadcast over [B, Hkv, G, T, D].
+      const c = cos.rank === 2 ? cos : cos.reshape([B, 1, 1, T, D]);
+      const s = sin.rank === 2 ? sin : sin.reshape([B, 1, 1, T, D]);
+      const ck = cos.rank === 2 ? cos : cos.reshape([B, 1, T, D]);
+      const sk = sin.rank === 2 ? sin : sin.reshape([B, 1, T, D]);
+
+      const q = this.q_proj.forward(x).reshape([B, T, Hkv, G, D]).transpose([0, 2, 3, 1, 4]); // [B, Hkv, G, T, D]
+      let k = this.k_proj.forward(x).reshape([B, T, Hkv, D]).transpose([0, 2, 1, 3]) as tf.Tensor4D; // [B, Hkv, T, D]
+      let v = this.v_proj.forward(x).reshape([B, T, Hkv, D]).transpose([0, 2, 1, 3]) as tf.Tensor4D; // [B, Hkv, T, D]
+      const qr = applyRotary(q, c, s).reshape([B, Hkv, G * T, D]); // [B, Hkv, G·T, D]
+      k = applyRotary(k, ck, sk) as tf.Tensor4D;
+      if (cache) [k, v] = cache.update(k, v); // [B, Hkv, S, D]
+      const S = k.shape[2];
+
+      let scores = tf.div(tf.matMul(qr, k, false, true), Math.sqrt(D)); // [B, Hkv, G·T, S]
+      if (mask) scores = tf.add(scores.reshape([B, Hkv, G, T, S]), mask.reshape([mask.shape[0], 1, 1, T, S])).reshape([B, Hkv, G * T, S]);
+      const ctx = tf.matMul(tf.softmax(scores, -1), v); // [B, Hkv, G·T, D]
+      const merged = ctx.reshape([B, Hkv, G, T, D]).transpose([0, 3, 1, 2, 4]).reshape([B, T, H * D]); // head h = kv·G + g
+      return this.o_proj.forward(merged) as tf.Tensor3D;
+    });
+  }
+}
+register(GQAttention);

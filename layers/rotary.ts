@@ -1,0 +1,92 @@
+/**
+ * Rotary position embedding, the "rotate half" convention of HF Llama/Qwen2/Mistral (v4.40):
+ *   inv_freq[i] = 1 / base^(2i / dim)          (float32)
+ *   freqs[t, i] = t · inv_freq[i]              (float32), emb = [freqs, freqs]
+ *   q' = q·cos(emb) + rotate_half(q)·sin(emb), rotate_half(x) = [−x₂, x₁]
+ * The cos/sin table is computed on the host in float32 arithmetic (Math.fround at every step as
+ * torch does in float32) and grown on demand, like HF's `_set_cos_sin_cache`.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+export class RotaryEmbedding {
+  readonly dim: number;
+  readonly base: number;
+  readonly invFreq: Float32Array;
+  private cos: tf.Tensor2D | null = null;
+  private sin: tf.Tensor2D | null = null;
+  private cachedLen = 0;
+
+  constructor(dim: number, base: number, initialLength = 0) {
+    if (dim % 2 !== 0) throw new Error(`rotary dim must be even, got ${dim}`);
+    this.dim = dim;
+    this.base = base;
+    const f = Math.fround;
+    this.invFreq = new Float32Array(dim / 2);
+    for (let i = 0; i < dim / 2; i++) {
+      // torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32
+      const expo = f(f(2 * i) / dim);
+      this.invFreq[i] = f(1 / f(Math.pow(base, expo)));
+    }
+    if (initialLength > 0) this.ensure(initialLength);
+  }
+
+  /** Grows the table to at least `length` positions (doubling, to amortise). */
+  private ensure(length: number): void {
+    if (length <= this.cachedLen) return;
+    const L = Math.max(length, this.cachedLen * 2, 256);
+    const half = this.dim / 2;
+    const c = new Float32Array(L * this.dim), s = new Float32Array(L * this.dim);
+    for (let t = 0; t < L; t++) {
+      for (let i = 0; i < half; i++) {
+        const a = Math.fround(t * this.invFreq[i]);
+        const ca = Math.cos(a), sa = Math.sin(a);
+        c[t * this.dim + i] = ca; c[t * this.dim + half + i] = ca;
+        s[t * this.dim + i] = sa; s[t * this.dim + half + i] = sa;
+      }
+    }
+    this.cos?.dispose();
+    this.sin?.dispose();
+    this.cos = tf.keep(tf.tensor2d(c, [L, this.dim]));
+    this.sin = tf.keep(tf.tensor2d(s, [L, this.dim]));
+    this.cachedLen = L;
+  }
+
+  /**
+   * cos/sin for positions. `positions` is [T] (same for the whole batch) → [T, D], or [B, T] → [B, T, D].
+   */
+  cosSin(positions: tf.Tensor): [tf.Tensor, tf.Tensor] {
+    const maxPos = positions.size ? (positions.max().dataSync()[0] as number) : 0;
+    this.ensure(maxPos + 1);
+    return tf.tidy(() => {
+      const flat = positions.reshape([-1]).cast('int32');
+      const shape = [...positions.shape, this.dim];
+      return [tf.gather(this.cos!, flat).reshape(shape), tf.gather(this.sin!, flat).reshape(shape)];
+    });
+  }
+
+  /** Same, for the contiguous positions [start, start + T). */
+  cosSinRange(start: number, T: number): [tf.Tensor2D, tf.Tensor2D] {
+    this.ensure(start + T);
+    return [this.cos!.slice([start, 0], [T, this.dim]), this.sin!.slice([start, 0], [T, this.dim])];
+  }
+
+  dispose(): void {
+    this.cos?.dispose();
+    this.sin?.dispose();
+    this.cos = this.sin = null;
+    this.cachedLen = 0;
+  }
+}
+
+/** rotate_half(x) = concat(−x[..., D/2:], x[..., :D/2]). */
+export function rotateHalf(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const [x1, x2] = tf.split(x, 2, -1);
+    return tf.concat([tf.neg(x2), x1], -1);
+  });
+}
+
+/** x·cos + rotate_half(x)·sin; cos/sin broadcast against x's trailing [T, D]. */
+export function applyRotary(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin)));
+}
