@@ -1,0 +1,82 @@
+/**
+ * From the golden `llm.inputs_embeds`, greedy decoding reproduces each fixture's
+ * `generate.greedy_ids`, and beam 3 with repetition penalty 1.2 reproduces MiniCPM-V's
+ * `generate.chat_beam3_rep1.2_ids` (upstream calls HF generate with inputs_embeds only, so the
+ * penalty sees only generated ids). A whole generation leaves numTensors unchanged.
+ */
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { CausalLM } from '../../layers/decoder';
+import { ConfigReader, readJson } from '../../models/config_utils';
+import { asGenerationModel, generate } from '../../models/generation/generate';
+import { parseMistralConfig } from '../../models/mistral/config';
+import { parseQwen2Config } from '../../models/qwen2/config';
+import { Checkpoint } from '../../weights/checkpoint';
+import { loadWeights } from '../../weights/load';
+import { Golden, expectSameInts, itIf } from '../helpers/golden';
+import { modelFixture } from '../helpers/fixtures';
+import { expectNoLeak } from '../helpers/memory';
+
+interface Case { fixture: string; family: 'qwen2' | 'mistral'; llmPrefix: string; prefixes: string[]; eos: number[] }
+const CASES: Case[] = [
+  // MiniCPMV.chat terminators: <|im_end|>, <|endoftext|>
+  { fixture: 'minicpmv26_tiny', family: 'qwen2', llmPrefix: 'llm.', prefixes: [''], eos: [1002, 1000] },
+  { fixture: 'videollama2_clip_mistral_tiny', family: 'mistral', llmPrefix: '', prefixes: ['image.', 'video.'], eos: [2] },
+  { fixture: 'videollama2_siglip_qwen2_tiny', family: 'qwen2', llmPrefix: '', prefixes: ['image.', 'video.'], eos: [1023] },
+];
+
+function loadLLM(dir: string, c: Case): CausalLM {
+  const file = path.join(dir, 'config.json');
+  const reader = new ConfigReader(readJson(file), file);
+  const lm = new CausalLM(c.family === 'qwen2' ? parseQwen2Config(reader) : parseMistralConfig(reader));
+  const ck = Checkpoint.open(dir);
+  loadWeights(lm, [{ checkpoint: ck, keymap: { name: 'llm', renames: c.llmPrefix ? [[c.llmPrefix, '']] : [], ignore: [] },
+    only: ['model.embed_tokens.', 'model.layers.', 'model.norm.', 'lm_head.'] }]);
+  ck.close();
+  return lm;
+}
+
+for (const c of CASES) {
+  const dir = modelFixture(c.fixture);
+  describe(`generation: ${c.fixture}`, () => {
+    let lm: CausalLM;
+    let g: Golden;
+    beforeAll(() => {
+      if (!dir) return;
+      lm = loadLLM(dir, c);
+      g = new Golden(path.join(dir, 'golden.safetensors'));
+    });
+    afterAll(() => {
+      lm?.dispose();
+      g?.close();
+    });
+
+    for (const gp of c.prefixes) {
+      itIf(dir)(`${gp}greedy ids equal generate.greedy_ids`, async () => {
+        const x = g.tensor(`${gp}llm.inputs_embeds`) as tf.Tensor3D;
+        const r = await generate(asGenerationModel(lm), { inputsEmbeds: x }, { maxNewTokens: 8, eosTokenId: c.eos });
+        expectSameInts(`${gp}generate.greedy_ids`, r.tokens, g.ints(`${gp}generate.greedy_ids`));
+        x.dispose();
+      });
+    }
+
+    if (c.fixture === 'minicpmv26_tiny') {
+      itIf(dir)('beam 3 + repetition penalty 1.2 equal generate.chat_beam3_rep1.2_ids', async () => {
+        const x = g.tensor('llm.inputs_embeds') as tf.Tensor3D;
+        const r = await generate(asGenerationModel(lm), { inputsEmbeds: x }, { maxNewTokens: 8, numBeams: 3, repetitionPenalty: 1.2, eosTokenId: c.eos, padTokenId: 0 });
+        expectSameInts('generate.chat_beam3_rep1.2_ids', r.tokens, g.ints('generate.chat_beam3_rep1.2_ids'));
+        x.dispose();
+      });
+    }
+
+    itIf(dir)('greedy, sampling and beam generation leave numTensors unchanged', async () => {
+      const x = g.tensor(`${c.prefixes[0]}llm.inputs_embeds`) as tf.Tensor3D;
+      const m = asGenerationModel(lm);
+      await expectNoLeak('greedy', () => generate(m, { inputsEmbeds: x }, { maxNewTokens: 3 }));
+      await expectNoLeak('sampling', () => generate(m, { inputsEmbeds: x }, { maxNewTokens: 3, doSample: true, topK: 5, seed: 1 }));
+      await expectNoLeak('beam', () => generate(m, { inputsEmbeds: x }, { maxNewTokens: 3, numBeams: 2, eosTokenId: c.eos }));
+      await expectNoLeak('from ids', () => generate(m, { inputIds: [1, 2, 3] }, { maxNewTokens: 3 }));
+      x.dispose();
+    });
+  });
+}
