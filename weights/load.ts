@@ -103,7 +103,7 @@ interface Planned { moduleKey: string; param: Param; source: WeightSource; ckptK
  * every missing, unexpected and wrong-shape key (with shard and shapes) before assigning anything.
  */
 export function loadWeights(module: Module, sources: WeightSource[], opts: { what?: string } = {}): LoadReport {
-  const what = opts.what ?? module.name;
+  const what = opts.what ?? ((module.constructor as { className?: string }).className ?? module.name);
   const expected = new Map<string, Param>();
   for (const [k, p] of module.namedParams()) if (!p.tiedTo) expected.set(k, p);
 
@@ -112,6 +112,7 @@ export function loadWeights(module: Module, sources: WeightSource[], opts: { wha
   const shapeErrors: string[] = [];
   const dtypeErrors: string[] = [];
   const ignored: string[] = [];
+  const seenBad = new Set<string>(); // present but unusable: reported as such, not also as missing
   for (const source of sources) {
     const ck = source.checkpoint;
     for (const ckptKey of ck.keys()) {
@@ -130,10 +131,12 @@ export function loadWeights(module: Module, sources: WeightSource[], opts: { wha
       const e = ck.entry(ckptKey);
       if (e.shape.length !== param.shape.length || e.shape.some((d, i) => d !== param.shape[i])) {
         shapeErrors.push(`  wrong shape: '${ckptKey}' in ${shard} is ${shapeStr(e.shape)}, ${what} expects ${shapeStr(param.shape)} for '${mk}'`);
+        seenBad.add(mk);
         continue;
       }
       if (!['F32', 'F16', 'BF16', 'F64'].includes(e.dtype)) {
         dtypeErrors.push(`  wrong dtype: '${ckptKey}' in ${shard} is ${e.dtype}, a float parameter was expected`);
+        seenBad.add(mk);
         continue;
       }
       if (planned.has(mk)) {
@@ -145,7 +148,7 @@ export function loadWeights(module: Module, sources: WeightSource[], opts: { wha
   }
   const missing: string[] = [];
   for (const [k, p] of expected) {
-    if (planned.has(k)) continue;
+    if (planned.has(k) || seenBad.has(k)) continue;
     const srcs = sources.filter((s) => !s.only || s.only.some((x) => k.startsWith(x)));
     const ckptNames = srcs.map((s) => `'${toCheckpointKey(s.keymap, k)}' in ${s.checkpoint.source}`).join(' or ');
     missing.push(`  missing: ${ckptNames || `'${k}'`} (shape ${shapeStr(p.shape)})`);
