@@ -1,0 +1,52 @@
+/**
+ * Filling parameters without a checkpoint: random values for benchmarks and tests at real
+ * dimensions (no weights can be downloaded here). Norm weights get ones and biases zeros so
+ * activations stay in a realistic range; matrices get uniform noise of a given std.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Module, Param } from './module';
+import { chunkRows, toMemoryLayout } from '../weights/load';
+
+/** Fast uniform noise with standard deviation `std` (xorshift32; not for statistics). */
+export function noise(n: number, std: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  const a = std * Math.sqrt(3); // uniform on [-a, a] has std a/√3
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = (x / 4294967296 * 2 - 1) * a;
+  }
+  return out;
+}
+
+/** Fills one parameter (checkpoint layout → memory layout, chunked like a real load). */
+export function fillParam(p: Param, values: (n: number, rows: [number, number]) => Float32Array): void {
+  const ranges = chunkRows(p.shape, p.maxChunkBytes);
+  const tensors: tf.Tensor[] = [];
+  for (const r of ranges) {
+    const shape = [r[1] - r[0], ...p.shape.slice(1)];
+    const n = shape.reduce((a, b) => a * b, 1);
+    tensors.push(toMemoryLayout(values(n, r), ranges.length === 1 ? p.shape : shape, p.layout));
+  }
+  p.set(tensors, ranges.map((r) => r[0]));
+}
+
+/**
+ * Random-initialises every untied parameter of `m`: 1-D `weight`s of norms → 1, biases → 0,
+ * everything else uniform noise with std `std`.
+ */
+export function randomizeParams(m: Module, std = 0.02, seed = 1): void {
+  let k = seed;
+  for (const [name, p] of m.namedParams()) {
+    if (p.tiedTo) continue;
+    const leaf = name.split('.').pop()!;
+    const isNormLike = p.shape.length === 1 && /norm|ln_|layernorm|\.bn\./i.test(name);
+    if (p.shape.length === 1 && leaf === 'bias') fillParam(p, (n) => new Float32Array(n));
+    else if (isNormLike && leaf === 'weight') fillParam(p, (n) => new Float32Array(n).fill(1));
+    else fillParam(p, (n) => noise(n, std, k++));
+  }
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""PyTorch float32 eager reference for `vlm bench --torch` (not part of the library).
+
+Runs the same cases as models/bench at the same dimensions with random weights, with torch's
+default CPU threads, and prints one JSON line: {"info": "...", "cases": [{"name", "ms"}]}.
+Decoder layers are written out with plain torch ops in the HF v4.40 eager form (RMSNorm, rotary,
+GQA via repeat_kv, softmax in float32, SwiGLU) so that no transformers install is needed.
+"""
+import json
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+torch.manual_seed(0)
+
+QWEN2 = dict(E=3584, H=28, KV=4, I=18944, V=151666, bias=True)
+MISTRAL = dict(E=4096, H=32, KV=8, I=14336, V=32000, bias=False)
+
+
+def rms(x, w, eps=1e-6):
+    v = x.pow(2).mean(-1, keepdim=True)
+    return w * (x * torch.rsqrt(v + eps))
+
+
+def rot_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), -1)
+
+
+class Layer:
+    def __init__(self, c):
+        E, H, KV, I = c["E"], c["H"], c["KV"], c["I"]
+        D = E // H
+        self.c, self.D = c, D
+        lin = lambda o, i, b: (torch.randn(o, i) * 0.02, torch.zeros(o) if b else None)
+        self.q = lin(H * D, E, c["bias"]); self.k = lin(KV * D, E, c["bias"]); self.v = lin(KV * D, E, c["bias"])
+        self.o = lin(E, H * D, False)
+        self.g = lin(I, E, False); self.u = lin(I, E, False); self.d = lin(E, I, False)
+        self.n1 = torch.ones(E); self.n2 = torch.ones(E)
+        inv = 1.0 / (1e6 ** (torch.arange(0, D, 2).float() / D))
+        t = torch.arange(4096).float()
+        emb = torch.cat([torch.outer(t, inv)] * 2, -1)
+        self.cos, self.sin = emb.cos(), emb.sin()
+
+    @staticmethod
+    def lin(x, wb):
+        return torch.nn.functional.linear(x, wb[0], wb[1])
+
+    def __call__(self, x, past_k, past_v):
+        c, D = self.c, self.D
+        B, T, E = x.shape
+        P = 0 if past_k is None else past_k.shape[2]
+        h = rms(x, self.n1)
+        q = self.lin(h, self.q).view(B, T, c["H"], D).transpose(1, 2)
+        k = self.lin(h, self.k).view(B, T, c["KV"], D).transpose(1, 2)
+        v = self.lin(h, self.v).view(B, T, c["KV"], D).transpose(1, 2)
+        cos, sin = self.cos[P:P + T], self.sin[P:P + T]
+        q = q * cos + rot_half(q) * sin
+        k = k * cos + rot_half(k) * sin
+        if past_k is not None:
+            k = torch.cat([past_k, k], 2); v = torch.cat([past_v, v], 2)
+        g = c["H"] // c["KV"]
+        k = k.repeat_interleave(g, 1); v = v.repeat_interleave(g, 1)
+        s = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D)
+        S = P + T
+        if T > 1:
+            mask = torch.full((T, S), torch.finfo(torch.float32).min).triu(P + 1)
+            s = s + mask
+        a = torch.softmax(s, -1, dtype=torch.float32)
+        o = torch.matmul(a, v).transpose(1, 2).reshape(B, T, E)
+        x = x + self.lin(o, self.o)
+        h = rms(x, self.n2)
+        return x + self.lin(torch.nn.functional.silu(self.lin(h, self.g)) * self.lin(h, self.u), self.d)
+
+
+def case(name):
+    fam, kind = name.split(".", 1)
+    c = QWEN2 if fam == "qwen2" else MISTRAL if fam == "mistral" else None
+    if c is None:
+        return None
+    E, KV, D = c["E"], c["KV"], c["E"] // c["H"]
+    if kind == "layer.prefill512":
+        L = Layer(c); x = torch.randn(1, 512, E)
+        return lambda: L(x, None, None)
+    if kind == "layer.decode@1024":
+        L = Layer(c); x = torch.randn(1, 1, E)
+        pk, pv = torch.randn(1, KV, 1024, D), torch.randn(1, KV, 1024, D)
+        return lambda: L(x, pk, pv)
+    if kind == "lm_head.decode":
+        w = torch.randn(c["V"], E) * 0.02; x = torch.randn(1, 1, E)
+        return lambda: torch.nn.functional.linear(x, w)
+    return None
+
+
+def main():
+    args = sys.argv[1:]
+    repeats = 5
+    if args[:1] == ["--repeats"]:
+        repeats, args = int(args[1]), args[2:]
+    out = []
+    with torch.inference_mode():
+        for name in args:
+            f = case(name)
+            if f is None:
+                continue
+            f()
+            runs = []
+            for _ in range(repeats):
+                t0 = time.perf_counter(); f(); runs.append((time.perf_counter() - t0) * 1000)
+            out.append({"name": name, "ms": round(statistics.median(runs), 2)})
+            del f
+    info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    print(json.dumps({"info": info, "cases": out}))
+
+
+if __name__ == "__main__":
+    main()
