@@ -8,6 +8,7 @@ GQA via repeat_kv, softmax in float32, SwiGLU) so that no transformers install i
 """
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -15,6 +16,8 @@ import time
 import torch
 
 torch.manual_seed(0)
+# Same cores as ours (Debian's torch may default to 1 thread): VLM_TORCH_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("VLM_TORCH_THREADS", os.cpu_count() or 1)))
 
 QWEN2 = dict(E=3584, H=28, KV=4, I=18944, V=151666, bias=True)
 MISTRAL = dict(E=4096, H=32, KV=8, I=14336, V=32000, bias=False)
