@@ -7,6 +7,8 @@
 export interface GenerationOptions {
   /** Tokens to generate at most (>= 1; default 256). */
   maxNewTokens?: number;
+  /** Eos cannot be generated before this many new tokens (HF min_new_tokens). */
+  minNewTokens?: number;
   doSample?: boolean;
   temperature?: number;
   topK?: number;
@@ -28,6 +30,7 @@ export interface GenerationOptions {
 
 export interface ResolvedGenerationConfig {
   maxNewTokens: number;
+  minNewTokens: number;
   doSample: boolean;
   temperature: number;
   topK: number;
@@ -48,6 +51,7 @@ export const DEFAULT_MAX_NEW_TOKENS = 256;
 export function resolveGenerationConfig(opts: GenerationOptions = {}): ResolvedGenerationConfig {
   const c: ResolvedGenerationConfig = {
     maxNewTokens: opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS,
+    minNewTokens: opts.minNewTokens ?? 0,
     doSample: opts.doSample ?? false,
     temperature: opts.temperature ?? 1.0,
     topK: opts.topK ?? 50,
@@ -63,6 +67,7 @@ export function resolveGenerationConfig(opts: GenerationOptions = {}): ResolvedG
   };
   const bad = (name: string, why: string, v: unknown) => new Error(`${name}: ${why}, got ${JSON.stringify(v)}`);
   if (!Number.isInteger(c.maxNewTokens) || c.maxNewTokens < 1) throw bad('max_new_tokens', 'must be an integer >= 1', c.maxNewTokens);
+  if (!Number.isInteger(c.minNewTokens) || c.minNewTokens < 0) throw bad('min_new_tokens', 'must be an integer >= 0', c.minNewTokens);
   if (!Number.isInteger(c.numBeams) || c.numBeams < 1) throw bad('num_beams', 'must be an integer >= 1', c.numBeams);
   if (!(c.temperature > 0) || !Number.isFinite(c.temperature)) throw bad('temperature', 'must be > 0 (use greedy decoding instead of 0)', c.temperature);
   if (!Number.isInteger(c.topK) || c.topK < 0) throw bad('top_k', 'must be an integer >= 0 (0 disables it)', c.topK);

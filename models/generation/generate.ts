@@ -16,7 +16,7 @@ import { KVCache } from '../../layers/kv_cache';
 import { BeamSearchScorer } from './beam';
 import { GenerationOptions, ResolvedGenerationConfig, resolveGenerationConfig } from './config';
 import {
-  LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+  LogitsProcessorList, MinNewTokensLogitsProcessor, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
   logSoftmax, topK,
 } from './logits_process';
 import { Rng, sampleFromScores } from './sampling';
@@ -29,8 +29,12 @@ export interface GenerationModel {
   vocabSize: number;
   /** ids [B, T] int32 → embeddings [B, T, E]. */
   embed(ids: tf.Tensor2D): tf.Tensor3D;
-  /** embeddings [B, T, E] → logits of the last position [B, 1, V], appending to `cache`. */
-  forwardLast(embeds: tf.Tensor3D, cache: KVCache): tf.Tensor3D;
+  /**
+   * embeddings [B, T, E] → logits of the last position [B, 1, V], appending to `cache`. With a
+   * padding mask, `mask` holds the 0/1 rows over all cached + new positions and `positions` the
+   * position ids of the new ones ([B][T]).
+   */
+  forwardLast(embeds: tf.Tensor3D, cache: KVCache, padding?: { mask: number[][]; positions: number[][] }): tf.Tensor3D;
 }
 
 /** Adapts a CausalLM (Qwen2, Mistral) to the generation loop. */
@@ -40,7 +44,15 @@ export function asGenerationModel(lm: CausalLM): GenerationModel {
     maxPositions: lm.cfg.maxPositionEmbeddings,
     vocabSize: lm.cfg.vocabSize,
     embed: (ids) => lm.model.embed(ids),
-    forwardLast: (embeds, cache) => lm.forward(embeds, { cache, logits: 'last' }),
+    forwardLast: (embeds, cache, padding) => {
+      if (!padding) return lm.forward(embeds, { cache, logits: 'last' });
+      const pos = tf.tensor2d(padding.positions, undefined, 'int32');
+      try {
+        return lm.forward(embeds, { cache, logits: 'last', attentionMask: padding.mask, positionIds: pos });
+      } finally {
+        pos.dispose();
+      }
+    },
   };
 }
 
@@ -48,6 +60,48 @@ export function asGenerationModel(lm: CausalLM): GenerationModel {
 export interface GenerationInput {
   inputsEmbeds?: tf.Tensor3D;
   inputIds?: number[];
+  /**
+   * 0/1 over the prompt positions (HF attention_mask). Zeros are masked out as keys and positions
+   * follow HF `prepare_inputs_for_generation`: cumsum(mask) − 1, 1 where masked.
+   */
+  attentionMask?: number[];
+}
+
+/** HF position ids for a padding mask: cumsum − 1, and 1 at masked positions. */
+export function positionsFromMask(mask: number[]): number[] {
+  let c = 0;
+  return mask.map((m) => {
+    c += m ? 1 : 0;
+    return m ? c - 1 : 1;
+  });
+}
+
+/** Tracks the growing padding mask of one sequence (null when nothing is masked). */
+class PaddingState {
+  mask: number[];
+  constructor(prompt: number[]) {
+    this.mask = [...prompt];
+  }
+  static from(input: GenerationInput, promptLen: number): PaddingState | null {
+    const m = input.attentionMask;
+    if (!m) return null;
+    if (m.length !== promptLen) throw new Error(`attention mask has ${m.length} entries, the prompt has ${promptLen} positions`);
+    if (m.every((v) => v === 1)) return null;
+    if (!m.some((v) => v === 1)) throw new Error('attention mask masks every prompt position');
+    return new PaddingState(m);
+  }
+  /** Mask/positions for the prompt forward (rows repeated `rows` times). */
+  prompt(rows = 1): { mask: number[][]; positions: number[][] } {
+    const pos = positionsFromMask(this.mask);
+    return { mask: Array.from({ length: rows }, () => this.mask), positions: Array.from({ length: rows }, () => pos) };
+  }
+  /** Appends one generated position and returns the mask/positions for its forward. */
+  step(rows = 1): { mask: number[][]; positions: number[][] } {
+    this.mask.push(1);
+    const p = positionsFromMask(this.mask);
+    const last = p[p.length - 1];
+    return { mask: Array.from({ length: rows }, () => this.mask), positions: Array.from({ length: rows }, () => [last]) };
+  }
 }
 
 export type FinishReason = 'eos' | 'length' | 'stop_string' | 'max_positions';
@@ -80,8 +134,9 @@ export interface GenerateCallbacks {
 }
 
 /** Builds the HF processor list (repetition penalty) and warpers (temperature → top-k → top-p). */
-export function buildProcessors(c: ResolvedGenerationConfig): { processors: LogitsProcessorList; warpers: LogitsProcessorList } {
+export function buildProcessors(c: ResolvedGenerationConfig, promptIdsLength = 0): { processors: LogitsProcessorList; warpers: LogitsProcessorList } {
   const processors = new LogitsProcessorList();
+  if (c.minNewTokens > 0 && c.eosTokenIds.length) processors.push(new MinNewTokensLogitsProcessor(promptIdsLength, c.minNewTokens, c.eosTokenIds));
   if (c.repetitionPenalty !== 1.0) processors.push(new RepetitionPenaltyLogitsProcessor(c.repetitionPenalty));
   const warpers = new LogitsProcessorList();
   if (c.doSample) {
@@ -132,16 +187,17 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
   const c = resolveGenerationConfig(options);
   if (c.numBeams > 1) throw new Error('generateStream: beam search does not stream; use generate()');
   if (c.stopStrings.length && !decode) throw new Error('stop_strings need a decode function (tokenizer)');
-  const { processors, warpers } = buildProcessors(c);
   const rng = new Rng(c.seed);
   const prompt = promptEmbeds(model, input);
   const promptLen = prompt.embeds.shape[1];
   checkLength(model, promptLen);
+  const { processors, warpers } = buildProcessors(c, prompt.ids.length);
+  const padding = PaddingState.from(input, promptLen);
   const cache = new KVCache(model.numLayers);
   const seq = prompt.ids; // HF input_ids: the prompt ids (none for inputs_embeds) + generated
   const generated: number[] = [];
   try {
-    let logits = model.forwardLast(prompt.embeds, cache);
+    let logits = model.forwardLast(prompt.embeds, cache, padding?.prompt());
     if (prompt.owned) prompt.embeds.dispose();
     for (;;) {
       const scores = lastRow(logits);
@@ -169,7 +225,7 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
       const ids = tf.tensor2d([token], [1, 1], 'int32');
       const emb = model.embed(ids);
       ids.dispose();
-      logits = model.forwardLast(emb, cache);
+      logits = model.forwardLast(emb, cache, padding?.step());
       emb.dispose();
     }
   } finally {
@@ -182,11 +238,12 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
 export async function beamSearch(model: GenerationModel, input: GenerationInput, options: GenerationOptions = {}): Promise<GenerationResult> {
   const c = resolveGenerationConfig(options);
   const K = c.numBeams;
-  const { processors } = buildProcessors(c);
   const prompt = promptEmbeds(model, input);
   const promptLen = prompt.embeds.shape[1];
   checkLength(model, promptLen);
   const promptIds = prompt.ids;
+  const { processors } = buildProcessors(c, promptIds.length);
+  const padding = PaddingState.from(input, promptLen);
   const maxLength = promptIds.length + c.maxNewTokens; // HF max_length over input_ids
   const scorer = new BeamSearchScorer(K, c.lengthPenalty, c.earlyStopping, maxLength);
   const cache = new KVCache(model.numLayers);
@@ -195,7 +252,7 @@ export async function beamSearch(model: GenerationModel, input: GenerationInput,
   beamScores[0] = 0;
   let finish: FinishReason = 'length';
   try {
-    let logits = model.forwardLast(prompt.embeds, cache); // [1, 1, V]: every beam starts from the same state
+    let logits = model.forwardLast(prompt.embeds, cache, padding?.prompt()); // [1, 1, V]: every beam starts from the same state
     if (prompt.owned) prompt.embeds.dispose();
     cache.selectBatch(new Array(K).fill(0));
     let rows: Float32Array[] = Array.from({ length: K }, () => lastRow(logits, 0));
@@ -226,7 +283,7 @@ export async function beamSearch(model: GenerationModel, input: GenerationInput,
       const ids = tf.tensor2d(next.tokens, [K, 1], 'int32');
       const emb = model.embed(ids);
       ids.dispose();
-      logits = model.forwardLast(emb, cache); // [K, 1, V]
+      logits = model.forwardLast(emb, cache, padding?.step(K)); // [K, 1, V]
       emb.dispose();
       rows = Array.from({ length: K }, (_, b) => lastRow(logits, b));
       logits.dispose();

@@ -39,6 +39,20 @@ export class RepetitionPenaltyLogitsProcessor implements LogitsProcessor {
   }
 }
 
+/**
+ * HF MinNewTokensLengthLogitsProcessor: while fewer than `minNewTokens` tokens have been generated,
+ * the eos tokens cannot be picked. `promptLength` = how many of the ids are the prompt.
+ */
+export class MinNewTokensLogitsProcessor implements LogitsProcessor {
+  readonly name = 'min_new_tokens';
+  constructor(readonly promptLength: number, readonly minNewTokens: number, readonly eosTokenIds: number[]) {
+    if (!Number.isInteger(minNewTokens) || minNewTokens < 0) throw new Error(`min_new_tokens has to be a non-negative integer, got ${minNewTokens}`);
+  }
+  apply(ids: readonly number[], scores: Float32Array): void {
+    if (ids.length - this.promptLength < this.minNewTokens) for (const e of this.eosTokenIds) if (e < scores.length) scores[e] = -Infinity;
+  }
+}
+
 /** HF TemperatureLogitsWarper: scores / temperature. */
 export class TemperatureLogitsWarper implements LogitsProcessor {
   readonly name = 'temperature';

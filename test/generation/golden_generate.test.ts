@@ -69,6 +69,19 @@ for (const c of CASES) {
       });
     }
 
+    itIf(dir)('a masked prompt position is invisible (HF attention_mask + positions)', async () => {
+      // [a, b, c] with mask [1, 0, 1] must continue exactly like [a, c]: b is never attended and
+      // c gets position 1 (HF: position_ids = cumsum(mask) - 1).
+      const m = asGenerationModel(lm);
+      const ids = [5, 17, 9, 23];
+      const masked = await generate(m, { inputIds: ids, attentionMask: [1, 0, 1, 1] }, { maxNewTokens: 4 });
+      const plain = await generate(m, { inputIds: [5, 9, 23] }, { maxNewTokens: 4 });
+      expect(masked.tokens).toEqual(plain.tokens);
+      const beamMasked = await generate(m, { inputIds: ids, attentionMask: [1, 0, 1, 1] }, { maxNewTokens: 3, numBeams: 2 });
+      const beamPlain = await generate(m, { inputIds: [5, 9, 23] }, { maxNewTokens: 3, numBeams: 2 });
+      expect(beamMasked.tokens).toEqual(beamPlain.tokens);
+    });
+
     itIf(dir)('greedy, sampling and beam generation leave numTensors unchanged', async () => {
       const x = g.tensor(`${c.prefixes[0]}llm.inputs_embeds`) as tf.Tensor3D;
       const m = asGenerationModel(lm);
