@@ -277,6 +277,13 @@ export function exitError(file: string, what: string, proc: FfmpegProcess, exit:
   return classifyFailure(file, what, proc.log, exit);
 }
 
+/** The refusal of a frame above the pixel limit. */
+export function tooLargeError(file: string, w: number, h: number, max: number): VideoError {
+  return new VideoError('too_large', file, `${file}: ${w}x${h} video (${w * h} pixels per frame) exceeds the limit of ` +
+    `${max} pixels; upstream decodes at full resolution, so it is refused rather than downscaled ` +
+    `(raise opts.maxPixels if you have the memory)`);
+}
+
 /** Maps a non-zero ffmpeg exit to the kind of bad input it reveals. */
 function classifyFailure(file: string, what: string, log: string[], exit: FfmpegExit): VideoError {
   const all = log.join('\n');
@@ -288,8 +295,11 @@ function classifyFailure(file: string, what: string, log: string[], exit: Ffmpeg
   if (/Permission denied/.test(all) && !header) {
     return new VideoError('not_found', file, `${file}: cannot read the video file (permission denied)`);
   }
-  if (/exceeds specified max pixel count/.test(all)) {
-    return new VideoError('too_large', file, `${file}: frame size exceeds the pixel limit (${summary})`);
+  const px = /Picture size (\d+)x(\d+) exceeds specified max pixel count (\d+)/.exec(all);
+  if (px) return tooLargeError(file, Number(px[1]), Number(px[2]), Number(px[3]));
+  if (/moov atom not found/.test(all) && !/misdetection possible/.test(all)) {
+    return new VideoError('corrupt', file, `${file}: truncated or incomplete mp4/mov: its index (moov atom) is missing, ` +
+      `e.g. a recording or download that was cut off (${summary})`);
   }
   if (!header) {
     return new VideoError('not_media', file, `${file}: not a readable video: ffmpeg could not open it as a media ` +

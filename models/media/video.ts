@@ -15,7 +15,7 @@
  *   bit-exact with the npm FFmpeg 4.x binary; a different ffmpeg build may pick other SIMD code
  *   for the same conversion (the C path differs by up to 3 LSB).
  * - Frame count: frames decoded by `ffmpeg -f null` with the same options (or the mp4 sample table
- *   with `frameCount: 'container'`, like decord's len()). Average fps: the mov demuxer's
+ *   with `countFrames: 'container'`, like decord's len()). Average fps: the mov demuxer's
  *   avg_frame_rate from the mp4 sample table (mp4_fps.ts), checked against the value ffmpeg prints;
  *   other containers use ffmpeg's printed value (2 decimals, snapped to k·1000/1001 or an integer
  *   when that prints the same).
@@ -31,7 +31,7 @@ import path from 'node:path';
 import { RgbImage } from './types';
 import {
   errorSummary, exitError, FfmpegOptions, FfmpegProcess, InputHeader, parseInputHeader, parseLogLine,
-  selectedVideoStream, startFfmpeg, StreamHeader, VideoError,
+  selectedVideoStream, startFfmpeg, StreamHeader, tooLargeError, VideoError,
 } from './ffmpeg';
 import { readMp4Timings } from './mp4_fps';
 
@@ -52,7 +52,7 @@ export interface ProbeOptions extends VideoOptions {
    * container; 'container' trusts the mp4 sample table when there is one (no decode, like decord's
    * len(); differs when an edit list or damage hides frames) and decodes otherwise.
    */
-  frameCount?: 'decode' | 'container';
+  countFrames?: 'decode' | 'container';
 }
 
 /** What probeVideo reports. */
@@ -115,11 +115,7 @@ function maxPixelsOf(file: string, opts: VideoOptions): number {
 }
 
 function checkPixels(file: string, w: number, h: number, max: number): void {
-  if (w * h > max) {
-    throw new VideoError('too_large', file, `${file}: ${w}x${h} video (${w * h} pixels per frame) exceeds the limit of ` +
-      `${max} pixels; upstream decodes at full resolution, so it is refused rather than downscaled ` +
-      `(raise opts.maxPixels if you have the memory)`);
-  }
+  if (w * h > max) throw tooLargeError(file, w, h, max);
 }
 
 /** Input options common to every run. */
@@ -209,7 +205,7 @@ function averageFps(file: string, h: Header): FpsResult {
 const TRUNCATION = /partial file|Read error|corrupt input packet|ended prematurely|Truncat/i;
 
 /** Decodes the whole stream once and counts frames; throws on damage that loses frames. */
-async function countFrames(file: string, h: Header, declared: number | null, opts: VideoOptions): Promise<{ count: number; warnings: string[] }> {
+async function decodeCount(file: string, h: Header, declared: number | null, opts: VideoOptions): Promise<{ count: number; warnings: string[] }> {
   const args = [...inputArgs(file, maxPixelsOf(file, opts), 'warning'), '-vsync', 'passthrough', '-f', 'null', '-progress', 'pipe:1', '-'];
   const proc = startFfmpeg(file, args, opts);
   const { out, exit } = await runToEnd(proc);
@@ -246,8 +242,8 @@ async function countFrames(file: string, h: Header, declared: number | null, opt
  * a timeout or an abort.
  */
 export async function probeVideo(file: string, opts: ProbeOptions = {}): Promise<VideoInfo> {
-  const mode = opts.frameCount ?? 'decode';
-  if (mode !== 'decode' && mode !== 'container') throw new VideoError('bad_argument', file, `opts.frameCount must be 'decode' or 'container', got ${JSON.stringify(mode)}`);
+  const mode = opts.countFrames ?? 'decode';
+  if (mode !== 'decode' && mode !== 'container') throw new VideoError('bad_argument', file, `opts.countFrames must be 'decode' or 'container', got ${JSON.stringify(mode)}`);
   const h = await readHeader(file, opts);
   const fps = averageFps(file, h);
   let count: number, warnings: string[] = [], source: VideoInfo['frameCountSource'] = 'decode';
@@ -255,7 +251,7 @@ export async function probeVideo(file: string, opts: ProbeOptions = {}): Promise
     count = fps.sampleCount;
     source = 'container';
   } else {
-    ({ count, warnings } = await countFrames(file, h, fps.sampleCount, opts));
+    ({ count, warnings } = await decodeCount(file, h, fps.sampleCount, opts));
   }
   if (fps.warning) warnings.unshift(fps.warning);
   return {
@@ -418,7 +414,7 @@ export async function* streamFrames(file: string, indices: readonly number[], op
     if (reader.midFrame) throw new VideoError('ffmpeg_failed', file, `${file}: ffmpeg output ended inside a frame`);
     if (k < wanted.length) {
       const damage = errorSummary(proc.log);
-      const count = opts.info?.frameCount ?? (await probeVideo(file, { ...opts, frameCount: 'decode' })).frameCount;
+      const count = opts.info?.frameCount ?? (await probeVideo(file, { ...opts, countFrames: 'decode' })).frameCount;
       const e = indexError(file, wanted[k], count);
       if (damage) e.message += ` (ffmpeg: ${damage})`;
       throw e;
