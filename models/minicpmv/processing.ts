@@ -57,15 +57,15 @@ export interface MiniCPMVPreprocessorConfig {
 }
 
 /**
- * Defaults: upstream `MiniCPMVImageProcessor.__init__`, except `use_image_id`, whose upstream
- * processor default is False while MiniCPMVConfig's is True and `chat()` asserts both agree; the
- * real 2.6 file sets it to true, and so do we when the key is absent.
+ * Defaults: upstream `MiniCPMVImageProcessor.__init__` (`use_image_id` False when the key is
+ * absent; the released 2.6 file sets it to true, and upstream `chat()` asserts it equals the
+ * model config's, whose default is True).
  */
 export const MINICPMV_PREPROCESSOR_DEFAULTS: Readonly<MiniCPMVPreprocessorConfig> = Object.freeze<MiniCPMVPreprocessorConfig>({
   max_slice_nums: 9,
   scale_resolution: 448,
   patch_size: 14,
-  use_image_id: true,
+  use_image_id: false,
   image_feature_size: 64,
   im_start: '<image>',
   im_end: '</image>',

@@ -243,12 +243,12 @@ describe('geometry and placeholder grammar', () => {
 describe('config and input errors', () => {
   const quiet = (): void => undefined;
 
-  it('fills defaults (use_image_id true) and leaves the input object alone', () => {
+  it('fills upstream defaults (use_image_id false when absent) and leaves the input object alone', () => {
     const json = { max_slice_nums: 4 };
     const frozen = JSON.stringify(json);
     const cfg = parseMiniCPMVPreprocessorConfig(json, 'p.json', quiet);
     expect(cfg).toEqual({ ...MINICPMV_PREPROCESSOR_DEFAULTS, max_slice_nums: 4 });
-    expect(cfg.use_image_id).toBe(true);
+    expect(cfg.use_image_id).toBe(false); // upstream: kwargs.pop("use_image_id", False)
     expect(JSON.stringify(json)).toBe(frozen);
   });
 
