@@ -225,6 +225,35 @@ export function startFfmpeg(file: string, args: string[], opts: FfmpegOptions): 
   return new FfmpegProcess(bin, ['-nostdin', '-hide_banner', ...args], opts);
 }
 
+/** Per binary: whether it takes `-fps_mode` (FFmpeg >= 5.1, libavformat >= 59.27). */
+const fpsModeSupport = new Map<string, Promise<boolean>>();
+
+/**
+ * The output option that passes every decoded frame through unchanged (no duplication or drop):
+ * `-fps_mode passthrough` where the binary has it, else `-vsync passthrough` (deprecated since 5.1,
+ * the only spelling in the npm binary's 4.x). Checked once per binary with `ffmpeg -version`.
+ */
+export async function passthroughArgs(file: string, opts: FfmpegOptions): Promise<string[]> {
+  const bin = resolveFfmpeg(opts.ffmpegPath);
+  let known = fpsModeSupport.get(bin.path);
+  if (!known) {
+    known = (async () => {
+      const proc = new FfmpegProcess(bin, ['-version'], opts);
+      let out = '';
+      proc.stdout.setEncoding('utf8');
+      proc.stdout.on('data', (s: string) => (out += s));
+      const exit = await proc.exited;
+      const err = exitError(file, 'reporting its version', proc, exit);
+      if (err) throw err;
+      const v = /libavformat\s+(\d+)\.\s*(\d+)/.exec(out);
+      return v !== null && (Number(v[1]) > 59 || (Number(v[1]) === 59 && Number(v[2]) >= 27));
+    })();
+    fpsModeSupport.set(bin.path, known);
+    known.catch(() => fpsModeSupport.delete(bin.path));
+  }
+  return (await known) ? ['-fps_mode', 'passthrough'] : ['-vsync', 'passthrough'];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reading the log
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
  *
  * Exactness (checked against the stored upstream frames, 0 LSB; see test/media/video.test.ts):
  * - Frame n is the n-th frame the decoder outputs (presentation order), as PyAV/decord number
- *   them: `-vsync passthrough` (no dup/drop), `-noautorotate` (PyAV ignores rotation metadata),
+ *   them: `-fps_mode`/`-vsync passthrough` (no dup/drop), `-noautorotate` (PyAV ignores rotation metadata),
  *   and the `select` filter counts decoded frames.
  * - Colour: PyAV (<= 14) `to_ndarray(format='rgb24')` runs swscale with SWS_BILINEAR and never
  *   sets colour details, so swscale's defaults apply: BT.601 matrix whatever the stream's tag, and
@@ -30,7 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { RgbImage } from './types';
 import {
-  errorSummary, exitError, FfmpegOptions, FfmpegProcess, InputHeader, parseInputHeader, parseLogLine,
+  errorSummary, exitError, FfmpegOptions, FfmpegProcess, InputHeader, parseInputHeader, parseLogLine, passthroughArgs,
   selectedVideoStream, startFfmpeg, StreamHeader, tooLargeError, VideoError,
 } from './ffmpeg';
 import { readMp4Timings } from './mp4_fps';
@@ -206,7 +206,7 @@ const TRUNCATION = /partial file|Read error|corrupt input packet|ended premature
 
 /** Decodes the whole stream once and counts frames; throws on damage that loses frames. */
 async function decodeCount(file: string, h: Header, declared: number | null, opts: VideoOptions): Promise<{ count: number; warnings: string[] }> {
-  const args = [...inputArgs(file, maxPixelsOf(file, opts), 'warning'), '-vsync', 'passthrough', '-f', 'null', '-progress', 'pipe:1', '-'];
+  const args = [...inputArgs(file, maxPixelsOf(file, opts), 'warning'), ...(await passthroughArgs(file, opts)), '-f', 'null', '-progress', 'pipe:1', '-'];
   const proc = startFfmpeg(file, args, opts);
   const { out, exit } = await runToEnd(proc);
   const frames = [...out.matchAll(/^frame=(\d+)\s*$/gm)];
@@ -275,7 +275,11 @@ function checkIndices(file: string, indices: readonly number[]): number[] {
   return [...new Set(indices)].sort((a, b) => a - b);
 }
 
-/** `select` expression over decoded-frame numbers, with consecutive runs as between(). */
+/**
+ * `select` expression over decoded-frame numbers, with consecutive runs as between(). Long sums
+ * are grouped into a balanced tree of parenthesised halves: newer ffmpeg builds refuse a flat sum
+ * of thousands of terms (expression depth).
+ */
 export function selectExpression(sorted: readonly number[]): string {
   const terms: string[] = [];
   for (let i = 0; i < sorted.length;) {
@@ -284,7 +288,12 @@ export function selectExpression(sorted: readonly number[]): string {
     terms.push(i === j ? `eq(n\\,${sorted[i]})` : `between(n\\,${sorted[i]}\\,${sorted[j]})`);
     i = j + 1;
   }
-  return terms.join('+');
+  const group = (t: string[]): string => {
+    if (t.length <= 16) return t.join('+');
+    const mid = t.length >> 1;
+    return `(${group(t.slice(0, mid))})+(${group(t.slice(mid))})`;
+  };
+  return group(terms);
 }
 
 /** The colour conversion PyAV's to_ndarray('rgb24') performs (see the file header). */
@@ -385,7 +394,7 @@ export async function* streamFrames(file: string, indices: readonly number[], op
     script = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vlm-ffmpeg-')), 'select.txt');
     fs.writeFileSync(script, graph);
   }
-  const args = [...inputArgs(file, maxPixels, 'warning'), '-vsync', 'passthrough', ...(script ? ['-filter_script:v', script] : ['-vf', graph]),
+  const args = [...inputArgs(file, maxPixels, 'warning'), ...(await passthroughArgs(file, opts)), ...(script ? ['-filter_script:v', script] : ['-vf', graph]),
     '-frames:v', String(wanted.length), '-f', 'image2pipe', '-c:v', 'ppm', '-pix_fmt', 'rgb24', 'pipe:1'];
   let proc: FfmpegProcess | null = null;
   try {

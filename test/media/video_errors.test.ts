@@ -20,8 +20,8 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 afterEach(() => expect(ffmpegChildren()).toEqual([]));
 
-/** Expects `p` to reject with a VideoError of `code` whose message contains every `parts`. */
-async function rejects(p: Promise<unknown>, code: VideoErrorCode, ...parts: (string | RegExp)[]): Promise<VideoError> {
+/** Expects `p` to reject with a VideoError of `code` (or one of several) whose message contains every `parts`. */
+async function rejects(p: Promise<unknown>, code: VideoErrorCode | VideoErrorCode[], ...parts: (string | RegExp)[]): Promise<VideoError> {
   let err: unknown;
   try {
     await p;
@@ -30,7 +30,7 @@ async function rejects(p: Promise<unknown>, code: VideoErrorCode, ...parts: (str
   }
   expect(err).toBeInstanceOf(VideoError);
   const ve = err as VideoError;
-  if (ve.code !== code) throw new Error(`expected code ${code}, got ${ve.code}: ${ve.message}`);
+  if (![code].flat().includes(ve.code)) throw new Error(`expected code ${code}, got ${ve.code}: ${ve.message}`);
   for (const part of parts) expect(ve.message).toMatch(part);
   return ve;
 }
@@ -96,7 +96,8 @@ describe('damaged videos', () => {
     const mdat = data.indexOf('mdat');
     for (let i = mdat + 200; i < data.length; i += 7) data[i] = (i * 131) & 255;
     const p = write('garbled.mp4', data);
-    await rejects(probeVideo(p), 'corrupt', p, /corrupt/);
+    // FFmpeg 4.x conceals a few frames, then gives up past its error rate; 5.x decodes none.
+    await rejects(probeVideo(p), ['corrupt', 'no_frames'], p, /corrupt|no decodable frames/);
   });
 
   it('a video stream with zero decodable frames (every keyframe removed)', async () => {
