@@ -118,9 +118,13 @@ function checkPixels(file: string, w: number, h: number, max: number): void {
   if (w * h > max) throw tooLargeError(file, w, h, max);
 }
 
-/** Input options common to every run. */
+/**
+ * Input options common to every run. The path goes through the `file:` protocol so that names like
+ * `concat:a|b` or `pipe:0` are never taken for another protocol.
+ */
 function inputArgs(file: string, maxPixels: number, loglevel: string): string[] {
-  return ['-loglevel', `level+${loglevel}`, '-nostats', '-noautorotate', '-max_pixels', String(maxPixels), '-i', file, '-map', '0:V:0'];
+  return ['-loglevel', `level+${loglevel}`, '-nostats', '-noautorotate', '-max_pixels', String(maxPixels),
+    '-i', `file:${path.resolve(file)}`, '-map', '0:V:0'];
 }
 
 /** Collects stdout as text (small outputs only) and waits for the exit. */

@@ -107,6 +107,24 @@ describe('damaged videos', () => {
   });
 });
 
+describe('file names', () => {
+  it("odd names decode: quotes, spaces, pipes, a leading dash, a relative 'pipe:0'", async () => {
+    for (const name of ["it's a clip.mp4", 'a|b.mp4', '-dash.mp4', 'concat:x.mp4']) {
+      const p = path.join(dir, name);
+      fs.copyFileSync(good, p);
+      expect((await probeVideo(p)).frameCount).toBe(48);
+    }
+    const cwd = process.cwd();
+    try {
+      fs.copyFileSync(good, path.join(dir, 'pipe:0'));
+      process.chdir(dir);
+      expect((await decodeFrames('pipe:0', [0, 47]))).toHaveLength(2);
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+});
+
 describe('frame indices', () => {
   it('more frames requested than the video has (probed and not)', async () => {
     await rejects(decodeFrames(good, [3, 48]), 'index_out_of_range', good, /frame index 48/, /only 48 decodable frames/);
