@@ -140,6 +140,7 @@ export class FfmpegProcess {
   private remaining: number;
   private startedAt = 0;
   private done = false;
+  private readonly signal: AbortSignal | undefined;
   private readonly onAbort = () => this.kill('abort');
 
   constructor(readonly bin: ResolvedFfmpeg, readonly args: string[], opts: FfmpegOptions) {
@@ -157,11 +158,10 @@ export class FfmpegProcess {
       });
       this.child.on('close', (code, signal) => this.finish(resolve, code, signal, spawnError));
     });
-    opts.signal?.addEventListener('abort', this.onAbort, { once: true });
     this.signal = opts.signal;
+    this.signal?.addEventListener('abort', this.onAbort, { once: true });
     this.resumeClock();
   }
-  private readonly signal: AbortSignal | undefined;
 
   private finish(resolve: (e: FfmpegExit) => void, code: number | null, signal: NodeJS.Signals | null,
     spawnError: NodeJS.ErrnoException | null): void {
@@ -284,7 +284,8 @@ export function errorSummary(log: string[], max = 3): string {
   for (const l of log.map(parseLogLine)) {
     if (l.level !== 'error' && l.level !== 'fatal') continue;
     if (/^To ignore this|^Conversion failed!?$/.test(l.text)) continue;
-    seen.add(l.component ? `[${l.component}] ${l.text}` : l.text);
+    const text = l.text.length > 300 ? `${l.text.slice(0, 300)}...` : l.text;
+    seen.add(l.component ? `[${l.component}] ${text}` : text);
     if (seen.size >= max) break;
   }
   return [...seen].join('; ');
