@@ -1,0 +1,276 @@
+/**
+ * The perceiver resampler of MiniCPM-V 2.5/2.6 (upstream `resampler.py` `Resampler`, the
+ * "adaptive" 2-D sincos version) and the torch `nn.MultiheadAttention` it is built on
+ * (torch 1.13 `torch/nn/functional.py` `multi_head_attention_forward`, non-fast path):
+ *
+ *   x   = ln_kv(kv_proj(x))                          kv_proj: Linear(kv_dim → D, no bias), or
+ *                                                    Identity when kv_dim == D
+ *   q   = ln_q(query)                                learnable [Q, D], the same for every image
+ *   out = attn(q, key = x + pos_embed, value = x, key_padding_mask = padded patches)
+ *   y   = ln_post(out) @ proj                        proj: a [D, D] Parameter (no transpose)
+ *
+ * Checkpoint keys: `query` [Q, D], `kv_proj.weight` [D, kv_dim], `attn.in_proj_weight` [3D, D]
+ * (q, k, v rows packed), `attn.in_proj_bias` [3D], `attn.out_proj.{weight,bias}`,
+ * `ln_q`/`ln_kv`/`ln_post.{weight,bias}` (LayerNorm eps 1e-6: `norm_layer=partial(nn.LayerNorm,
+ * eps=1e-6)`), `proj` [D, D]. `pos_embed` is a non-persistent buffer (not in checkpoints).
+ *
+ * pos_embed[i, j] for patch row i, column j = [sin(jω), cos(jω), sin(iω), cos(iω)], each block D/4
+ * wide, ω_k = 1 / 10000^(k / (D/4)): upstream meshgrids (w, h), so the first half encodes the
+ * COLUMN. It is float32 numpy arithmetic (`get_1d_sincos_pos_embed_from_grid_new`), reproduced
+ * with Math.fround. Upstream caches a 70 × 70 grid and regrows it for bigger `tgt_sizes`
+ * (`_adjust_pos_cache`); a grid entry depends only on (i, j), so we keep the equivalent 1-D table
+ * of the per-position halves for max(max_size) positions, grown the same way, on the device.
+ *
+ * Attention (the packed `in_proj` is kept packed: each call slices q/k/v rows out of it, which
+ * keeps gradients and in-place updates right): q/√d before q·kᵀ, the key padding mask is −inf
+ * (`_canonical_mask`), softmax, ·v, out_proj.
+ *
+ * Shape letters: B images, L patches (padded), Q queries, D embed, H heads, d = D/H, K kv_dim.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Tap } from './decoder';
+import { Linear, preferredLinearLayout } from './linear';
+import { Module, Param, ParamLayout, register } from './module';
+import { LayerNorm } from './norms';
+
+// ---------------------------------------------------------------------------------------------
+// torch.nn.MultiheadAttention with packed in_proj
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * torch `nn.MultiheadAttention(embed_dim, num_heads)` (bias, no bias_kv, no zero_attn, kdim =
+ * vdim = embed_dim), batch-first in our API. Checkpoint keys: `in_proj_weight` [3E, E],
+ * `in_proj_bias` [3E], `out_proj.weight` [E, E], `out_proj.bias` [E].
+ */
+export class TorchMultiheadAttention extends Module {
+  static className = 'TorchMultiheadAttention';
+  readonly embedDim: number;
+  readonly numHeads: number;
+  in_proj_weight: Param;
+  in_proj_bias: Param;
+  out_proj: Linear;
+
+  constructor(embedDim: number, numHeads: number, layout: ParamLayout = preferredLinearLayout()) {
+    super();
+    if (embedDim % numHeads !== 0) throw new Error(`MultiheadAttention: embed_dim ${embedDim} is not divisible by num_heads ${numHeads}`);
+    this.embedDim = embedDim;
+    this.numHeads = numHeads;
+    // 'same' = [3E, E] in memory (matmul with transposeB), 'transposed' = [E, 3E].
+    this.in_proj_weight = new Param([3 * embedDim, embedDim], { layout });
+    this.in_proj_bias = new Param([3 * embedDim]);
+    this.out_proj = new Linear(embedDim, embedDim, { bias: true, layout });
+  }
+
+  /** x [N, E] @ W_part ᵀ + b_part for part 0 (q), 1 (k) or 2 (v) of the packed projection. */
+  private project(x2: tf.Tensor2D, part: 0 | 1 | 2): tf.Tensor2D {
+    const E = this.embedDim;
+    const w = this.in_proj_weight.value;
+    const sameLayout = this.in_proj_weight.layout === 'same';
+    const wp = (sameLayout ? w.slice([part * E, 0], [E, E]) : w.slice([0, part * E], [E, E])) as tf.Tensor2D; // [E, E]
+    const bp = this.in_proj_bias.value.slice([part * E], [E]);
+    return tf.fused.matMul({ a: x2, b: wp, transposeB: sameLayout, bias: bp }) as tf.Tensor2D;
+  }
+
+  /**
+   * query [Tq, E] (shared by every batch entry) or [B, Tq, E]; key and value [B, S, E]; mask
+   * additive, broadcastable to [B, H, Tq, S] (e.g. [B, 1, 1, S]), or null. Returns [B, Tq, E].
+   */
+  forward(query: tf.Tensor, key: tf.Tensor3D, value: tf.Tensor3D, mask: tf.Tensor | null): tf.Tensor3D {
+    return tf.tidy(() => {
+      const [B, S, E] = key.shape;
+      if (E !== this.embedDim || value.shape[2] !== E || query.shape[query.rank - 1] !== E) {
+        throw new Error(`MultiheadAttention: expected embed_dim ${this.embedDim}, got query [${query.shape}], key [${key.shape}], value [${value.shape}]`);
+      }
+      const H = this.numHeads, d = E / H;
+      const Tq = query.shape[query.rank - 2];
+      const Bq = query.rank === 2 ? 1 : query.shape[0];
+      // q_scaled = q / sqrt(head_dim), as multi_head_attention_forward does before the bmm
+      const q = tf.div(this.project(query.reshape([-1, E]) as tf.Tensor2D, 0), Math.sqrt(d))
+        .reshape([Bq, Tq, H, d]).transpose([0, 2, 1, 3]); // [Bq, H, Tq, d]
+      const k = this.project(key.reshape([-1, E]) as tf.Tensor2D, 1).reshape([B, S, H, d]).transpose([0, 2, 1, 3]); // [B, H, S, d]
+      const v = this.project(value.reshape([-1, E]) as tf.Tensor2D, 2).reshape([B, S, H, d]).transpose([0, 2, 1, 3]); // [B, H, S, d]
+      const qb = Bq === B ? q : tf.broadcastTo(q, [B, H, Tq, d]); // one query set for all images
+      let scores = tf.matMul(qb, k, false, true); // [B, H, Tq, S]
+      if (mask) scores = tf.add(scores, mask);
+      const ctx = tf.matMul(tf.softmax(scores, -1), v); // [B, H, Tq, d]
+      return this.out_proj.forward(ctx.transpose([0, 2, 1, 3]).reshape([B, Tq, E])) as tf.Tensor3D; // [B, Tq, E]
+    });
+  }
+}
+register(TorchMultiheadAttention);
+
+// ---------------------------------------------------------------------------------------------
+// 2-D sincos position embedding
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The per-position half of upstream's 2-D sincos embedding: rows p = 0..n−1 of
+ * `get_1d_sincos_pos_embed_from_grid_new(D/2, p)` = [sin(p·ω), cos(p·ω)] (D/2 wide), in float32
+ * like numpy: ω = float32(1 / float32(10000 ** float32(k / (D/4)))), p·ω rounded to float32.
+ */
+export function sincosHalfTable(n: number, embedDim: number): Float32Array {
+  if (embedDim % 4 !== 0) throw new Error(`2-D sincos position embedding: embed_dim ${embedDim} must be a multiple of 4`);
+  const half = embedDim / 2, quarter = embedDim / 4;
+  const omega = new Float32Array(quarter);
+  for (let k = 0; k < quarter; k++) {
+    const e = Math.fround(k / quarter); // omega = arange(D/4, float32); omega /= D/4
+    omega[k] = Math.fround(1 / Math.fround(Math.pow(10000, e))); // 1. / 10000 ** omega, float32
+  }
+  const out = new Float32Array(n * half);
+  for (let p = 0; p < n; p++) {
+    for (let k = 0; k < quarter; k++) {
+      const a = Math.fround(p * omega[k]); // einsum('hw,d->hwd'), float32
+      out[p * half + k] = Math.sin(a);
+      out[p * half + quarter + k] = Math.cos(a);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resampler
+// ---------------------------------------------------------------------------------------------
+
+export interface ResamplerConfig {
+  /** `num_queries` (MiniCPM-V: config.query_num). */
+  numQueries: number;
+  /** `embed_dim` (MiniCPM-V: the LLM hidden size). */
+  embedDim: number;
+  /** `num_heads` (MiniCPM-V: embed_dim // 128). */
+  numHeads: number;
+  /** `kv_dim` (MiniCPM-V: the vision hidden size); null or = embedDim → kv_proj is Identity. */
+  kvDim: number | null;
+  /** LayerNorm eps of ln_q/ln_kv/ln_post (upstream: partial(nn.LayerNorm, eps=1e-6)). */
+  normEps: number;
+  /** Initial `max_size` of the position cache (upstream (70, 70)). */
+  maxSize?: [number, number];
+}
+
+export interface ResamplerForwardOptions {
+  /** Receives `resampler.kv_proj`, `.ln_kv`, `.ln_q`, `.attn_out_QBD` (seq-first), `.ln_post`, `.out`. */
+  taps?: Tap | null;
+}
+
+export class Resampler extends Module {
+  static className = 'Resampler';
+  readonly cfg: ResamplerConfig;
+  query: Param;
+  kv_proj: Linear | null;
+  attn: TorchMultiheadAttention;
+  ln_q: LayerNorm;
+  ln_kv: LayerNorm;
+  ln_post: LayerNorm;
+  proj: Param;
+  /** `max_size` of upstream's cache, grown by `adjustPosCache`. */
+  maxSize: [number, number];
+  /** [max(maxSize), D/2] sincos halves on the device; built on first use. Not a parameter. */
+  private posTable: tf.Tensor2D | null = null;
+
+  constructor(cfg: ResamplerConfig) {
+    super();
+    const D = cfg.embedDim;
+    if (D % 4 !== 0) throw new Error(`Resampler: embed_dim ${D} must be a multiple of 4 (2-D sincos position embedding)`);
+    this.cfg = cfg;
+    this.maxSize = [...(cfg.maxSize ?? [70, 70])];
+    const layout = preferredLinearLayout();
+    this.query = new Param([cfg.numQueries, D]);
+    this.kv_proj = cfg.kvDim !== null && cfg.kvDim !== D ? new Linear(cfg.kvDim, D, { bias: false, layout }) : null;
+    this.attn = new TorchMultiheadAttention(D, cfg.numHeads, layout);
+    this.ln_q = new LayerNorm(D, cfg.normEps);
+    this.ln_kv = new LayerNorm(D, cfg.normEps);
+    this.ln_post = new LayerNorm(D, cfg.normEps);
+    // `x @ proj`: the checkpoint is [in, out]; keep it when the backend prefers [in, out] weights,
+    // else transpose once to [out, in] (then matmul with transposeB), like Linear.
+    this.proj = new Param([D, D], { layout: layout === 'same' ? 'transposed' : 'same' });
+  }
+
+  /** `_adjust_pos_cache`: grows max_size to cover `tgtSizes` and (re)builds the table when needed. */
+  adjustPosCache(tgtSizes: readonly (readonly [number, number])[]): void {
+    const maxH = Math.max(...tgtSizes.map((t) => t[0]));
+    const maxW = Math.max(...tgtSizes.map((t) => t[1]));
+    if (maxH > this.maxSize[0] || maxW > this.maxSize[1]) {
+      this.maxSize = [Math.max(maxH, this.maxSize[0]), Math.max(maxW, this.maxSize[1])];
+      this.disposeCache();
+    }
+    if (!this.posTable) {
+      const n = Math.max(...this.maxSize);
+      // kept: forward may run inside a caller's tidy, and the table outlives it
+      this.posTable = tf.keep(tf.tensor2d(sincosHalfTable(n, this.cfg.embedDim), [n, this.cfg.embedDim / 2]));
+    }
+  }
+
+  /** pos_embed padded like `pad_sequence`: [B, L, D], zero rows past h·w. */
+  private posEmbed(tgtSizes: readonly (readonly [number, number])[], L: number): tf.Tensor3D {
+    const B = tgtSizes.length;
+    const cols = new Int32Array(B * L), rows = new Int32Array(B * L), valid = new Float32Array(B * L);
+    tgtSizes.forEach(([h, w], b) => {
+      for (let l = 0; l < h * w; l++) {
+        cols[b * L + l] = l % w; // pos_embed[:tgt_h, :tgt_w].reshape(h·w, D): row-major
+        rows[b * L + l] = Math.floor(l / w);
+        valid[b * L + l] = 1;
+      }
+    });
+    return tf.tidy(() => {
+      const t = this.posTable!;
+      const colHalf = tf.gather(t, tf.tensor1d(cols, 'int32')); // [B·L, D/2]
+      const rowHalf = tf.gather(t, tf.tensor1d(rows, 'int32')); // [B·L, D/2]
+      const pe = tf.mul(tf.concat([colHalf, rowHalf], 1), tf.tensor2d(valid, [B * L, 1])); // [B·L, D]
+      return pe.reshape([B, L, this.cfg.embedDim]) as tf.Tensor3D;
+    });
+  }
+
+  /**
+   * x [B, L, K] (vision features, padded to L = max h·w) and `tgtSizes` [h, w] per image →
+   * [B, Q, D].
+   */
+  forward(x: tf.Tensor3D, tgtSizes: readonly (readonly [number, number])[], opts: ResamplerForwardOptions = {}): tf.Tensor3D {
+    const [B, L, K] = x.shape;
+    const D = this.cfg.embedDim;
+    if (tgtSizes.length !== B) throw new Error(`Resampler: ${B} images in x but ${tgtSizes.length} tgt_sizes`);
+    const kvDim = this.kv_proj ? this.kv_proj.inFeatures : D;
+    if (K !== kvDim) throw new Error(`Resampler: x has ${K} features, kv_dim is ${kvDim}`);
+    tgtSizes.forEach(([h, w], i) => {
+      if (!Number.isInteger(h) || !Number.isInteger(w) || h < 1 || w < 1) throw new Error(`Resampler: tgt_sizes[${i}] = [${h}, ${w}] must be positive integers`);
+    });
+    const maxLen = Math.max(...tgtSizes.map(([h, w]) => h * w));
+    if (L !== maxLen) throw new Error(`Resampler: x has ${L} patches per image, but the largest tgt_sizes entry has ${maxLen} (h·w)`);
+    this.adjustPosCache(tgtSizes);
+    return tf.tidy(() => {
+      const tap = opts.taps ?? null;
+      const kv = this.kv_proj ? this.kv_proj.forward(x) : x; // [B, L, D]
+      tap?.('resampler.kv_proj', kv);
+      const xs = this.ln_kv.forward(kv) as tf.Tensor3D; // [B, L, D]
+      tap?.('resampler.ln_kv', xs);
+      const q = this.ln_q.forward(this.query.value); // [Q, D]
+      tap?.('resampler.ln_q', q);
+      const pos = this.posEmbed(tgtSizes, L); // [B, L, D]
+      const maskHost = new Float32Array(B * L);
+      tgtSizes.forEach(([h, w], b) => maskHost.fill(-Infinity, b * L + h * w, (b + 1) * L)); // key_padding_mask → −inf
+      const mask = tf.tensor4d(maskHost, [B, 1, 1, L]);
+      const out = this.attn.forward(q, tf.add(xs, pos) as tf.Tensor3D, xs, mask); // [B, Q, D]
+      if (tap) tap('resampler.attn_out_QBD', out.transpose([1, 0, 2])); // [Q, B, D] like upstream
+      const post = this.ln_post.forward(out); // [B, Q, D]
+      tap?.('resampler.ln_post', post);
+      const Q = this.cfg.numQueries;
+      const y = tf.matMul(post.reshape([B * Q, D]), this.proj.value, false, this.proj.layout === 'transposed').reshape([B, Q, D]) as tf.Tensor3D;
+      tap?.('resampler.out', y);
+      return y;
+    });
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    throw new Error('Resampler needs tgt_sizes: call forward(x, tgtSizes)');
+  }
+
+  /** Frees the position table (rebuilt on the next forward). */
+  disposeCache(): void {
+    this.posTable?.dispose();
+    this.posTable = null;
+  }
+
+  override dispose(): ReturnType<tf.layers.Layer['dispose']> {
+    this.disposeCache();
+    return super.dispose();
+  }
+}
+register(Resampler);
