@@ -1,0 +1,106 @@
+/**
+ * Conv3d with torch.nn.Conv3d semantics (checkpoint weight [O, I, kd, kh, kw], bias [O],
+ * symmetric per-axis zero padding, floor output size) on channels-last NDHWC tensors (tfjs's
+ * conv3d layout). Used by VideoLLaMA2's STC sampler (`projector.py` STCConnector:
+ * Conv3d(k=(2,2,2), s=(2,2,2), padding 1 or, in `stc_connector_v35`, 0)).
+ *
+ * The weight is stored DHWIO ('oidhw_to_dhwio'). When kernel = stride (the sampler) the windows
+ * do not overlap, so after zero-padding the conv is one reshape + transpose that gathers each
+ * window's kd·kh·kw·I values in DHWIO order, and one matmul with the weight seen as
+ * [kd·kh·kw·I, O] — which runs on the OpenBLAS sgemm instead of the single-threaded wasm Conv3D
+ * kernel (measured in models/videollama2/bench_cases.ts). Otherwise tf.conv3d on the padded input.
+ *
+ * Shape letters: B batch, D/H/W depth (time)/height/width, I/O channels.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Module, Param, register } from './module';
+
+export type Triple = [number, number, number];
+
+export interface Conv3dOptions {
+  stride?: number | Triple;
+  /** Zero padding per axis (torch `padding=int|tuple`), applied on both sides. Default 0. */
+  padding?: number | Triple;
+  bias?: boolean;
+  /** 'patch' (kernel = stride only) or 'conv' (tf.conv3d); default: 'patch' when it applies. */
+  impl?: 'patch' | 'conv';
+}
+
+const triple = (v: number | Triple): Triple => (typeof v === 'number' ? [v, v, v] : v);
+
+/** torch.nn.Conv3d on NDHWC input. Checkpoint keys: `weight` [O, I, kd, kh, kw], `bias` [O]. */
+export class Conv3d extends Module {
+  static className = 'Conv3d';
+  readonly inChannels: number;
+  readonly outChannels: number;
+  readonly kernelSize: Triple;
+  readonly stride: Triple;
+  readonly padding: Triple;
+  readonly impl: 'patch' | 'conv';
+  weight: Param;
+  bias: Param | null;
+
+  constructor(inChannels: number, outChannels: number, kernelSize: number | Triple, opts: Conv3dOptions = {}) {
+    super();
+    this.inChannels = inChannels;
+    this.outChannels = outChannels;
+    this.kernelSize = triple(kernelSize);
+    this.stride = triple(opts.stride ?? 1);
+    this.padding = triple(opts.padding ?? 0);
+    const isPatch = this.kernelSize.every((k, i) => k === this.stride[i]);
+    this.impl = opts.impl ?? (isPatch ? 'patch' : 'conv');
+    if (this.impl === 'patch' && !isPatch) throw new Error(`Conv3d: impl 'patch' needs kernel = stride, got kernel [${this.kernelSize}] stride [${this.stride}]`);
+    const [kd, kh, kw] = this.kernelSize;
+    this.weight = new Param([outChannels, inChannels, kd, kh, kw], { layout: 'oidhw_to_dhwio' });
+    this.bias = opts.bias === false ? null : new Param([outChannels]); // torch default: bias=True
+  }
+
+  /** torch's output size along axis a: ⌊(n + 2p − k) / s⌋ + 1. */
+  outSize(n: number, a: 0 | 1 | 2): number {
+    return Math.floor((n + 2 * this.padding[a] - this.kernelSize[a]) / this.stride[a]) + 1;
+  }
+
+  /** x [B, D, H, W, I] → [B, D', H', W', O]. */
+  forward(x: tf.Tensor5D): tf.Tensor5D {
+    const [B, D, H, W, C] = x.shape;
+    if (C !== this.inChannels) throw new Error(`${this.name}: input has ${C} channels (NDHWC [${x.shape}]), expected ${this.inChannels}`);
+    const Do = this.outSize(D, 0), Ho = this.outSize(H, 1), Wo = this.outSize(W, 2);
+    if (Do < 1 || Ho < 1 || Wo < 1) throw new Error(`${this.name}: input ${D}×${H}×${W} (+ padding [${this.padding}]) is smaller than the kernel [${this.kernelSize}]`);
+    const [pd, ph, pw] = this.padding;
+    const [kd, kh, kw] = this.kernelSize;
+    const O = this.outChannels;
+    const w = this.weight.value;
+    const bias = this.bias ? this.bias.value : undefined;
+    return tf.tidy(() => {
+      const xp = pd || ph || pw ? tf.pad(x, [[0, 0], [pd, pd], [ph, ph], [pw, pw], [0, 0]]) : x;
+      if (this.impl === 'conv') {
+        const y = tf.conv3d(xp, w as tf.Tensor5D, this.stride, 'valid');
+        return (bias ? tf.add(y, bias) : y) as tf.Tensor5D;
+      }
+      // Non-overlapping windows: drop what does not fill a last window (torch floors), then
+      // [B, D', kd, H', kh, W', kw, I] → [B, D', H', W', kd, kh, kw, I] → rows of kd·kh·kw·I.
+      const xc = xp.slice([0, 0, 0, 0, 0], [B, Do * kd, Ho * kh, Wo * kw, C]);
+      const patches = xc.reshape([B * Do, kd, Ho, kh, Wo, kw, C]).transpose([0, 2, 4, 1, 3, 5, 6]) // [B·D', H', W', kd, kh, kw, I]
+        .reshape([B * Do * Ho * Wo, kd * kh * kw * C]);
+      const y = tf.fused.matMul({ a: patches as tf.Tensor2D, b: w.reshape([kd * kh * kw * C, O]) as tf.Tensor2D, bias }); // DHWIO as [kd·kh·kw·I, O]
+      return y.reshape([B, Do, Ho, Wo, O]) as tf.Tensor5D;
+    });
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return this.forward((Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor5D);
+  }
+
+  override computeOutputShape(inputShape: tf.Shape): tf.Shape {
+    const [B, D, H, W] = inputShape as number[];
+    return [B, this.outSize(D, 0), this.outSize(H, 1), this.outSize(W, 2), this.outChannels];
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return {
+      ...super.getConfig(), inChannels: this.inChannels, outChannels: this.outChannels, kernelSize: this.kernelSize,
+      stride: this.stride, padding: this.padding, impl: this.impl,
+    };
+  }
+}
+register(Conv3d);
