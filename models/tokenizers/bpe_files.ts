@@ -21,21 +21,21 @@ export const QWEN2_PRETOKENIZE_REGEX =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /** Reads and checks vocab.json: an object of token -> non-negative integer id. */
-export function readVocabJson(file: string): Record<string, number> {
+export function readVocabJson(file: string): Map<string, number> {
   const vocab = readJsonFile(file);
   if (vocab === null) throw new TokenizerLoadError(`${file}: not found`);
   if (typeof vocab !== 'object' || Array.isArray(vocab)) throw new TokenizerLoadError(`${file}: expected a JSON object {token: id}`);
   const v = vocab as Record<string, unknown>;
-  let n = 0;
+  const map = new Map<string, number>();
   for (const k in v) {
     const id = v[k];
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
       throw new TokenizerLoadError(`${file}: id of token ${JSON.stringify(k)} must be a non-negative integer, got ${JSON.stringify(id)}`);
     }
-    n++;
+    map.set(k, id);
   }
-  if (n === 0) throw new TokenizerLoadError(`${file}: empty vocabulary`);
-  return v as Record<string, number>;
+  if (map.size === 0) throw new TokenizerLoadError(`${file}: empty vocabulary`);
+  return map;
 }
 
 /**
@@ -43,7 +43,7 @@ export function readVocabJson(file: string): Record<string, number> {
  * `#version` first line, blank lines skipped. Checks that `a`, `b` and `ab` are in the vocabulary,
  * as the Rust BPE builder does (a truncated or shuffled file fails here, naming the line).
  */
-export function readMergesTxt(file: string, vocab: Record<string, number>): [string, string][] {
+export function readMergesTxt(file: string, vocab: ReadonlyMap<string, number>): [string, string][] {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -51,13 +51,13 @@ export function readMergesTxt(file: string, vocab: Record<string, number>): [str
     throw new TokenizerLoadError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const merges: [string, string][] = [];
-  const has = (t: string): boolean => Object.prototype.hasOwnProperty.call(vocab, t);
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     let line = lines[i];
-    // fast path: "a b" with no surrounding whitespace (every line of a well-formed file)
+    // fast path: "a b" with no other whitespace (every line of a well-formed file)
     let sp = line.indexOf(' ');
-    if (sp <= 0 || sp === line.length - 1 || line.indexOf(' ', sp + 1) >= 0 || /\s/.test(line[line.length - 1])) {
+    const last = line.charCodeAt(line.length - 1);
+    if (sp <= 0 || sp === line.length - 1 || line.indexOf(' ', sp + 1) >= 0 || last <= 0x20 || (last > 0x7e && /\s/.test(line[line.length - 1]))) {
       line = line.trim();
       if ((i === 0 && line.startsWith('#version:')) || !line) continue;
       const parts = line.split(/\s+/);
@@ -68,8 +68,8 @@ export function readMergesTxt(file: string, vocab: Record<string, number>): [str
       continue;
     }
     const a = line.slice(0, sp), b = line.slice(sp + 1);
-    if (!has(a) || !has(b) || !has(a + b)) {
-      const t = !has(a) ? a : !has(b) ? b : a + b;
+    if (!vocab.has(a) || !vocab.has(b) || !vocab.has(a + b)) {
+      const t = !vocab.has(a) ? a : !vocab.has(b) ? b : a + b;
       throw new TokenizerLoadError(`${file}:${i + 1}: merge '${a} ${b}' uses ${JSON.stringify(t)}, which vocab.json does not have (vocab.json and merges.txt do not belong together?)`);
     }
     merges.push([a, b]);
@@ -79,7 +79,7 @@ export function readMergesTxt(file: string, vocab: Record<string, number>): [str
 }
 
 /** The tokenizer.json object (format of HF `tokenizers`) for a Qwen2 byte-level BPE. */
-export function qwen2TokenizerJson(vocab: Record<string, number>, merges: [string, string][], added: readonly AddedTokenSpec[]): Record<string, unknown> {
+export function qwen2TokenizerJson(vocab: ReadonlyMap<string, number>, merges: [string, string][], added: readonly AddedTokenSpec[]): Record<string, unknown> {
   return {
     version: '1.0',
     normalizer: { type: 'NFC' },
@@ -90,7 +90,7 @@ export function qwen2TokenizerJson(vocab: Record<string, number>, merges: [strin
         { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
       ],
     },
-    model: { type: 'BPE', vocab, merges, dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false },
+    model: { type: 'BPE', vocab: Object.fromEntries(vocab), merges, dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false },
     post_processor: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
     decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
     added_tokens: added.map(toJsonAddedToken),
@@ -102,7 +102,7 @@ export function toJsonAddedToken(t: AddedTokenSpec): Record<string, unknown> {
 }
 
 /** The vocab.json + merges.txt pair of `dir`. */
-export function readVocabAndMerges(dir: string): { vocab: Record<string, number>; merges: [string, string][] } {
+export function readVocabAndMerges(dir: string): { vocab: Map<string, number>; merges: [string, string][] } {
   const vocab = readVocabJson(path.join(dir, 'vocab.json'));
   return { vocab, merges: readMergesTxt(path.join(dir, 'merges.txt'), vocab) };
 }

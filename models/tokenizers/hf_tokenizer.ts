@@ -41,6 +41,74 @@ function buildLibTokenizer(json: Record<string, unknown>, config: Record<string,
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// fast construction of a large BPE
+// ---------------------------------------------------------------------------------------------
+
+/** The library's BPE model fields (public in its typings) that its constructor fills. */
+interface LibBpeModel {
+  tokens_to_ids: Map<string, number>;
+  vocab: string[];
+  merges: [string, string][];
+  bpe_ranks: Map<string, number>;
+}
+
+const JSON_UNSAFE = /["\\\u0000-\u001f\ud800-\udfff]/;
+/** The library keys `bpe_ranks` by JSON.stringify([a, b]); built without the call when nothing needs escaping. */
+const rankKey = (a: string, b: string): string => (JSON_UNSAFE.test(a) || JSON_UNSAFE.test(b) ? JSON.stringify([a, b]) : `["${a}","${b}"]`);
+
+/**
+ * A byte-level BPE for `vocab`/`merges`. The library's BPE constructor spends about half of a
+ * 151k-token load turning the vocab object into a Map and stringifying every merge; we already
+ * hold the Map, so we build the tokenizer on an empty model and fill the model's fields the way
+ * its constructor (and the Tokenizer constructor, for added tokens) would. `vocab` is consumed.
+ */
+function buildQwen2Fast(vocab: Map<string, number>, merges: [string, string][], added: readonly AddedTokenSpec[], where: string): HfTokenizer {
+  const lib = buildLibTokenizer(qwen2TokenizerJson(new Map(), [], added), {}, where);
+  const model = lib.model as unknown as LibBpeModel;
+  const byId: string[] = new Array(vocab.size);
+  for (const [t, id] of vocab) byId[id] = t;
+  for (const t of added) {
+    vocab.set(t.content, t.id);
+    byId[t.id] = t.content;
+  }
+  const ranks = new Map<string, number>();
+  for (let i = 0; i < merges.length; i++) ranks.set(rankKey(merges[i][0], merges[i][1]), i);
+  model.tokens_to_ids = vocab;
+  model.vocab = byId;
+  model.merges = merges;
+  model.bpe_ranks = ranks;
+  return lib;
+}
+
+let fastPathChecked: boolean | undefined;
+/**
+ * Whether buildQwen2Fast reproduces the library's own construction (checked once on a toy BPE
+ * with a quote in a merge); if a library update changes its internals we take the slow path.
+ */
+function fastPathWorks(): boolean {
+  if (fastPathChecked === undefined) {
+    try {
+      const toy = (): Map<string, number> => new Map(['a', 'b', '"', 'ab', 'a"', 'aba"'].map((t, i) => [t, i]));
+      const merges: [string, string][] = [['a', 'b'], ['a', '"'], ['ab', 'a"']];
+      const added = [{ id: 6, content: '<x>', special: true, normalized: false, lstrip: false, rstrip: false, singleWord: false }];
+      const slow = buildLibTokenizer(qwen2TokenizerJson(toy(), merges, added), {}, 'probe');
+      const fast = buildQwen2Fast(toy(), merges, added, 'probe');
+      const sm = slow.model as unknown as LibBpeModel, fm = fast.model as unknown as LibBpeModel;
+      const text = 'aba"<x>ab"b';
+      fastPathChecked =
+        sm.bpe_ranks instanceof Map && JSON.stringify([...sm.bpe_ranks]) === JSON.stringify([...fm.bpe_ranks]) &&
+        JSON.stringify([...sm.tokens_to_ids]) === JSON.stringify([...fm.tokens_to_ids]) &&
+        JSON.stringify(sm.vocab) === JSON.stringify(fm.vocab) &&
+        slow.encode(text).ids.join() === fast.encode(text).ids.join() && fast.decode(fast.encode(text).ids) === text &&
+        fast.decode([6, 5]) === '<x>aba"';
+    } catch {
+      fastPathChecked = false;
+    }
+  }
+  return fastPathChecked;
+}
+
 export class HfJsTokenizer extends BaseTokenizer {
   readonly kind: TokenizerKind;
   readonly lib: HfTokenizer;
@@ -59,10 +127,8 @@ export class HfJsTokenizer extends BaseTokenizer {
   static fromVocabMerges(dir: string): HfJsTokenizer {
     const settings = readTokenizerSettings(dir, QWEN2_SPECIAL_DEFAULTS);
     const { vocab, merges } = readVocabAndMerges(dir);
-    const baseCount = Object.keys(vocab).length;
-    const baseId = (s: string): number | undefined => (Object.prototype.hasOwnProperty.call(vocab, s) ? vocab[s] : undefined);
-    const added = completeAddedTokens(settings.added, settings.special, baseId, baseCount, path.join(dir, 'tokenizer_config.json'));
-    const lib = buildLibTokenizer(qwen2TokenizerJson(vocab, merges, added), {}, dir);
+    const added = completeAddedTokens(settings.added, settings.special, (s) => vocab.get(s), vocab.size, path.join(dir, 'tokenizer_config.json'));
+    const lib = fastPathWorks() ? buildQwen2Fast(vocab, merges, added, dir) : buildLibTokenizer(qwen2TokenizerJson(vocab, merges, added), {}, dir);
     // Qwen2Tokenizer.decode passes clean_up_tokenization_spaces=False unless asked otherwise
     return new HfJsTokenizer(settings, lib, added, 'bpe', false);
   }

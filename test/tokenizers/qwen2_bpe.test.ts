@@ -6,7 +6,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expectSameInts, itIf, shared } from '../helpers/golden';
-import { loadTokenizer, Tokenizer } from '../../models/tokenizers';
+import { HfJsTokenizer, loadTokenizer, Tokenizer } from '../../models/tokenizers';
+import { hfTokenizers } from '../../models/tokenizers/hf_libs';
+import { QWEN2_SPECIAL_DEFAULTS } from '../../models/tokenizers/hf_tokenizer';
 import { qwen2TokenizerJson, readVocabAndMerges } from '../../models/tokenizers/bpe_files';
 import { readTokenizerSettings, completeAddedTokens } from '../../models/tokenizers/tokenizer_config';
 import { TOK, readJson, readLlamaCppVectors, unks } from './vectors';
@@ -118,7 +120,7 @@ describe('tokenizer.json checkpoints', () => {
     const src = TOK('minicpmv26');
     const settings = readTokenizerSettings(src, {});
     const { vocab, merges } = readVocabAndMerges(src);
-    const added = completeAddedTokens(settings.added, settings.special, (s) => vocab[s], Object.keys(vocab).length, 'test');
+    const added = completeAddedTokens(settings.added, settings.special, (s) => vocab.get(s), vocab.size, 'test');
     fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(qwen2TokenizerJson(vocab, merges, added)));
     for (const f of ['tokenizer_config.json', 'vocab.json', 'merges.txt']) fs.copyFileSync(path.join(src, f), path.join(dir, f));
     const t = loadTokenizer(dir);
@@ -133,6 +135,20 @@ describe('tokenizer.json checkpoints', () => {
     expect(t.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true })).toBe(
       '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n',
     );
+  });
+});
+
+describe('fast BPE construction', () => {
+  it.each(['minicpmv26_tiny_train', 'videollama2_qwen2_tiny', 'minicpmv26'])('%s: same model tables as the library constructor', (name) => {
+    const src = TOK(name);
+    const settings = readTokenizerSettings(src, QWEN2_SPECIAL_DEFAULTS);
+    const { vocab, merges } = readVocabAndMerges(src);
+    const added = completeAddedTokens(settings.added, settings.special, (s) => vocab.get(s), vocab.size, 'test');
+    const viaLibrary = new hfTokenizers.Tokenizer(qwen2TokenizerJson(vocab, merges, added), {}).model as any;
+    const ours = (loadTokenizer(src) as HfJsTokenizer).lib.model as any;
+    expect(ours.vocab).toEqual(viaLibrary.vocab);
+    expect([...ours.tokens_to_ids]).toEqual([...viaLibrary.tokens_to_ids]);
+    expect([...ours.bpe_ranks]).toEqual([...viaLibrary.bpe_ranks]);
   });
 });
 
