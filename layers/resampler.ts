@@ -19,11 +19,12 @@
  * COLUMN. It is float32 numpy arithmetic (`get_1d_sincos_pos_embed_from_grid_new`), reproduced
  * with Math.fround. Upstream caches a 70 × 70 grid and regrows it for bigger `tgt_sizes`
  * (`_adjust_pos_cache`); a grid entry depends only on (i, j), so we keep the equivalent 1-D table
- * of the per-position halves for max(max_size) positions, grown the same way, on the device.
+ * of the per-position halves for max(max_size) positions, grown the same way, on the host (rows
+ * are copied into each call's [B, L, D] embedding; a device gather was 10× slower on wasm).
  *
- * Attention (the packed `in_proj` is kept packed: each call slices q/k/v rows out of it, which
- * keeps gradients and in-place updates right): q/√d before q·kᵀ, the key padding mask is −inf
- * (`_canonical_mask`), softmax, ·v, out_proj.
+ * Attention: the packed `in_proj_weight` stays one parameter, held as three row chunks (q, k, v)
+ * so no call copies it; q/√d before q·kᵀ, the key padding mask is −inf (`_canonical_mask`),
+ * softmax, ·v, out_proj.
  *
  * Shape letters: B images, L patches (padded), Q queries, D embed, H heads, d = D/H, K kv_dim.
  */
@@ -55,8 +56,10 @@ export class TorchMultiheadAttention extends Module {
     if (embedDim % numHeads !== 0) throw new Error(`MultiheadAttention: embed_dim ${embedDim} is not divisible by num_heads ${numHeads}`);
     this.embedDim = embedDim;
     this.numHeads = numHeads;
-    // 'same' = [3E, E] in memory (matmul with transposeB), 'transposed' = [E, 3E].
-    this.in_proj_weight = new Param([3 * embedDim, embedDim], { layout });
+    // Held as three row chunks, q, k and v ([E, E] each; 'same' = [out, in], matmul with
+    // transposeB, 'transposed' = [in, out]): the checkpoint tensor stays one parameter (load,
+    // export, gradients), and no call copies a third of it out (a 3584² slice costs ~0.5 s on wasm).
+    this.in_proj_weight = new Param([3 * embedDim, embedDim], { layout, maxChunkBytes: embedDim * embedDim * 4 });
     this.in_proj_bias = new Param([3 * embedDim]);
     this.out_proj = new Linear(embedDim, embedDim, { bias: true, layout });
   }
@@ -64,11 +67,12 @@ export class TorchMultiheadAttention extends Module {
   /** x [N, E] @ W_part ᵀ + b_part for part 0 (q), 1 (k) or 2 (v) of the packed projection. */
   private project(x2: tf.Tensor2D, part: 0 | 1 | 2): tf.Tensor2D {
     const E = this.embedDim;
-    const w = this.in_proj_weight.value;
-    const sameLayout = this.in_proj_weight.layout === 'same';
-    const wp = (sameLayout ? w.slice([part * E, 0], [E, E]) : w.slice([0, part * E], [E, E])) as tf.Tensor2D; // [E, E]
-    const bp = this.in_proj_bias.value.slice([part * E], [E]);
-    return tf.fused.matMul({ a: x2, b: wp, transposeB: sameLayout, bias: bp }) as tf.Tensor2D;
+    const { chunks, starts, layout } = this.in_proj_weight.storage();
+    if (chunks.length !== 3 || starts[part] !== part * E) {
+      throw new Error(`MultiheadAttention: in_proj_weight must be held as 3 row chunks (q, k, v), found ${chunks.length}`);
+    }
+    const bp = this.in_proj_bias.value.slice([part * E], [E]); // [E]
+    return tf.fused.matMul({ a: x2, b: chunks[part] as tf.Tensor2D, transposeB: layout === 'same', bias: bp }) as tf.Tensor2D;
   }
 
   /**
@@ -163,8 +167,8 @@ export class Resampler extends Module {
   proj: Param;
   /** `max_size` of upstream's cache, grown by `adjustPosCache`. */
   maxSize: [number, number];
-  /** [max(maxSize), D/2] sincos halves on the device; built on first use. Not a parameter. */
-  private posTable: tf.Tensor2D | null = null;
+  /** [max(maxSize), D/2] sincos halves (host); built on first use. Not a parameter. */
+  private posTable: Float32Array | null = null;
 
   constructor(cfg: ResamplerConfig) {
     super();
@@ -194,29 +198,23 @@ export class Resampler extends Module {
     }
     if (!this.posTable) {
       const n = Math.max(...this.maxSize);
-      // kept: forward may run inside a caller's tidy, and the table outlives it
-      this.posTable = tf.keep(tf.tensor2d(sincosHalfTable(n, this.cfg.embedDim), [n, this.cfg.embedDim / 2]));
+      this.posTable = sincosHalfTable(n, this.cfg.embedDim);
     }
   }
 
   /** pos_embed padded like `pad_sequence`: [B, L, D], zero rows past h·w. */
   private posEmbed(tgtSizes: readonly (readonly [number, number])[], L: number): tf.Tensor3D {
-    const B = tgtSizes.length;
-    const cols = new Int32Array(B * L), rows = new Int32Array(B * L), valid = new Float32Array(B * L);
+    const D = this.cfg.embedDim, half = D / 2, t = this.posTable!;
+    const out = new Float32Array(tgtSizes.length * L * D);
     tgtSizes.forEach(([h, w], b) => {
       for (let l = 0; l < h * w; l++) {
-        cols[b * L + l] = l % w; // pos_embed[:tgt_h, :tgt_w].reshape(h·w, D): row-major
-        rows[b * L + l] = Math.floor(l / w);
-        valid[b * L + l] = 1;
+        // pos_embed[:tgt_h, :tgt_w].reshape(h·w, D) is row-major: patch l is row ⌊l/w⌋, column l mod w
+        const col = l % w, row = Math.floor(l / w), o = (b * L + l) * D;
+        out.set(t.subarray(col * half, (col + 1) * half), o);
+        out.set(t.subarray(row * half, (row + 1) * half), o + half);
       }
     });
-    return tf.tidy(() => {
-      const t = this.posTable!;
-      const colHalf = tf.gather(t, tf.tensor1d(cols, 'int32')); // [B·L, D/2]
-      const rowHalf = tf.gather(t, tf.tensor1d(rows, 'int32')); // [B·L, D/2]
-      const pe = tf.mul(tf.concat([colHalf, rowHalf], 1), tf.tensor2d(valid, [B * L, 1])); // [B·L, D]
-      return pe.reshape([B, L, this.cfg.embedDim]) as tf.Tensor3D;
-    });
+    return tf.tensor3d(out, [tgtSizes.length, L, D]);
   }
 
   /**
@@ -262,9 +260,8 @@ export class Resampler extends Module {
     throw new Error('Resampler needs tgt_sizes: call forward(x, tgtSizes)');
   }
 
-  /** Frees the position table (rebuilt on the next forward). */
+  /** Drops the position table (rebuilt on the next forward). */
   disposeCache(): void {
-    this.posTable?.dispose();
     this.posTable = null;
   }
 
