@@ -204,8 +204,9 @@ export class Resampler extends Module {
     }
   }
 
-  /** pos_embed padded like `pad_sequence`: [B, L, D], zero rows past h·w. */
-  private posEmbed(tgtSizes: readonly (readonly [number, number])[], L: number): tf.Tensor3D {
+  /** pos_embed padded like `pad_sequence`: [B, L, D], zero rows past h·w (grows the cache first). */
+  posEmbed(tgtSizes: readonly (readonly [number, number])[], L: number): tf.Tensor3D {
+    this.adjustPosCache(tgtSizes);
     const D = this.cfg.embedDim, half = D / 2, t = this.posTable!;
     const out = new Float32Array(tgtSizes.length * L * D);
     tgtSizes.forEach(([h, w], b) => {
@@ -234,7 +235,6 @@ export class Resampler extends Module {
     });
     const maxLen = Math.max(...tgtSizes.map(([h, w]) => h * w));
     if (L !== maxLen) throw new Error(`Resampler: x has ${L} patches per image, but the largest tgt_sizes entry has ${maxLen} (h·w)`);
-    this.adjustPosCache(tgtSizes);
     return tf.tidy(() => {
       const tap = opts.taps ?? null;
       const kv = this.kv_proj ? this.kv_proj.forward(x) : x; // [B, L, D]

@@ -78,7 +78,7 @@ describe('MiniCPM-V 2.6 tiny: parity with upstream', () => {
     expectClose('vpm.last_hidden_state (all rows)', ours, ref, 1e-4);
   });
 
-  itIf(dir)('vision_batch_size 3 (batches of 3, 3, 1) gives the same taps and embeddings', () => {
+  itIf(dir)('vision_batch_size 3 (batches of 3, 3, 1) gives the same taps and embeddings, without leaks', async () => {
     const small = new MiniCPMV({ ...model.config, vision_batch_size: 3 });
     small.load(dir!);
     try {
@@ -89,6 +89,7 @@ describe('MiniCPM-V 2.6 tiny: parity with upstream', () => {
         expect(t3.get(name)!.shape).toEqual(taps.get(name)!.shape);
         expectClose(`${name} (batches of 3)`, t3.get(name)!, taps.get(name)!, 1e-5);
       }
+      await expectNoLeak('MiniCPMV.embed in vision batches of 3, with taps', () => small.embed(inputs, { taps: () => undefined }).dispose());
     } finally {
       small.dispose();
     }
