@@ -77,8 +77,9 @@ export function packStrips(strips: readonly PixelStrip[], tgtSizes: readonly Tgt
   strips.forEach((s, b) => {
     const w = s.shape[2];
     for (let r = 0; r < channels * P; r++) {
-      const src = r * w, dst = (b * channels * P + r) * W;
-      for (let x = 0; x < w; x++) out[dst + x] = s.data[src + x];
+      const src = r * w, dst = (b * channels * P + r) * W; // row r of strip b, then zeros up to W
+      if (s.data instanceof Float32Array) out.set(s.data.subarray(src, src + w), dst);
+      else for (let x = 0; x < w; x++) out[dst + x] = s.data[src + x];
     }
   });
   return tf.tensor4d(out, [strips.length, channels, P, W]);
