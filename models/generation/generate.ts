@@ -129,8 +129,10 @@ export interface GenerateCallbacks {
   decode?: DecodeFn;
   /** Receives stable text chunks as they are produced (greedy/sampling; beams emit at the end). */
   onText?: (chunk: string) => void;
-  /** Receives each token as produced. */
+  /** Receives each token as produced (beam search: the final tokens, after the search). */
   onToken?: (step: StreamStep) => void;
+  /** Called once per decoding step (also during beam search), e.g. for timing. */
+  onStep?: () => void;
 }
 
 /** Builds the HF processor list (repetition penalty) and warpers (temperature → top-k → top-p). */
@@ -235,7 +237,7 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
 }
 
 /** Beam search (HF v4.40 `_beam_search`, batch 1). Returns the best hypothesis' generated ids. */
-export async function beamSearch(model: GenerationModel, input: GenerationInput, options: GenerationOptions = {}): Promise<GenerationResult> {
+export async function beamSearch(model: GenerationModel, input: GenerationInput, options: GenerationOptions = {}, onStep?: () => void): Promise<GenerationResult> {
   const c = resolveGenerationConfig(options);
   const K = c.numBeams;
   const prompt = promptEmbeds(model, input);
@@ -274,6 +276,7 @@ export async function beamSearch(model: GenerationModel, input: GenerationInput,
         beamIndices: top.indices.map((i) => Math.floor(i / V)),
       };
       const next = scorer.process(seqs, step, c.eosTokenIds, promptIds.length, c.padTokenId);
+      onStep?.();
       seqs = next.beamIndices.map((b, i) => [...seqs[b], next.tokens[i]]);
       beamScores = Float32Array.from(next.scores);
       const generatedLen = seqs[0].length - promptIds.length;
@@ -309,7 +312,7 @@ export async function generate(model: GenerationModel, input: GenerationInput, o
   const c = resolveGenerationConfig(options);
   const streamer = callbacks.decode && callbacks.onText ? new TextStreamer(callbacks.decode, callbacks.onText) : null;
   if (c.numBeams > 1) {
-    const r = await beamSearch(model, input, options);
+    const r = await beamSearch(model, input, options, callbacks.onStep);
     for (const t of r.tokens) callbacks.onToken?.({ token: t, logprob: NaN });
     streamer?.put(r.tokens);
     streamer?.end();
@@ -326,6 +329,7 @@ export async function generate(model: GenerationModel, input: GenerationInput, o
       break;
     }
     tokens.push(r.value.token);
+    callbacks.onStep?.();
     callbacks.onToken?.(r.value);
     streamer?.put(r.value.token);
   }

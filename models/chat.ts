@@ -1,0 +1,151 @@
+/**
+ * The chat API shared by both model families: messages with roles and content lists that mix
+ * text, images and video; generation options; a result with text, ids and timings; streaming
+ * through a callback or an async iterator. Each family (models/minicpmv/chat.ts,
+ * models/videollama2/chat.ts) turns messages into its upstream prompt format.
+ */
+import type { RgbImage } from './media/types';
+import type { GenerationOptions, FinishReason } from './generation';
+
+/** An image: a file path, encoded bytes (PNG/JPEG/WebP…), or decoded RGB. */
+export type ImageInput = string | Uint8Array | RgbImage;
+
+export type ContentPart =
+  | { type: 'text'; text: string }
+  | { type: 'image'; image: ImageInput }
+  | { type: 'video'; video: string };
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  /** Plain text, or parts in order (text, images, video). */
+  content: string | ContentPart[];
+}
+
+export interface ChatOptions extends GenerationOptions {
+  /** System prompt (overrides a leading system message). */
+  system?: string;
+  /** Streamed answer text, chunk by chunk, as it is generated (beam search: once at the end). */
+  onText?: (chunk: string) => void;
+}
+
+export interface ChatTimings {
+  /** Image/video decoding and pixel processing. */
+  preprocess_ms: number;
+  /** Vision tower + connector/resampler + embedding splice. */
+  vision_ms: number;
+  /** Prompt forward until the first generated token. */
+  prefill_ms: number;
+  /** All later tokens. */
+  decode_ms: number;
+  total_ms: number;
+  /** Generated tokens per second over the decode phase. */
+  tokens_per_s: number;
+}
+
+export interface ChatResult {
+  /** The answer, post-processed like the upstream chat function. */
+  text: string;
+  /** Generated ids as HF `generate` returns them (with the final eos when it stopped on one). */
+  tokenIds: number[];
+  /** Positions of the LLM prompt (text tokens plus image/video features). */
+  promptTokens: number;
+  finishReason: FinishReason;
+  timings: ChatTimings;
+}
+
+/** A loaded multimodal chat model. */
+export interface ChatModel {
+  readonly family: 'minicpmv' | 'videollama2';
+  chat(messages: ChatMessage[], opts?: ChatOptions): Promise<ChatResult>;
+  /** Streams text chunks; `result` resolves when generation ends. */
+  chatStream(messages: ChatMessage[], opts?: ChatOptions): ChatStream;
+  dispose(): void;
+}
+
+export interface ChatStream extends AsyncIterable<string> {
+  result: Promise<ChatResult>;
+}
+
+/** Normalises content to parts. */
+export function contentParts(content: string | ContentPart[]): ContentPart[] {
+  if (typeof content === 'string') return [{ type: 'text', text: content }];
+  if (!Array.isArray(content)) throw new Error(`message content must be a string or a list of parts, got ${typeof content}`);
+  for (const [i, p] of content.entries()) {
+    const ok = p && ((p.type === 'text' && typeof p.text === 'string') || (p.type === 'image' && p.image != null) || (p.type === 'video' && typeof p.video === 'string'));
+    if (!ok) throw new Error(`message content part ${i}: expected {type: 'text', text} | {type: 'image', image} | {type: 'video', video}, got ${JSON.stringify(p)?.slice(0, 80)}`);
+  }
+  return content;
+}
+
+/** Wraps `chat` with an onText callback into an async iterator + result promise. */
+export function streamFromChat(run: (onText: (chunk: string) => void) => Promise<ChatResult>): ChatStream {
+  const queue: string[] = [];
+  let done = false;
+  let failure: unknown = null;
+  let wake: (() => void) | null = null;
+  const result = run((c) => {
+    queue.push(c);
+    wake?.();
+  }).then(
+    (r) => {
+      done = true;
+      wake?.();
+      return r;
+    },
+    (e) => {
+      failure = e;
+      done = true;
+      wake?.();
+      throw e;
+    },
+  );
+  result.catch(() => undefined); // surfaced through the iterator and to whoever awaits `result`
+  return {
+    result,
+    async *[Symbol.asyncIterator]() {
+      for (;;) {
+        if (queue.length) {
+          yield queue.shift()!;
+          continue;
+        }
+        if (done) {
+          if (failure) throw failure;
+          return;
+        }
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+    },
+  };
+}
+
+/** Milliseconds since `t0`, rounded to 0.1. */
+export function since(t0: number): number {
+  return Math.round((performance.now() - t0) * 10) / 10;
+}
+
+/** Generation timing split from per-token callbacks. */
+export class GenerationClock {
+  private start = 0;
+  private first = 0;
+  private last = 0;
+  private n = 0;
+  begin(): void {
+    this.start = performance.now();
+  }
+  token(): void {
+    const t = performance.now();
+    if (this.n === 0) this.first = t;
+    this.last = t;
+    this.n++;
+  }
+  timings(): { prefill_ms: number; decode_ms: number; tokens_per_s: number } {
+    const prefill = this.n ? this.first - this.start : 0;
+    const decode = this.n > 1 ? this.last - this.first : 0;
+    return {
+      prefill_ms: Math.round(prefill * 10) / 10,
+      decode_ms: Math.round(decode * 10) / 10,
+      tokens_per_s: decode > 0 ? Math.round(((this.n - 1) / (decode / 1000)) * 100) / 100 : 0,
+    };
+  }
+}

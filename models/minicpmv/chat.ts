@@ -1,0 +1,282 @@
+/**
+ * MiniCPM-V 2.6 chat, as upstream `MiniCPMV.chat` (modeling_minicpmv.py) with
+ * `MiniCPMVProcessor` (processing_minicpmv.py):
+ *
+ * 1. Each message's content list becomes text: every image is `(<image>./</image>)`, parts are
+ *    joined by "\n". A video part is the model card's video recipe: frames sampled at 1 fps, at
+ *    most 64, each an image, with `use_image_id` false and `max_slice_nums` 2 for the call.
+ * 2. An optional system prompt is prepended; the tokenizer's chat template renders the prompt with
+ *    the generation prompt.
+ * 3. Each `(<image>./</image>)` is replaced by that image's placeholder (`<image_id>i</image_id>`,
+ *    `<image>` + `<unk>`×64 + `</image>`, slice rows), the text is tokenized (no special tokens
+ *    for 2.6) and cut to `max_inp_length`; `image_bound` marks each `<unk>` run; the attention
+ *    mask is `input_ids != 0` (upstream's padding test, which also masks a literal id-0 token).
+ * 4. `get_vllm_embedding` splices the resampler output in; `llm.generate` runs with upstream's
+ *    settings: sampling (top_p 0.8, top_k 100, temperature 0.7, repetition penalty 1.05) or,
+ *    without sampling, 3 beams with repetition penalty 1.2; eos = `<|im_end|>`, `<|endoftext|>`.
+ * 5. The answer is `_decode_text`: ids 0 dropped (sic, upstream), a leading bos and a trailing
+ *    terminator removed, decoded, stripped.
+ */
+import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, ContentPart, GenerationClock, contentParts, since, streamFromChat } from '../chat';
+import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../generation';
+import { loadImage } from '../media/image';
+import { RgbImage } from '../media/types';
+import { Tokenizer, loadTokenizer } from '../tokenizers';
+import { MiniCPMV, MiniCPMVInputs } from './modeling';
+import { MiniCPMVImageInputs, MiniCPMVImageProcessor } from './processing';
+import { loadMiniCpmvVideoFrames } from './video';
+
+export const IMAGE_PATTERN = '(<image>./</image>)';
+export const TERMINATORS = ['<|im_end|>', '<|endoftext|>'];
+
+export interface MiniCPMVChatOptions extends ChatOptions {
+  /**
+   * Upstream `sampling` (default true): top_p 0.8, top_k 100, temperature 0.7, repetition penalty
+   * 1.05. false: 3 beams, repetition penalty 1.2. Explicit generation options override these.
+   */
+  sampling?: boolean;
+  /** Greedy decoding without repetition penalty (overrides `sampling`). */
+  greedy?: boolean;
+  /** Slices per image (default from preprocessor_config.json; 2 for video). */
+  maxSliceNums?: number;
+  /** `<image_id>i</image_id>` before each image (default from the config; false for video). */
+  useImageId?: boolean;
+  /** Prompt tokens kept at most (upstream max_inp_length, default 8192). */
+  maxInpLength?: number;
+  /** Frames of a video at most (default 64). */
+  maxVideoFrames?: number;
+}
+
+/** The prompt, ready for the model: what upstream's processor returns, plus bookkeeping. */
+export interface MiniCPMVPrepared {
+  prompt: string;
+  inputIds: number[];
+  attentionMask: number[];
+  imageBound: [number, number][];
+  images: MiniCPMVImageInputs[];
+  /** Flattened per-slice pixels and sizes (source first, then slices, image by image). */
+  inputs: MiniCPMVInputs;
+  preprocessMs: number;
+}
+
+export class MiniCPMVChat implements ChatModel {
+  readonly family = 'minicpmv' as const;
+  constructor(readonly model: MiniCPMV, readonly tokenizer: Tokenizer, readonly processor: MiniCPMVImageProcessor) {
+    // upstream chat() asserts these agree between config.json and preprocessor_config.json
+    const pc = processor.config, mc = model.config;
+    const checks: [string, unknown, unknown][] = [
+      ['query_num / image_feature_size', mc.query_num, pc.image_feature_size],
+      ['patch_size', mc.vision_config.patch_size, pc.patch_size],
+      ['use_image_id', mc.use_image_id, pc.use_image_id],
+      ['max_slice_nums', mc.slice_config.max_slice_nums, pc.max_slice_nums],
+    ];
+    for (const [what, a, b] of checks) {
+      if (a !== b) throw new Error(`config.json and preprocessor_config.json disagree on ${what}: ${a} vs ${b}`);
+    }
+  }
+
+  /** Loads the model, tokenizer and image processor from a MiniCPM-V checkpoint directory. */
+  static fromPretrained(dir: string, opts: { warn?: (msg: string) => void } = {}): MiniCPMVChat {
+    const tokenizer = loadTokenizer(dir);
+    const processor = MiniCPMVImageProcessor.fromDir(dir, opts.warn);
+    const model = MiniCPMV.fromPretrained(dir, opts);
+    try {
+      return new MiniCPMVChat(model, tokenizer, processor);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
+
+  /** Builds input ids, image bounds and pixels for `messages` (no model compute). */
+  async prepare(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): Promise<MiniCPMVPrepared> {
+    const t0 = performance.now();
+    if (!messages.length) throw new Error('messages is empty');
+    let system = opts.system;
+    let msgs = messages;
+    if (msgs[0].role === 'system') {
+      const s = contentParts(msgs[0].content);
+      if (s.some((p) => p.type !== 'text')) throw new Error('a system message can only hold text');
+      system ??= s.map((p) => (p as { text: string }).text).join('\n');
+      msgs = msgs.slice(1);
+    }
+    if (!msgs.length || msgs[0].role !== 'user') throw new Error('the first message (after an optional system message) must be from the user');
+    const images: RgbImage[] = [];
+    let hasVideo = false;
+    const rendered: { role: string; content: string }[] = [];
+    for (const [i, m] of msgs.entries()) {
+      if (m.role !== 'user' && m.role !== 'assistant') throw new Error(`message ${i}: role must be user or assistant, got '${m.role}'`);
+      const texts: string[] = [];
+      for (const part of contentParts(m.content)) {
+        if (part.type === 'text') {
+          if (part.text.includes(IMAGE_PATTERN)) throw new Error(`message ${i}: the text contains the reserved image tag ${IMAGE_PATTERN}; pass images as image parts`);
+          texts.push(part.text);
+        } else if (part.type === 'image') {
+          images.push(await loadImage(part.image, { name: typeof part.image === 'string' ? part.image : `message ${i} image` }));
+          texts.push(IMAGE_PATTERN);
+        } else {
+          hasVideo = true;
+          const v = await loadMiniCpmvVideoFrames(part.video, { maxNumFrames: opts.maxVideoFrames });
+          for (const f of v.frames) {
+            images.push(f);
+            texts.push(IMAGE_PATTERN);
+          }
+        }
+      }
+      rendered.push({ role: m.role, content: texts.join('\n') });
+    }
+    if (system) rendered.unshift({ role: 'system', content: system });
+    const prompt = this.tokenizer.applyChatTemplate(rendered, { addGenerationPrompt: true });
+
+    // The video recipe of the model card: use_image_id false, max_slice_nums 2.
+    const ppOpts = {
+      maxSliceNums: opts.maxSliceNums ?? (hasVideo ? 2 : undefined),
+      useImageId: opts.useImageId ?? (hasVideo ? false : undefined),
+    };
+    const processed = images.map((img) => this.processor.preprocess(img, ppOpts));
+    const chunks = prompt.split(IMAGE_PATTERN);
+    if (chunks.length - 1 !== processed.length) {
+      throw new Error(`the prompt has ${chunks.length - 1} image slot(s) but ${processed.length} image(s) were given`);
+    }
+    let text = chunks[0];
+    processed.forEach((p, i) => {
+      text += p.placeholder(i) + chunks[i + 1];
+    });
+    const maxLen = opts.maxInpLength ?? 8192;
+    let ids = this.tokenizer.encode(text); // 2.6: tokenizer.encode(input_str), no bos prepended
+    if (ids.length > maxLen) ids = ids.slice(0, maxLen);
+    const imageBound = this.imageBounds(ids);
+    const nSlices = processed.reduce((a, p) => a + p.pixelValues.length, 0);
+    if (imageBound.length !== nSlices) {
+      throw new Error(`the prompt keeps ${imageBound.length} of ${nSlices} image slot(s) after truncation to max_inp_length = ${maxLen} tokens; ` +
+        'shorten the conversation or use fewer images/slices');
+    }
+    const llmMax = this.model.config.llm.maxPositionEmbeddings;
+    if (ids.length >= llmMax) throw new Error(`prompt of ${ids.length} tokens exceeds max_position_embeddings = ${llmMax}`);
+    const inputs: MiniCPMVInputs = {
+      inputIds: [ids],
+      pixelValues: [processed.flatMap((p) => p.pixelValues)],
+      tgtSizes: [processed.flatMap((p) => p.tgtSizes)],
+      imageBound: [imageBound],
+    };
+    return { prompt: text, inputIds: ids, attentionMask: ids.map((t) => (t !== 0 ? 1 : 0)), imageBound, images: processed, inputs, preprocessMs: since(t0) };
+  }
+
+  /** upstream `_convert`: [index after <image>/<slice>, index of </image>/</slice>) per image. */
+  private imageBounds(ids: number[]): [number, number][] {
+    const id = (t: string) => {
+      const v = this.tokenizer.tokenToId(t);
+      if (v === undefined) throw new Error(`the tokenizer has no '${t}' token`);
+      return v;
+    };
+    const pc = this.processor.config;
+    const starts = new Set([id(pc.im_start), id(pc.slice_start)]);
+    const ends = new Set([id(pc.im_end), id(pc.slice_end)]);
+    const s: number[] = [], e: number[] = [];
+    ids.forEach((t, i) => {
+      if (starts.has(t)) s.push(i + 1);
+      if (ends.has(t)) e.push(i);
+    });
+    if (s.length !== e.length) {
+      throw new Error(`unbalanced image tags in the prompt: ${s.length} opening and ${e.length} closing (prompt truncated inside an image?)`);
+    }
+    return s.map((v, k) => [v, e[k]]);
+  }
+
+  /** Generation options of upstream chat(), with explicit options taking precedence. */
+  generationOptions(opts: MiniCPMVChatOptions): GenerationOptions {
+    const terminators = TERMINATORS.map((t) => this.tokenizer.tokenToId(t)).filter((v): v is number => v !== undefined);
+    const base: GenerationOptions = opts.greedy
+      ? { doSample: false, numBeams: 1, repetitionPenalty: 1.0 }
+      : (opts.sampling ?? true)
+        ? { doSample: true, topP: 0.8, topK: 100, temperature: 0.7, repetitionPenalty: 1.05 }
+        : { doSample: false, numBeams: 3, repetitionPenalty: 1.2 };
+    const explicit = Object.fromEntries(Object.entries({
+      maxNewTokens: opts.maxNewTokens, minNewTokens: opts.minNewTokens, doSample: opts.doSample, temperature: opts.temperature,
+      topK: opts.topK, topP: opts.topP, repetitionPenalty: opts.repetitionPenalty, numBeams: opts.numBeams,
+      lengthPenalty: opts.lengthPenalty, earlyStopping: opts.earlyStopping, stopStrings: opts.stopStrings, seed: opts.seed,
+    }).filter(([, v]) => v !== undefined));
+    return { maxNewTokens: 2048, ...base, ...explicit, eosTokenId: opts.eosTokenId ?? terminators, padTokenId: 0 };
+  }
+
+  /** upstream `_decode_text`. */
+  decodeAnswer(ids: number[]): string {
+    const terminators = new Set(TERMINATORS.map((t) => this.tokenizer.tokenToId(t)));
+    let r = ids.filter((t) => t !== 0);
+    if (r.length && r[0] === this.tokenizer.bosTokenId) r = r.slice(1);
+    if (r.length && terminators.has(r[r.length - 1])) r = r.slice(0, -1);
+    return this.tokenizer.decode(r).trim();
+  }
+
+  async chat(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): Promise<ChatResult> {
+    const tStart = performance.now();
+    const prep = await this.prepare(messages, opts);
+    const gen = this.generationOptions(opts);
+    const t1 = performance.now();
+    const embeds = this.model.embed(prep.inputs);
+    const visionMs = (await embeds.data(), since(t1));
+    const clock = new GenerationClock();
+    try {
+      // streamed text: decoded with the terminators removed, as upstream's stream mode
+      const terms = TERMINATORS;
+      const decodeStream = (ids: number[]) => terms.reduce((s, t) => s.split(t).join(''), this.tokenizer.decode(ids));
+      clock.begin();
+      const r = await generate(asGenerationModel(this.model.llm), { inputsEmbeds: embeds, attentionMask: prep.attentionMask }, gen, {
+        decode: decodeStream,
+        onText: opts.onText,
+        onStep: () => clock.token(),
+      });
+      const g = clock.timings();
+      return {
+        text: this.decodeAnswer(r.tokens),
+        tokenIds: r.tokens,
+        promptTokens: prep.inputIds.length,
+        finishReason: r.finishReason as FinishReason,
+        timings: { preprocess_ms: prep.preprocessMs, vision_ms: visionMs, ...g, total_ms: since(tStart) },
+      };
+    } finally {
+      embeds.dispose();
+    }
+  }
+
+  chatStream(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): ChatStream {
+    return streamFromChat((onText) => this.chat(messages, { ...opts, onText }));
+  }
+
+  /**
+   * One forward pass over the chat prompt (positions 0..S−1, like the goldens) with every
+   * intermediate under its golden name.
+   */
+  async trace(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): Promise<Map<string, { data: Float32Array | Int32Array; shape: number[]; dtype: 'float32' | 'int32' }>> {
+    const prep = await this.prepare(messages, opts);
+    const out = new Map<string, { data: Float32Array | Int32Array; shape: number[]; dtype: 'float32' | 'int32' }>();
+    out.set('input_ids', { data: Int32Array.from(prep.inputIds), shape: [1, prep.inputIds.length], dtype: 'int32' });
+    out.set('image_bound', { data: Int32Array.from(prep.imageBound.flat()), shape: [prep.imageBound.length, 2], dtype: 'int32' });
+    const sizes = prep.inputs.tgtSizes[0];
+    out.set('tgt_sizes', { data: Int32Array.from(sizes.flat()), shape: [sizes.length, 2], dtype: 'int32' });
+    prep.inputs.pixelValues[0].forEach((p, i) => out.set(`pixel_values.${i}`, { data: p.data, shape: [...p.shape], dtype: 'float32' }));
+    const keep = new Set(['vpm.last_hidden_state', 'resampler.out', 'llm.inputs_embeds', 'llm.layer0', 'llm.layer_last', 'llm.norm', 'llm.logits']);
+    const logits = this.model.forward(prep.inputs, {
+      taps: (name, t) => {
+        if (keep.has(name)) out.set(name, { data: t.dataSync() as Float32Array, shape: t.shape, dtype: 'float32' });
+      },
+    });
+    if (!out.has('llm.logits')) out.set('llm.logits', { data: logits.dataSync() as Float32Array, shape: logits.shape, dtype: 'float32' });
+    logits.dispose();
+    return out;
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
+
+/** Convenience: messages for one user turn with images/video and a question. */
+export function userTurn(prompt: string, media: { images?: (string | Uint8Array | RgbImage)[]; video?: string } = {}): ChatMessage[] {
+  const parts: ContentPart[] = [];
+  for (const image of media.images ?? []) parts.push({ type: 'image', image });
+  if (media.video) parts.push({ type: 'video', video: media.video });
+  parts.push({ type: 'text', text: prompt });
+  return [{ role: 'user', content: parts }];
+}
+

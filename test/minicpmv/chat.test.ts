@@ -1,0 +1,102 @@
+/**
+ * MiniCPM-V chat end to end from the PNG, against the upstream goldens of the tiny fixture:
+ * the processor + template + tokenizer reproduce `input_ids` / `image_bound` / `tgt_sizes`, greedy
+ * reproduces `generate.greedy_ids`, and chat(sampling=False) reproduces upstream chat's ids
+ * (beam 3, repetition penalty 1.2) and its returned text.
+ */
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { MiniCPMVChat, userTurn } from '../../models/minicpmv/chat';
+import { Golden, expectSameInts, fixture } from '../helpers/golden';
+import { modelFixture } from '../helpers/fixtures';
+import { expectNoLeak } from '../helpers/memory';
+
+const dir = modelFixture('minicpmv26_tiny')!;
+const image = fixture('preprocess', 'minicpmv26_tiny', 'input_image.png');
+const golden = require(path.join(fixture('preprocess', 'minicpmv26_tiny'), 'golden.json'));
+// Upstream chat's returned text and ids (shared/fixtures/minicpmv26_tiny/golden.json -> generate).
+const CHAT_RETURN = '.hph\uFFFD ar</box>s chess';
+
+describe('MiniCPM-V chat (tiny fixture)', () => {
+  let chat: MiniCPMVChat;
+  let g: Golden;
+  beforeAll(() => {
+    chat = MiniCPMVChat.fromPretrained(dir, { warn: () => undefined });
+    g = new Golden(path.join(dir, 'golden.safetensors'));
+  });
+  afterAll(() => {
+    chat.dispose();
+    g.close();
+  });
+
+  it('builds input_ids, image_bound and tgt_sizes exactly as upstream', async () => {
+    const p = await chat.prepare(userTurn('What is in the image?', { images: [image] }));
+    expectSameInts('input_ids', p.inputIds, g.ints('input_ids'));
+    expectSameInts('image_bound', p.imageBound.flat(), g.ints('image_bound'));
+    expectSameInts('tgt_sizes', p.inputs.tgtSizes[0].flat(), g.ints('tgt_sizes'));
+    expect(p.images[0].slicedGrid).toEqual(golden.sliced_grid);
+  });
+
+  it('greedy ids equal generate.greedy_ids', async () => {
+    const r = await chat.chat(userTurn('What is in the image?', { images: [image] }), { greedy: true, maxNewTokens: 8 });
+    expectSameInts('generate.greedy_ids', r.tokenIds, g.ints('generate.greedy_ids'));
+    expect(r.promptTokens).toBe(170);
+  });
+
+  it('chat(sampling=false) equals upstream chat: ids and returned text', async () => {
+    let streamed = '';
+    const r = await chat.chat(userTurn('What is in the image?', { images: [image] }), { sampling: false, maxNewTokens: 8, onText: (t) => (streamed += t) });
+    expectSameInts('generate.chat_beam3_rep1.2_ids', r.tokenIds, g.ints('generate.chat_beam3_rep1.2_ids'));
+    expect(r.text).toBe(CHAT_RETURN);
+    expect(streamed.trim()).toBe(CHAT_RETURN);
+    expect(r.timings.total_ms).toBeGreaterThan(0);
+  });
+
+  it('sampling with a seed is reproducible and streams the same text it returns', async () => {
+    const msgs = userTurn('What is in the image?', { images: [image] });
+    const a = await chat.chat(msgs, { maxNewTokens: 6, seed: 3 });
+    const s = chat.chatStream(msgs, { maxNewTokens: 6, seed: 3 });
+    let text = '';
+    for await (const c of s) text += c;
+    const b = await s.result;
+    expect(b.tokenIds).toEqual(a.tokenIds);
+    expect(text.trim()).toBe(b.text);
+  });
+
+  it('several images, multi-turn history and a system prompt', async () => {
+    const msgs = [
+      { role: 'user' as const, content: [{ type: 'image' as const, image }, { type: 'text' as const, text: 'first' }] },
+      { role: 'assistant' as const, content: 'a cat' },
+      { role: 'user' as const, content: [{ type: 'image' as const, image }, { type: 'text' as const, text: 'and this one?' }] },
+    ];
+    const p = await chat.prepare(msgs, { system: 'Be brief.' });
+    expect(p.prompt.startsWith('<|im_start|>system\nBe brief.<|im_end|>')).toBe(true);
+    expect(p.prompt).toContain('<image_id>0</image_id>');
+    expect(p.prompt).toContain('<image_id>1</image_id>');
+    expect(p.imageBound.length).toBe(14); // 2 × (source + 6 slices)
+    const r = await chat.chat(msgs, { greedy: true, maxNewTokens: 2 });
+    expect(r.tokenIds.length).toBeGreaterThan(0);
+  });
+
+  it('a whole chat leaves tf.memory().numTensors unchanged', async () => {
+    const msgs = userTurn('What is in the image?', { images: [image] });
+    await expectNoLeak('MiniCPMVChat.chat greedy', () => chat.chat(msgs, { greedy: true, maxNewTokens: 3 }));
+    await expectNoLeak('MiniCPMVChat.chat beams', () => chat.chat(msgs, { sampling: false, maxNewTokens: 3 }));
+    await expectNoLeak('MiniCPMVChat.trace', () => chat.trace(msgs));
+  });
+
+  it('trace writes the golden-named tensors', async () => {
+    const t = await chat.trace(userTurn('What is in the image?', { images: [image] }));
+    for (const name of ['input_ids', 'image_bound', 'tgt_sizes', 'pixel_values.0', 'pixel_values.6', 'vpm.last_hidden_state', 'resampler.out',
+      'llm.inputs_embeds', 'llm.layer0', 'llm.layer_last', 'llm.norm', 'llm.logits']) expect(t.has(name)).toBe(true);
+    expect(t.get('llm.logits')!.shape).toEqual([1, 170, 1024]);
+    expect(tf.memory().numTensors).toBeGreaterThan(0);
+  });
+
+  it('bad input: a missing image file, an image tag typed in the text, an empty conversation', async () => {
+    await expect(chat.prepare(userTurn('x', { images: ['/nonexistent/cat.png'] }))).rejects.toThrow(/\/nonexistent\/cat\.png/);
+    await expect(chat.prepare([{ role: 'user', content: 'look: (<image>./</image>)' }])).rejects.toThrow(/reserved image tag/);
+    await expect(chat.prepare([])).rejects.toThrow(/messages is empty/);
+    await expect(chat.prepare([{ role: 'assistant', content: 'hi' }])).rejects.toThrow(/first message/);
+  });
+});
