@@ -53,12 +53,21 @@ export interface ChatResult {
   timings: ChatTimings;
 }
 
+/** One traced tensor (host copy). */
+export interface TracedTensor {
+  data: Float32Array | Int32Array;
+  shape: number[];
+  dtype: 'float32' | 'int32';
+}
+
 /** A loaded multimodal chat model. */
 export interface ChatModel {
   readonly family: 'minicpmv' | 'videollama2';
   chat(messages: ChatMessage[], opts?: ChatOptions): Promise<ChatResult>;
   /** Streams text chunks; `result` resolves when generation ends. */
   chatStream(messages: ChatMessage[], opts?: ChatOptions): ChatStream;
+  /** One forward pass over the chat prompt; intermediates under their golden names. */
+  trace(messages: ChatMessage[], opts?: ChatOptions): Promise<Map<string, TracedTensor>>;
   dispose(): void;
 }
 

@@ -22,6 +22,8 @@ export interface Command {
   /** Usage line after `vlm NAME`. */
   usage: string;
   options: Record<string, OptionSpec>;
+  /** Needs a tfjs backend (initialised before `run`); false for pure host work (tokenize, preprocess). */
+  usesBackend?: boolean;
   run(opts: ParsedOptions, positionals: string[]): Promise<number | void>;
 }
 

@@ -41,6 +41,7 @@ function asUsage(e: unknown): never {
 
 export const command: Command = {
   name: 'preprocess',
+  usesBackend: false,
   summary: 'Run the MiniCPM-V 2.6 image processor on an image and save pixel_values / tgt_sizes',
   usage: '--model DIR --image FILE [--max-slice-nums N] --out FILE.safetensors [--json]',
   options: {

@@ -55,6 +55,7 @@ function humanLine(tok: Tokenizer, ids: number[], label: string): string {
 
 export const command: Command = {
   name: 'tokenize',
+  usesBackend: false,
   summary: "Encode text with a checkpoint's tokenizer (HF tokenizer.encode semantics)",
   usage: '--model DIR (--text TEXT | --file FILE) [--no-special-tokens] [--json]',
   options: {

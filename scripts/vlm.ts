@@ -69,8 +69,9 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(commandHelp(cmd) + '\n');
     return 0;
   }
-  if (str(opts, 'backend') !== undefined) {
-    await initBackend({ backend: str(opts, 'backend') });
+  if (cmd.usesBackend !== false || str(opts, 'backend') !== undefined) {
+    const info = await initBackend({ backend: str(opts, 'backend') });
+    if (process.env.VLM_DEBUG === '1') process.stderr.write(`${describeBackend(info)}\n`);
   }
   const rc = await cmd.run(opts, positionals);
   return typeof rc === 'number' ? rc : 0;

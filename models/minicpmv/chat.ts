@@ -17,7 +17,7 @@
  * 5. The answer is `_decode_text`: ids 0 dropped (sic, upstream), a leading bos and a trailing
  *    terminator removed, decoded, stripped.
  */
-import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, ContentPart, GenerationClock, contentParts, since, streamFromChat } from '../chat';
+import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, ContentPart, GenerationClock, TracedTensor, contentParts, since, streamFromChat } from '../chat';
 import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../generation';
 import { loadImage } from '../media/image';
 import { RgbImage } from '../media/types';
@@ -247,14 +247,14 @@ export class MiniCPMVChat implements ChatModel {
    * One forward pass over the chat prompt (positions 0..S−1, like the goldens) with every
    * intermediate under its golden name.
    */
-  async trace(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): Promise<Map<string, { data: Float32Array | Int32Array; shape: number[]; dtype: 'float32' | 'int32' }>> {
+  async trace(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): Promise<Map<string, TracedTensor>> {
     const prep = await this.prepare(messages, opts);
-    const out = new Map<string, { data: Float32Array | Int32Array; shape: number[]; dtype: 'float32' | 'int32' }>();
+    const out = new Map<string, TracedTensor>();
     out.set('input_ids', { data: Int32Array.from(prep.inputIds), shape: [1, prep.inputIds.length], dtype: 'int32' });
     out.set('image_bound', { data: Int32Array.from(prep.imageBound.flat()), shape: [prep.imageBound.length, 2], dtype: 'int32' });
     const sizes = prep.inputs.tgtSizes[0];
     out.set('tgt_sizes', { data: Int32Array.from(sizes.flat()), shape: [sizes.length, 2], dtype: 'int32' });
-    prep.inputs.pixelValues[0].forEach((p, i) => out.set(`pixel_values.${i}`, { data: p.data, shape: [...p.shape], dtype: 'float32' }));
+    prep.inputs.pixelValues[0].forEach((p, i) => out.set(`pixel_values.${i}`, { data: Float32Array.from(p.data), shape: [...p.shape], dtype: 'float32' }));
     const keep = new Set(['vpm.last_hidden_state', 'resampler.out', 'llm.inputs_embeds', 'llm.layer0', 'llm.layer_last', 'llm.norm', 'llm.logits']);
     const logits = this.model.forward(prep.inputs, {
       taps: (name, t) => {
