@@ -4,10 +4,26 @@
  */
 import { BenchCase } from './runner';
 import { LLM_CASES } from './llm_cases';
+import { MINICPMV_BENCH_CASES } from '../minicpmv/bench_cases';
+import { minicpmvPreprocessBench } from '../minicpmv/processing';
+
+/** Host-side preprocessing cases (no tensors). */
+const PREPROCESS_CASES: BenchCase[] = [
+  {
+    name: 'minicpmv.preprocess.1344',
+    description: 'MiniCPM-V 2.6 image processor on a 1344×1344 RGB image (real 448/9 config): grid, Pillow bicubic resizes, slices, normalised patch strips',
+    prepare() {
+      const b = minicpmvPreprocessBench(1344);
+      return { run: () => void b.run(), dispose: () => undefined };
+    },
+  },
+];
 
 /** Case groups: name → loader (lazy, so unused model code is not imported). */
 const GROUPS: (() => BenchCase[])[] = [
   () => LLM_CASES,
+  () => MINICPMV_BENCH_CASES,
+  () => PREPROCESS_CASES,
 ];
 
 export function allCases(): BenchCase[] {
