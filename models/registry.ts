@@ -35,6 +35,6 @@ export async function loadChatModel(dir: string, opts: LoadOptions = {}): Promis
     const { MiniCPMVChat } = require('./minicpmv/chat') as typeof import('./minicpmv/chat');
     return MiniCPMVChat.fromPretrained(dir, opts);
   }
-  const { VideoLLaMA2Chat } = require('./videollama2/chat') as { VideoLLaMA2Chat: { fromPretrained(dir: string, opts: LoadOptions): Promise<ChatModel> | ChatModel } };
+  const { VideoLLaMA2Chat } = require('./videollama2/chat') as typeof import('./videollama2/chat');
   return VideoLLaMA2Chat.fromPretrained(dir, opts);
 }

@@ -1,0 +1,251 @@
+/**
+ * VideoLLaMA 2 / 2.1 chat, as upstream `videollama2.mm_infer` with the processors `model_init`
+ * wires up (DAMO-NLP-SG/VideoLLaMA2 `videollama2/__init__.py`, `mm_utils.py`):
+ *
+ * 1. One image or one video: an image is decoded and processed (`process_image`,
+ *    aspect_ratio None); a video is sampled uniformly to `num_frames` (config, default 8) and each
+ *    frame processed (`process_video`). The tower repeats an image to `num_frames` frames.
+ * 2. The modal token (`<image>` / `<video>`) + "\n" is prepended to the first user message; Mistral
+ *    checkpoints get the `<<SYS>>` system message, Qwen2 (2.1) none; the tokenizer's chat template
+ *    renders the prompt with the generation prompt.
+ * 3. `tokenizer_multimodal_token`: the prompt tokenized in chunks split at the modal token, which
+ *    becomes −200 / −201; attention mask = ids != pad (pad := unk when the tokenizer has none).
+ * 4. The connector output is spliced in at the placeholder; `generate` runs greedy by default
+ *    (do_sample False; with sampling temperature 0.2 and top_p 0.9 unless given), max_new_tokens
+ *    2048, stopping on eos; the answer is decoded without special tokens and stripped.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, GenerationClock, TracedTensor, contentParts, since, streamFromChat } from '../chat';
+import { readJson } from '../config_utils';
+import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../generation';
+import { loadImage } from '../media/image';
+import { Tokenizer, loadTokenizer } from '../tokenizers';
+import { loadVideoLlama2Frames } from './frames';
+import { TowerImageProcessor, loadTowerImageProcessor, processFrames } from './image_processing';
+import { MediaInput, VideoLLaMA2 } from './modeling';
+import { DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, tokenizerMultimodalToken } from './tokenization';
+import { resolveVisionTowerDir } from './vision';
+import fs from 'node:fs';
+import path from 'node:path';
+
+/** mm_infer's system message for Mistral-based checkpoints (verbatim, including the double space). */
+export const MISTRAL_SYSTEM =
+  '<<SYS>>\nYou are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being safe.  ' +
+  'Your answers should not include any harmful, unethical, racist, sexist, toxic, dangerous, or illegal content. ' +
+  'Please ensure that your responses are socially unbiased and positive in nature.\n' +
+  'If a question does not make any sense, or is not factually coherent, explain why instead of answering something not correct. ' +
+  "If you don't know the answer to a question, please don't share false information.\n<</SYS>>";
+
+export interface VideoLLaMA2ChatOptions extends ChatOptions {
+  /** Frames sampled from a video (default: config `num_frames`). */
+  numFrames?: number;
+  /** Greedy decoding (the default, as mm_infer). */
+  greedy?: boolean;
+  /** Sample (temperature 0.2, top_p 0.9 unless given), as mm_infer(do_sample=True). */
+  sampling?: boolean;
+  /** `process_image`/`process_video` aspect ratio: null (mm_infer / model_init) or 'pad'. */
+  aspectRatio?: 'pad' | null;
+}
+
+export interface VideoLLaMA2Prepared {
+  prompt: string;
+  inputIds: number[];
+  attentionMask: number[];
+  media: MediaInput[];
+  modal: 'image' | 'video' | 'text';
+  preprocessMs: number;
+}
+
+export class VideoLLaMA2Chat implements ChatModel {
+  readonly family = 'videollama2' as const;
+  constructor(readonly model: VideoLLaMA2, readonly tokenizer: Tokenizer, readonly processor: TowerImageProcessor, readonly eosIds: number[]) {}
+
+  /**
+   * Loads the model, tokenizer and the tower's image processor from a VideoLLaMA2 checkpoint
+   * directory. `visionTowerDir` overrides where `mm_vision_tower` is looked up.
+   */
+  static async fromPretrained(dir: string, opts: { visionTowerDir?: string; warn?: (msg: string) => void } = {}): Promise<VideoLLaMA2Chat> {
+    const log = opts.warn ?? (() => undefined);
+    const tokenizer = loadTokenizer(dir);
+    const model = await VideoLLaMA2.fromPretrained(dir, { visionTowerDir: opts.visionTowerDir, log });
+    try {
+      const towerDir = resolveVisionTowerDir(model.config.mm_vision_tower, dir, { visionTowerDir: opts.visionTowerDir });
+      const processor = loadTowerImageProcessor(towerDir, undefined, log);
+      return new VideoLLaMA2Chat(model, tokenizer, processor, eosIds(dir, tokenizer));
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
+
+  get isMistral(): boolean {
+    return ['videollama2', 'videollama2_mistral', 'videollama2_mixtral'].includes(this.model.config.model_type);
+  }
+
+  /** model_init: pad_token := unk_token when the tokenizer has no pad token. */
+  get padTokenId(): number | undefined {
+    return this.tokenizer.padTokenId ?? this.tokenizer.unkTokenId;
+  }
+
+  async prepare(messages: ChatMessage[], opts: VideoLLaMA2ChatOptions = {}): Promise<VideoLLaMA2Prepared> {
+    const t0 = performance.now();
+    if (!messages.length) throw new Error('messages is empty');
+    let msgs = messages;
+    let system = opts.system;
+    if (msgs[0].role === 'system') {
+      const s = contentParts(msgs[0].content);
+      if (s.some((p) => p.type !== 'text')) throw new Error('a system message can only hold text');
+      system ??= s.map((p) => (p as { text: string }).text).join('\n');
+      msgs = msgs.slice(1);
+    }
+    if (!msgs.length || msgs[0].role !== 'user') throw new Error('the first message (after an optional system message) must be from the user');
+    const media: MediaInput[] = [];
+    let modal: 'image' | 'video' | 'text' = 'text';
+    const rendered: { role: string; content: string }[] = [];
+    try {
+      for (const [i, m] of msgs.entries()) {
+        if (m.role !== 'user' && m.role !== 'assistant') throw new Error(`message ${i}: role must be user or assistant, got '${m.role}'`);
+        const texts: string[] = [];
+        for (const part of contentParts(m.content)) {
+          if (part.type === 'text') {
+            if (part.text.includes(DEFAULT_IMAGE_TOKEN) || part.text.includes(DEFAULT_VIDEO_TOKEN)) {
+              throw new Error(`message ${i}: the text contains a reserved modal token (${DEFAULT_IMAGE_TOKEN} / ${DEFAULT_VIDEO_TOKEN}); pass media as image/video parts`);
+            }
+            texts.push(part.text);
+            continue;
+          }
+          if (media.length) throw new Error('VideoLLaMA 2 answers about one image or one video per conversation (upstream mm_infer takes one); got more');
+          if (part.type === 'image') {
+            modal = 'image';
+            const img = await loadImage(part.image, { name: typeof part.image === 'string' ? part.image : `message ${i} image` });
+            media.push({ modal: 'image', pixels: this.pixels([img], opts) });
+          } else {
+            modal = 'video';
+            const v = await loadVideoLlama2Frames(part.video, { numFrames: opts.numFrames ?? this.model.numFrames });
+            media.push({ modal: 'video', pixels: this.pixels(v.frames, opts) });
+          }
+        }
+        rendered.push({ role: m.role, content: texts.join('\n') });
+      }
+      // mm_infer: modal token + '\n' + the first message's text
+      const token = modal === 'image' ? DEFAULT_IMAGE_TOKEN : modal === 'video' ? DEFAULT_VIDEO_TOKEN : '';
+      if (token) rendered[0].content = `${token}\n${rendered[0].content}`;
+      const sys = system !== undefined ? (this.isMistral ? wrapSys(system) : system) : this.isMistral ? MISTRAL_SYSTEM : undefined;
+      if (sys !== undefined) rendered.unshift({ role: 'system', content: sys });
+      const prompt = this.tokenizer.applyChatTemplate(rendered, { addGenerationPrompt: true });
+      const inputIds = token ? tokenizerMultimodalToken(prompt, this.tokenizer, token) : this.tokenizer.encode(prompt);
+      const pad = this.padTokenId;
+      const attentionMask = inputIds.map((t) => (pad !== undefined && t === pad ? 0 : 1));
+      const budget = this.model.config.llm.maxPositionEmbeddings;
+      const llmLen = inputIds.length - (token ? 1 : 0) + (media.length ? this.model.connectorTokens(modal === 'video' ? media[0].pixels.shape[0] : this.model.numFrames) : 0);
+      if (llmLen >= budget) throw new Error(`prompt of ${llmLen} positions (text + ${modal} tokens) exceeds max_position_embeddings = ${budget}`);
+      return { prompt, inputIds, attentionMask, media, modal, preprocessMs: since(t0) };
+    } catch (e) {
+      tf.dispose(media.map((m) => m.pixels));
+      throw e;
+    }
+  }
+
+  private pixels(frames: Parameters<typeof processFrames>[0], opts: VideoLLaMA2ChatOptions): tf.Tensor4D {
+    const b = processFrames(frames, this.processor, opts.aspectRatio ?? null);
+    return tf.tensor4d(b.data, b.shape);
+  }
+
+  /** mm_infer's generation settings, with explicit options taking precedence. */
+  generationOptions(opts: VideoLLaMA2ChatOptions): GenerationOptions {
+    const sample = !opts.greedy && (opts.sampling ?? opts.doSample ?? false);
+    const base: GenerationOptions = sample ? { doSample: true, temperature: 0.2, topP: 0.9, topK: 0 } : { doSample: false };
+    const explicit = Object.fromEntries(Object.entries({
+      maxNewTokens: opts.maxNewTokens, minNewTokens: opts.minNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP,
+      repetitionPenalty: opts.repetitionPenalty, numBeams: opts.numBeams, lengthPenalty: opts.lengthPenalty,
+      earlyStopping: opts.earlyStopping, stopStrings: opts.stopStrings, seed: opts.seed,
+    }).filter(([, v]) => v !== undefined));
+    if (opts.greedy) Object.assign(explicit, { numBeams: 1, repetitionPenalty: 1.0 });
+    return { maxNewTokens: 2048, ...base, ...explicit, eosTokenId: opts.eosTokenId ?? this.eosIds, padTokenId: this.tokenizer.eosTokenId };
+  }
+
+  async chat(messages: ChatMessage[], opts: VideoLLaMA2ChatOptions = {}): Promise<ChatResult> {
+    const tStart = performance.now();
+    const prep = await this.prepare(messages, opts);
+    const gen = this.generationOptions(opts);
+    const clock = new GenerationClock();
+    let visionMs = 0;
+    try {
+      const t1 = performance.now();
+      const sp = this.model.prepareInputsEmbeds(prep.inputIds, prep.media, { attentionMask: prep.attentionMask });
+      await sp.inputsEmbeds.data();
+      visionMs = since(t1);
+      try {
+        clock.begin();
+        const r = await generate(asGenerationModel(this.model.llm), { inputsEmbeds: sp.inputsEmbeds, attentionMask: sp.attentionMask }, gen, {
+          decode: (ids) => this.tokenizer.decode(ids, { skipSpecialTokens: true }),
+          onText: opts.onText,
+          onStep: () => clock.token(),
+        });
+        return {
+          text: this.tokenizer.decode(r.tokens, { skipSpecialTokens: true }).trim(),
+          tokenIds: r.tokens,
+          promptTokens: sp.inputsEmbeds.shape[1],
+          finishReason: r.finishReason as FinishReason,
+          timings: { preprocess_ms: prep.preprocessMs, vision_ms: visionMs, ...clock.timings(), total_ms: since(tStart) },
+        };
+      } finally {
+        sp.inputsEmbeds.dispose();
+      }
+    } finally {
+      tf.dispose(prep.media.map((m) => m.pixels));
+    }
+  }
+
+  chatStream(messages: ChatMessage[], opts: VideoLLaMA2ChatOptions = {}): ChatStream {
+    return streamFromChat((onText) => this.chat(messages, { ...opts, onText }));
+  }
+
+  /** One forward pass over the mm_infer prompt; every intermediate under its golden name. */
+  async trace(messages: ChatMessage[], opts: VideoLLaMA2ChatOptions = {}): Promise<Map<string, TracedTensor>> {
+    const prep = await this.prepare(messages, opts);
+    const out = new Map<string, TracedTensor>();
+    try {
+      out.set('input_ids', { data: Int32Array.from(prep.inputIds), shape: [1, prep.inputIds.length], dtype: 'int32' });
+      if (prep.media.length) {
+        const px = prep.media[0].pixels;
+        const shape = prep.modal === 'image' ? [1, ...px.shape.slice(-3)] : px.shape;
+        out.set('pixel_values', { data: Float32Array.from(px.dataSync()), shape, dtype: 'float32' });
+      }
+      const logits = this.model.forward(prep.inputIds, prep.media, {
+        attentionMask: prep.attentionMask,
+        taps: (name, t) => out.set(name, { data: Float32Array.from(t.dataSync()), shape: t.shape, dtype: 'float32' }),
+      });
+      if (!out.has('llm.logits')) out.set('llm.logits', { data: logits.dataSync() as Float32Array, shape: logits.shape, dtype: 'float32' });
+      logits.dispose();
+      return out;
+    } finally {
+      tf.dispose(prep.media.map((m) => m.pixels));
+    }
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
+
+/** A user system prompt in the `<<SYS>>` wrapping mm_infer uses for Mistral. */
+function wrapSys(s: string): string {
+  return s.startsWith('<<SYS>>') ? s : `<<SYS>>\n${s}\n<</SYS>>`;
+}
+
+/**
+ * Stop ids: HF generate's eos (generation_config.json, else config.json `eos_token_id`) plus the
+ * tokenizer's eos, which mm_infer's KeywordsStoppingCriteria stops on.
+ */
+function eosIds(dir: string, tokenizer: Tokenizer): number[] {
+  const ids = new Set<number>();
+  const add = (v: unknown) => {
+    for (const x of Array.isArray(v) ? v : [v]) if (Number.isInteger(x)) ids.add(x as number);
+  };
+  const gc = path.join(dir, 'generation_config.json');
+  if (fs.existsSync(gc)) add(readJson(gc).eos_token_id);
+  else add(readJson(path.join(dir, 'config.json')).eos_token_id);
+  if (tokenizer.eosTokenId !== undefined) ids.add(tokenizer.eosTokenId);
+  return [...ids];
+}
