@@ -83,3 +83,23 @@ describe('MiniCPM-V CLI', () => {
     await expect(run(trace, ['--model', model, '--image', image, '--prompt', 'x'])).rejects.toThrow(/--out is required/);
   });
 });
+
+describe.each(['videollama2_clip_mistral_tiny', 'videollama2_siglip_qwen2_tiny'])('VideoLLaMA 2 CLI: %s', (name) => {
+  const model = modelFixture(name)!;
+  const meta = require(path.join(model, 'golden.json'));
+
+  it.each(['image', 'video'] as const)('vlm trace --%s writes the golden names, equal to upstream', async (modal) => {
+    const out = path.join(tmp, `${name}-${modal}.safetensors`);
+    const file = path.join(model, modal === 'image' ? 'input_image.png' : 'input_video.mp4');
+    await run(trace, ['--model', model, `--${modal}`, file, '--prompt', meta[modal].question, '--out', out]);
+    compareTrace(out, path.join(model, 'golden.safetensors'), `${modal}.`, ['input_ids', 'pixel_values', 'vision_tower.out', 'stc.s1', 'stc.sampler',
+      'stc.s2', 'stc.readout', 'llm.inputs_embeds', 'llm.layer0', 'llm.layer_last', 'llm.norm', 'llm.logits']);
+  });
+
+  it('vlm chat --video --json reproduces the greedy ids and text', async () => {
+    const s = await run(chat, ['--model', model, '--video', path.join(model, 'input_video.mp4'), '--prompt', meta.video.question, '--max-new-tokens', '8', '--json']);
+    const j = JSON.parse(s);
+    expect(j.token_ids).toEqual(meta.video.greedy_ids);
+    expect(j.text).toBe(meta.video.mm_infer_return);
+  });
+});
