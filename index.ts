@@ -1,0 +1,22 @@
+/** tfjs-vlm public API. */
+export { initBackend, backendInfo, describeBackend } from './layers/backend';
+export type { BackendInfo, BackendOptions } from './layers/backend';
+export { loadChatModel, detectFamily } from './models/registry';
+export * from './models/chat';
+export { MiniCPMV } from './models/minicpmv/modeling';
+export { MiniCPMVChat } from './models/minicpmv/chat';
+export { MiniCPMVImageProcessor } from './models/minicpmv/processing';
+export { VideoLLaMA2 } from './models/videollama2/modeling';
+export { VideoLLaMA2Chat } from './models/videollama2/chat';
+export { ClipImageProcessor, SiglipImageProcessor, loadTowerImageProcessor } from './models/videollama2/image_processing';
+export { Qwen2ForCausalLM } from './models/qwen2/modeling';
+export { MistralForCausalLM } from './models/mistral/modeling';
+export { CausalLM } from './layers/decoder';
+export * as generation from './models/generation';
+export { loadTokenizer } from './models/tokenizers';
+export type { Tokenizer } from './models/tokenizers';
+export { loadImage } from './models/media/image';
+export { probeVideo, decodeFrames, streamFrames } from './models/media/video';
+export { SafetensorsFile, writeSafetensors } from './weights/safetensors';
+export { Checkpoint } from './weights/checkpoint';
+export { loadWeights } from './weights/load';
