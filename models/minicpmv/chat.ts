@@ -9,7 +9,8 @@
  *    the generation prompt.
  * 3. Each `(<image>./</image>)` is replaced by that image's placeholder (`<image_id>i</image_id>`,
  *    `<image>` + `<unk>`×64 + `</image>`, slice rows), the text is tokenized (no special tokens
- *    for 2.6) and cut to `max_inp_length`; `image_bound` marks each `<unk>` run; the attention
+ *    for 2.6; a prompt over `max_inp_length` is an error where upstream silently cuts it);
+ *    `image_bound` marks each `<unk>` run; the attention
  *    mask is `input_ids != 0` (upstream's padding test, which also masks a literal id-0 token).
  * 4. `get_vllm_embedding` splices the resampler output in; `llm.generate` runs with upstream's
  *    settings: sampling (top_p 0.8, top_k 100, temperature 0.7, repetition penalty 1.05) or,
@@ -41,7 +42,7 @@ export interface MiniCPMVChatOptions extends ChatOptions {
   maxSliceNums?: number;
   /** `<image_id>i</image_id>` before each image (default from the config; false for video). */
   useImageId?: boolean;
-  /** Prompt tokens kept at most (upstream max_inp_length, default 8192). */
+  /** Prompt tokens allowed at most (upstream max_inp_length, default 8192; longer prompts are an error). */
   maxInpLength?: number;
   /** Frames of a video at most (default 64). */
   maxVideoFrames?: number;
@@ -143,13 +144,18 @@ export class MiniCPMVChat implements ChatModel {
       text += p.placeholder(i) + chunks[i + 1];
     });
     const maxLen = opts.maxInpLength ?? 8192;
-    let ids = this.tokenizer.encode(text); // 2.6: tokenizer.encode(input_str), no bos prepended
-    if (ids.length > maxLen) ids = ids.slice(0, maxLen);
+    const ids = this.tokenizer.encode(text); // 2.6: tokenizer.encode(input_str), no bos prepended
+    // Upstream silently cuts the prompt to max_inp_length (possibly through an image or the
+    // question); we refuse instead of answering a different prompt.
+    if (ids.length > maxLen) {
+      throw new Error(`prompt of ${ids.length} tokens is longer than max_inp_length = ${maxLen} ` +
+        `(${processed.length} image(s) with ${processed.reduce((a, p) => a + p.pixelValues.length, 0)} slice(s) at ${this.model.config.query_num} tokens each); ` +
+        'shorten the conversation, use fewer images or a smaller max_slice_nums, or raise maxInpLength');
+    }
     const imageBound = this.imageBounds(ids);
     const nSlices = processed.reduce((a, p) => a + p.pixelValues.length, 0);
     if (imageBound.length !== nSlices) {
-      throw new Error(`the prompt keeps ${imageBound.length} of ${nSlices} image slot(s) after truncation to max_inp_length = ${maxLen} tokens; ` +
-        'shorten the conversation or use fewer images/slices');
+      throw new Error(`the prompt has ${imageBound.length} image slot(s) for ${nSlices} image slice(s)`);
     }
     const llmMax = this.model.config.llm.maxPositionEmbeddings;
     if (ids.length >= llmMax) throw new Error(`prompt of ${ids.length} tokens exceeds max_position_embeddings = ${llmMax}`);

@@ -98,5 +98,7 @@ describe('MiniCPM-V chat (tiny fixture)', () => {
     await expect(chat.prepare([{ role: 'user', content: 'look: (<image>./</image>)' }])).rejects.toThrow(/reserved image tag/);
     await expect(chat.prepare([])).rejects.toThrow(/messages is empty/);
     await expect(chat.prepare([{ role: 'assistant', content: 'hi' }])).rejects.toThrow(/first message/);
+    await expect(chat.prepare(userTurn('What is in the image?', { images: [image] }), { maxInpLength: 100 })).rejects.toThrow(/prompt of 170 tokens is longer than max_inp_length = 100/);
+    await expect(chat.prepare(userTurn('word '.repeat(3000)))).rejects.toThrow(/exceeds max_position_embeddings = 4096/);
   });
 });
