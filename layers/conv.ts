@@ -109,8 +109,9 @@ export class Conv2d extends Module {
         case 'patch': {
           // torch drops the rows/columns that do not fill a last patch
           const xc = Ho * k === H && Wo * k === W ? x : x.slice([0, 0, 0, 0], [B, Ho * k, Wo * k, C]);
-          const patches = xc.reshape([B, Ho, k, Wo, k, C]).transpose([0, 1, 3, 2, 4, 5]) // [B, Ho, Wo, kh, kw, I]
-            .reshape([B * Ho * Wo, k * k * C]);
+          // one rank-4 transpose (wasm's rank-5+ transposes are much slower):
+          // [B·Ho, kh, Wo, kw·I] → [B·Ho, Wo, kh, kw·I] = rows (B, Ho, Wo) of kh·kw·I values, HWIO order
+          const patches = xc.reshape([B * Ho, k, Wo, k * C]).transpose([0, 2, 1, 3]).reshape([B * Ho * Wo, k * k * C]);
           const y = tf.fused.matMul({ a: patches as tf.Tensor2D, b: w.reshape([k * k * C, O]) as tf.Tensor2D, bias }); // HWIO as [kh·kw·I, O]
           return y.reshape([B, Ho, Wo, O]) as tf.Tensor4D;
         }

@@ -41,11 +41,30 @@ export class LayerNormAct2d extends LayerNorm {
     this.act = act;
   }
 
-  /** x [N, H, W, C] → same shape. */
+  /**
+   * x [N, H, W, C] → same shape. The same float32 ops in the same order as LayerNorm.forward,
+   * ((x − mean) · rsqrt(var + eps)) · weight + bias, but each full-size intermediate is freed as
+   * soon as the next exists: at STC's real size one activation is 151 MB ([16·24·24, 4096]).
+   */
   override forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const y = super.forward(x);
-      return this.act ? activation(this.act, y) : y;
+      // tf.moments would also cast x and compute x − mean a second time: do it once
+      const mean = tf.mean(x, -1, true); // [N, H, W, 1]
+      const d = tf.sub(x, mean);
+      const inv = tf.tidy(() => tf.rsqrt(tf.add(tf.mean(tf.square(d), -1, true), this.eps))); // biased variance
+      const steps: ((t: tf.Tensor) => tf.Tensor)[] = [
+        (t) => tf.mul(t, inv),
+        (t) => tf.mul(t, this.weight.value),
+        (t) => tf.add(t, this.bias.value),
+      ];
+      if (this.act) steps.push((t) => activation(this.act!, t));
+      let y = d;
+      for (const f of steps) {
+        const next = f(y);
+        y.dispose();
+        y = next;
+      }
+      return y;
     });
   }
 }
@@ -75,7 +94,12 @@ export class ConvNormAct extends Module {
   }
 
   forward(x: tf.Tensor4D): tf.Tensor4D {
-    return tf.tidy(() => this.bn.forward(this.conv.forward(x)) as tf.Tensor4D);
+    return tf.tidy(() => {
+      const c = this.conv.forward(x);
+      const y = this.bn.forward(c) as tf.Tensor4D;
+      c.dispose();
+      return y;
+    });
   }
 }
 register(ConvNormAct);
@@ -155,15 +179,26 @@ export class Bottleneck extends Module {
     this.downsample = inCh !== outCh || stride !== 1 ? new ConvNormAct(inCh, outCh, 1, { stride, padding: 0, act: null, eps }) : null;
   }
 
-  /** x [N, H, W, in] → [N, H', W', out]. */
+  /** x [N, H, W, in] → [N, H', W', out]. Intermediates are freed as soon as they are used. */
   forward(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
-      let y = this.conv2.forward(this.conv1.forward(x));
-      if (this.se) y = this.se.forward(y);
-      y = this.conv3.forward(y);
+      const stages: ((t: tf.Tensor4D) => tf.Tensor4D)[] = [(t) => this.conv2.forward(t)];
+      if (this.se) stages.push((t) => this.se!.forward(t));
+      stages.push((t) => this.conv3.forward(t));
+      let y = this.conv1.forward(x);
+      for (const f of stages) {
+        const next = f(y);
+        y.dispose();
+        y = next;
+      }
       const shortcut = this.downsample ? this.downsample.forward(x) : x;
       const sum = tf.add(y, shortcut) as tf.Tensor4D;
-      return (this.act ? activation(this.act, sum) : sum) as tf.Tensor4D;
+      y.dispose();
+      if (shortcut !== x) shortcut.dispose();
+      if (!this.act) return sum;
+      const out = activation(this.act, sum) as tf.Tensor4D;
+      sum.dispose();
+      return out;
     });
   }
 }
@@ -178,17 +213,30 @@ export function pyRound(v: number): number {
 }
 
 /**
+ * Activation budget of one pass through a stage's blocks, in bytes: larger batches are run in
+ * chunks of whole images (every op of a block is per image — convs, per-position norms, the SE
+ * mean over H×W — so the result is the same). At STC's real size one activation of all 16 frames
+ * is 151 MB and a block holds ~5 of them, which with 1.9 GB of weights nears the 4 GB wasm heap.
+ */
+export const REGSTAGE_CHUNK_BYTES = 64 * 2 ** 20;
+
+/**
  * timm `RegStage`: `depth` Bottleneck blocks named b1 … b{depth}; the first maps in → out with the
  * stage's stride, the others out → out with stride 1.
  */
 export class RegStage extends Module {
   static className = 'RegStage';
   readonly depth: number;
+  /** Widest channel count of any block activation (for the chunk size). */
+  readonly maxChannels: number;
+  /** See REGSTAGE_CHUNK_BYTES; Infinity runs every batch at once. */
+  chunkBytes = REGSTAGE_CHUNK_BYTES;
 
   constructor(depth: number, inCh: number, outCh: number, opts: BottleneckOptions = {}) {
     super();
     if (!Number.isInteger(depth) || depth < 1) throw new Error(`RegStage: depth must be a positive integer, got ${depth}`);
     this.depth = depth;
+    this.maxChannels = Math.max(inCh, outCh, Math.round(outCh * (opts.bottleRatio ?? 1)));
     for (let i = 0; i < depth; i++) {
       // fields b1, b2, …: the checkpoint path segments
       (this as unknown as Record<string, Bottleneck>)[`b${i + 1}`] = new Bottleneck(i === 0 ? inCh : outCh, outCh, { ...opts, stride: i === 0 ? opts.stride : 1 });
@@ -200,12 +248,35 @@ export class RegStage extends Module {
     return (this as unknown as Record<string, Bottleneck>)[`b${i}`];
   }
 
-  /** x [N, H, W, in] → [N, H', W', out]; `onBlock(i, y)` sees each block's output (1-based i). */
+  /**
+   * x [N, H, W, in] → [N, H', W', out]; `onBlock(i, y)` sees each block's output (1-based i).
+   * Without `onBlock`, batches larger than `chunkBytes` per activation run in chunks of images.
+   */
   forward(x: tf.Tensor4D, onBlock?: (i: number, y: tf.Tensor4D) => void): tf.Tensor4D {
+    const [N, H, W, C] = x.shape;
+    const perImage = H * W * this.maxChannels * 4;
+    const chunk = onBlock ? N : Math.max(1, Math.floor(this.chunkBytes / perImage));
+    if (chunk >= N) return this.runBlocks(x, onBlock);
+    return tf.tidy(() => {
+      const parts: tf.Tensor4D[] = [];
+      for (let s = 0; s < N; s += chunk) {
+        const n = Math.min(chunk, N - s);
+        parts.push(tf.tidy(() => this.runBlocks(x.slice([s, 0, 0, 0], [n, H, W, C]))));
+      }
+      const out = tf.concat(parts, 0) as tf.Tensor4D;
+      tf.dispose(parts);
+      return out;
+    });
+  }
+
+  private runBlocks(x: tf.Tensor4D, onBlock?: (i: number, y: tf.Tensor4D) => void): tf.Tensor4D {
     return tf.tidy(() => {
       let h = x;
       for (let i = 1; i <= this.depth; i++) {
-        h = this.block(i).forward(h);
+        const next = this.block(i).forward(h);
+        // Without a tap nothing else holds the previous output: free it now (peak ≈ 2 activations).
+        if (h !== x && !onBlock) h.dispose();
+        h = next;
         onBlock?.(i, h);
       }
       return h;

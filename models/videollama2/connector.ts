@@ -152,18 +152,26 @@ export class STCConnector extends Module {
     if (D !== this.encoderHiddenSize) throw new Error(`STC connector: features have ${D} channels, mm_hidden_size is ${this.encoderHiddenSize}`);
     const nchw = (t: tf.Tensor) => t.transpose([0, 3, 1, 2]); // [N, C, h, w] for taps
     return tf.tidy(() => {
+      // Without taps each stage's input is freed once the next stage has run (peak ≈ 2 activations).
+      const free = (t: tf.Tensor) => { if (!taps) t.dispose(); };
       let h = x.reshape([B * T, hw, hw, D]) as tf.Tensor4D; // b t (h w) d -> (b t) d h w, channels-last
       if (this.s1) {
-        h = this.s1.forward(h, taps ? (i, y) => taps(`stc.s1.b${i}`, nchw(y)) : undefined);
+        const y = this.s1.forward(h, taps ? (i, t) => taps(`stc.s1.b${i}`, nchw(t)) : undefined);
+        free(h);
+        h = y;
         taps?.('stc.s1', nchw(h));
       }
       const C = h.shape[3];
       const v = this.sampler.forward(h.reshape([B, T, hw, hw, C]) as tf.Tensor5D, taps); // (b t) d h w -> b d t h w
+      free(h);
       taps?.('stc.sampler', v.transpose([0, 4, 1, 2, 3]));
       const [, To, Ho, Wo] = v.shape;
       h = v.reshape([B * To, Ho, Wo, C]) as tf.Tensor4D; // b d t h w -> (b t) d h w
+      free(v);
       if (this.s2) {
-        h = this.s2.forward(h, taps ? (i, y) => taps(`stc.s2.b${i}`, nchw(y)) : undefined);
+        const y = this.s2.forward(h, taps ? (i, t) => taps(`stc.s2.b${i}`, nchw(t)) : undefined);
+        free(h);
+        h = y;
         taps?.('stc.s2', nchw(h));
       }
       const out = this.readout.forward(h.reshape([B, To * Ho * Wo, C])) as tf.Tensor3D; // (b t) d h w -> b (t h w) d

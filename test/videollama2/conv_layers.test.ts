@@ -173,4 +173,17 @@ describe('timm RegStage helpers', () => {
     tf.dispose([x, y]);
     st.dispose();
   });
+
+  it('large batches run in chunks of whole images with the same result', async () => {
+    const st = new RegStage(2, 6, 8, { act: 'silu' });
+    for (const [name, p] of st.namedParams()) fillParam(p, (n) => (name.endsWith('bn.weight') ? new Float32Array(n).fill(1) : noise(n, 0.3, name.length)));
+    const x = tf.tensor4d(noise(5 * 3 * 3 * 6, 1, 21), [5, 3, 3, 6]);
+    const whole = st.forward(x);
+    st.chunkBytes = 2 * 3 * 3 * 8 * 4; // 2 images per chunk: 2 + 2 + 1
+    const chunked = st.forward(x);
+    expectClose('chunked RegStage', chunked, { data: whole.dataSync(), shape: whole.shape }, 1e-6);
+    await expectNoLeak('chunked RegStage.forward', () => st.forward(x).dispose());
+    tf.dispose([x, whole, chunked]);
+    st.dispose();
+  });
 });
