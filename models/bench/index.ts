@@ -6,6 +6,7 @@ import { BenchCase } from './runner';
 import { LLM_CASES } from './llm_cases';
 import { MINICPMV_BENCH_CASES } from '../minicpmv/bench_cases';
 import { minicpmvPreprocessBench } from '../minicpmv/processing';
+import { VIDEOLLAMA2_CASES } from '../videollama2/bench_cases';
 
 /** Host-side preprocessing cases (no tensors). */
 const PREPROCESS_CASES: BenchCase[] = [
@@ -23,6 +24,7 @@ const PREPROCESS_CASES: BenchCase[] = [
 const GROUPS: (() => BenchCase[])[] = [
   () => LLM_CASES,
   () => MINICPMV_BENCH_CASES,
+  () => VIDEOLLAMA2_CASES,
   () => PREPROCESS_CASES,
 ];
 
