@@ -10,6 +10,10 @@ import { Conv2d, Conv2dImpl, conv2dImpl } from '../../layers/conv';
 import { Conv3d } from '../../layers/conv3d';
 import { fillParam, noise } from '../../layers/init';
 import { Bottleneck, RegStage, pyRound } from '../../layers/regstage';
+import { Linear } from '../../layers/linear';
+import { Module } from '../../layers/module';
+import { GeluMLP, STCConnector, aggregate, buildConnector } from '../../models/videollama2/connector';
+import { readParam } from '../../weights/load';
 import { expectClose } from '../helpers/golden';
 import { expectNoLeak } from '../helpers/memory';
 
@@ -185,5 +189,59 @@ describe('timm RegStage helpers', () => {
     await expectNoLeak('chunked RegStage.forward', () => st.forward(x).dispose());
     tf.dispose([x, whole, chunked]);
     st.dispose();
+  });
+});
+
+describe('other projector types (build_vision_projector + temporal_aggregator)', () => {
+  // No upstream goldens for these: checked against the definitions in projector.py / videollama2_arch.py.
+  const fillAll = (m: Module) => {
+    for (const [name, p] of m.namedParams()) fillParam(p, (n) => (name.endsWith('bn.weight') ? new Float32Array(n).fill(1) : noise(n, 0.3, name.length + n)));
+  };
+  /** torch Linear from the checkpoint-layout weights: h Wᵀ + b. */
+  const torchLinear = (h: tf.Tensor2D, lin: Linear) => {
+    const w = readParam(lin.weight), b = readParam(lin.bias!);
+    return tf.add(tf.matMul(h, tf.tensor2d(w.data, w.shape as [number, number]), false, true), tf.tensor1d(b.data)) as tf.Tensor2D;
+  };
+
+  it('mlp2x_gelu / linear: Linear(-GELU-Linear) on the mean over frames, keys 0 and 2', () => {
+    const mlp = buildConnector('mlp2x_gelu', 6, 4) as GeluMLP;
+    expect([...mlp.namedParams()].map(([n]) => n)).toEqual(['0.weight', '0.bias', '2.weight', '2.bias']);
+    fillAll(mlp);
+    const x = tf.tensor4d(noise(1 * 3 * 5 * 6, 1, 4), [1, 3, 5, 6]); // [B, T, N, D]
+    const y = aggregate(mlp, x);
+    const layers = mlp as unknown as Record<string, Linear>;
+    const ref = tf.tidy(() => {
+      const h = torchLinear(tf.mean(x, 1).reshape([5, 6]), layers['0']); // frames_features.mean(1) → Linear
+      const g = tf.mul(tf.mul(h, 0.5), tf.add(1, tf.erf(tf.mul(h, Math.SQRT1_2)))); // nn.GELU()
+      return torchLinear(g as tf.Tensor2D, layers['2']).reshape([1, 5, 4]);
+    });
+    expect(y.shape).toEqual([1, 5, 4]);
+    expectClose('mlp2x_gelu', y, { data: ref.dataSync(), shape: ref.shape }, 1e-5);
+    const lin = buildConnector('linear', 6, 4);
+    expect([...lin.namedParams()].map(([n]) => n)).toEqual(['weight', 'bias']);
+    tf.dispose([x, y, ref]);
+    mlp.dispose();
+  });
+
+  it('stp_connector / spatial_conv / spatial_pool: output lengths and keys', () => {
+    const x = tf.tensor4d(noise(1 * 4 * 16 * 8, 1, 5), [1, 4, 16, 8]); // T=4 frames of 4×4, D = H = 8
+    const cases: [string, number, boolean][] = [
+      ['stp_connector', 2 * 2 * 2, false], // AvgPool3d(2): T 4→2, 4×4→2×2
+      ['spatial_conv', 6 * 3 * 3, true], // Conv3d k=s=(1,2,2), padding 1 on every axis: T 4→6, 4→3
+      ['spatial_pool', 4 * 2 * 2, false], // AvgPool3d((1,2,2))
+    ];
+    for (const [type, L, hasConv] of cases) {
+      const c = buildConnector(type, 8, 8) as STCConnector;
+      fillAll(c);
+      const names = [...c.namedParams()].map(([n]) => n);
+      expect(names.some((n) => n.startsWith('sampler.0.'))).toBe(hasConv);
+      expect(names.some((n) => n.startsWith('s1.'))).toBe(type === 'stp_connector');
+      const y = c.forward(x);
+      expect(y.shape).toEqual([1, L, 8]);
+      y.dispose();
+      c.dispose();
+    }
+    expect(() => buildConnector('identity', 8, 8)).toThrow(/mm_projector_type 'identity' is not supported/);
+    x.dispose();
   });
 });
