@@ -9,6 +9,8 @@
  *   Node worker shim. VLM_WASM_THREADS overrides the thread count, VLM_NO_BLAS=1 turns the addon
  *   off, VLM_BLAS_THREADS sets its threads (default: all cores).
  * - cpu: pure JS, slow, but holds tensors up to the machine's RAM.
+ * On wasm and cpu, UnsortedSegmentSum (tf.gather's gradient) is replaced by a linear-time kernel
+ * (segment_sum.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
@@ -18,6 +20,7 @@ import {
   BlasAddon, WASM_MISSING_KERNELS, WASM_WRONG_KERNELS, installNodeWorkerShim, loadBlas,
   registerCpuFallbacks, registerWasmBlas, registerWasmFusedMatMulFix, unrefWasmWorkers, withReportedCores,
 } from './wasm_kernels';
+import { registerSegmentSum } from './segment_sum';
 
 export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -162,6 +165,12 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
     await tf.ready();
     info.backend = 'cpu';
     break;
+  }
+  if (info.backend === 'wasm' || info.backend === 'cpu') {
+    // tf.gather's gradient; the stock kernel is O(segments · size) (segment_sum.ts)
+    if (registerSegmentSum([info.backend]).length) {
+      info.kernels = [...info.kernels.filter((k) => !k.startsWith('UnsortedSegmentSum(')), 'UnsortedSegmentSum(linear)'];
+    }
   }
   current = info;
   return info;
