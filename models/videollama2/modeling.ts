@@ -66,6 +66,11 @@ export interface SpliceOptions {
   /** Training labels over input_ids; spliced media positions get IGNORE_INDEX. */
   labels?: ArrayLike<number>;
   taps?: Tap | null;
+  /**
+   * `towerFeatures(media)` computed beforehand ([B, T, N, E], not disposed): only the connector
+   * runs here (training keeps the frozen tower out of the gradient tape).
+   */
+  towerFeatures?: tf.Tensor4D;
 }
 
 export interface Spliced {
@@ -171,6 +176,15 @@ export class VideoLLaMA2 extends Module {
    * must have the same frame count (`torch.stack`).
    */
   encodeImagesOrVideos(media: MediaInput[], taps?: Tap | null): tf.Tensor3D {
+    return tf.tidy(() => aggregate(this.mm_projector, this.towerFeatures(media, taps), taps));
+  }
+
+  /**
+   * The vision tower half of `encodeImagesOrVideos`: media → frame features [B, T, N, E] (an
+   * image's features repeated to num_frames). Training runs it outside the gradient tape: the
+   * tower is frozen upstream and its forward runs under `@torch.no_grad()`.
+   */
+  towerFeatures(media: MediaInput[], taps?: Tap | null): tf.Tensor4D {
     if (!media.length) throw new Error('encodeImagesOrVideos: no media given');
     const S = this.towerConfig.imageSize, C = this.towerConfig.numChannels;
     const frames = media.map((m, i) => {
@@ -192,7 +206,7 @@ export class VideoLLaMA2 extends Module {
     const T = media.map((m, i) => (m.modal === 'image' ? this.numFrames : frames[i]));
     if (T.some((t) => t !== T[0])) throw new Error(`media have different frame counts (${T.join(', ')}); they cannot be stacked into one batch`);
     return tf.tidy(() => {
-      const feats = media.map((m, i) => {
+      const feats = media.map((m) => {
         const px = (m.modal === 'image' ? m.pixels.reshape([1, C, S, S]) : m.pixels) as tf.Tensor4D;
         if (m.modal === 'video') return this.vision_tower.forward(px, taps); // [T, N, E]
         const rep = this.numFrames;
@@ -200,8 +214,7 @@ export class VideoLLaMA2 extends Module {
         const f = this.vision_tower.forward(px, tileTap); // [1, N, E]
         return tf.tile(f, [rep, 1, 1]); // data.expand(num_frames, …)
       });
-      const x = tf.stack(feats) as tf.Tensor4D; // [B, T, N, E]
-      return aggregate(this.mm_projector, x, taps);
+      return tf.stack(feats) as tf.Tensor4D; // [B, T, N, E]
     });
   }
 
@@ -229,7 +242,8 @@ export class VideoLLaMA2 extends Module {
     }
     let L = 0; // connector tokens per media
     const inputsEmbeds = tf.tidy(() => {
-      const feats = media.length ? this.encodeImagesOrVideos(media, opts.taps) : null; // [B, L, H]
+      const feats = !media.length ? null
+        : opts.towerFeatures ? aggregate(this.mm_projector, opts.towerFeatures, opts.taps) : this.encodeImagesOrVideos(media, opts.taps); // [B, L, H]
       const parts: tf.Tensor[] = [];
       let start = 0;
       const text = (a: number, b: number) => {

@@ -1,0 +1,45 @@
+/**
+ * What the trainer needs from a model family: the model and its key map, the upstream default
+ * trainable parts, a dataset, a collator, and the loss of a batch. `prepare` runs outside the
+ * gradient tape (frozen parts: VideoLLaMA 2's vision tower), `loss` inside it.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Module } from '../../layers/module';
+import { KeyMap } from '../../weights/keymap';
+import { ExportOptions } from './export';
+
+/** Work done outside the tape for one batch; disposed after the step. */
+export interface Prepared {
+  dispose(): void;
+}
+
+export interface TrainDataset<E> {
+  readonly length: number;
+  example(i: number): Promise<E>;
+}
+
+export interface TrainFamily<E = unknown, B = unknown> {
+  readonly family: 'minicpmv' | 'videollama2';
+  readonly model: Module;
+  readonly keymap: KeyMap;
+  /** The checkpoint directory the model was loaded from. */
+  readonly dir: string;
+  /** What upstream trains by default (module prefixes). */
+  readonly defaultTune: readonly string[];
+  /** The top-level trainable parts, for help and errors. */
+  readonly parts: readonly string[];
+  /** Throws when a selected prefix cannot be trained (says why). */
+  checkTune(prefixes: readonly string[]): void;
+  /** The dataset over the training samples, when data was given. */
+  readonly data: TrainDataset<E> | null;
+  collate(examples: readonly E[]): B;
+  /** Outside the tape. */
+  prepare(batch: B): Prepared;
+  /** Inside the tape: the scalar loss of the batch as upstream computes it. */
+  loss(batch: B, prepared: Prepared): tf.Scalar;
+  /** Number of supervised positions of a batch (for logs). */
+  supervisedTokens(batch: B): number;
+  /** How the checkpoint directory is written. */
+  exportOptions(): ExportOptions;
+  dispose(): void;
+}

@@ -1,0 +1,20 @@
+/** Fine-tuning: data, loss, AdamW, the trainer and checkpoint export. */
+export { AdamW } from './adamw';
+export type { AdamWOptions } from './adamw';
+export { IGNORE_INDEX, crossEntropy, supervisedPositions } from './loss';
+export { selectTrainable, toCheckpointTensor, underPrefix } from './params';
+export type { TrainableParam } from './params';
+export { readDataFile } from './data';
+export type { RawSample } from './data';
+export { MiniCPMVFinetuneData, collateMiniCPMV, finetuneSliceConfig } from './minicpmv_data';
+export type { MiniCPMVTrainBatch, MiniCPMVTrainExample } from './minicpmv_data';
+export { VideoLLaMA2TrainData, collateVideoLLaMA2, preprocessMultimodal } from './videollama2_data';
+export type { VideoLLaMA2TrainBatch, VideoLLaMA2TrainExample } from './videollama2_data';
+export { MiniCPMVTrainFamily } from './minicpmv_family';
+export { VideoLLaMA2TrainFamily } from './videollama2_family';
+export type { TrainFamily } from './family';
+export { Trainer, seededPermutation } from './trainer';
+export type { StepInfo, TrainLoopOptions, TrainResult, TrainerOptions } from './trainer';
+export { checkOutDir, exportCheckpoint } from './export';
+export { finetune, loadTrainer } from './finetune';
+export type { FinetuneOptions, FinetuneResult, LoadTrainerOptions } from './finetune';

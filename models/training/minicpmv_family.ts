@@ -1,0 +1,88 @@
+/**
+ * MiniCPM-V 2.6 as a training family: upstream `finetune/finetune.py` + `trainer.py`.
+ *
+ * - Trainable by default: everything (`tune_vision` and `tune_llm` default True; the resampler
+ *   always trains). `--tune_vision false` ↔ leave out `vpm`, `--tune_llm false` ↔ leave out `llm`.
+ * - Loss: `CPMTrainer.compute_loss` = CrossEntropyLoss over logits.view(−1, V) vs the
+ *   pre-shifted labels (no shift); the model runs `MiniCPMV.forward` (plain causal attention,
+ *   positions 0..S−1: the collator's attention_mask is not passed to the LLM upstream).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { MiniCPMV } from '../minicpmv/modeling';
+import { MINICPMV_KEYMAP } from '../minicpmv/keymap';
+import { Tokenizer, loadTokenizer } from '../tokenizers';
+import { RawSample } from './data';
+import { ExportOptions } from './export';
+import { Prepared, TrainFamily } from './family';
+import { crossEntropy, IGNORE_INDEX } from './loss';
+import { MiniCPMVFinetuneData, MiniCPMVTrainBatch, MiniCPMVTrainExample, collateMiniCPMV } from './minicpmv_data';
+
+export interface MiniCPMVFamilyOptions {
+  /** Training samples and where their images are. */
+  samples?: readonly RawSample[];
+  dataRoot?: string;
+  /** Tokenizer directory (default: the model directory). */
+  tokenizerDir?: string;
+  maxSliceNums?: number;
+  maxLength?: number;
+  warn?: (msg: string) => void;
+}
+
+const NOTHING: Prepared = { dispose: () => undefined };
+
+export class MiniCPMVTrainFamily implements TrainFamily<MiniCPMVTrainExample, MiniCPMVTrainBatch> {
+  readonly family = 'minicpmv' as const;
+  readonly keymap = MINICPMV_KEYMAP;
+  readonly defaultTune = ['llm', 'vpm', 'resampler'] as const;
+  readonly parts = ['llm', 'vpm', 'resampler'] as const;
+  readonly data: MiniCPMVFinetuneData | null;
+  readonly maxLength: number;
+  readonly tokenizerDir?: string;
+
+  constructor(readonly model: MiniCPMV, readonly tokenizer: Tokenizer, readonly dir: string, opts: MiniCPMVFamilyOptions = {}) {
+    this.maxLength = opts.maxLength ?? 2048;
+    this.tokenizerDir = opts.tokenizerDir;
+    this.data = opts.samples ? new MiniCPMVFinetuneData(opts.samples, tokenizer, model.config, {
+      dataRoot: opts.dataRoot ?? '.', maxSliceNums: opts.maxSliceNums, maxLength: this.maxLength,
+    }) : null;
+  }
+
+  static load(dir: string, opts: MiniCPMVFamilyOptions = {}): MiniCPMVTrainFamily {
+    const tokenizer = loadTokenizer(opts.tokenizerDir ?? dir);
+    const model = MiniCPMV.fromPretrained(dir, { warn: opts.warn });
+    try {
+      return new MiniCPMVTrainFamily(model, tokenizer, dir, opts);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
+
+  checkTune(): void {
+    // every part of MiniCPM-V is trainable upstream
+  }
+
+  collate(examples: readonly MiniCPMVTrainExample[]): MiniCPMVTrainBatch {
+    return collateMiniCPMV(examples, this.maxLength);
+  }
+
+  prepare(): Prepared {
+    return NOTHING;
+  }
+
+  loss(batch: MiniCPMVTrainBatch): tf.Scalar {
+    return tf.tidy(() => crossEntropy(this.model.forward(batch.inputs), batch.labels));
+  }
+
+  supervisedTokens(batch: MiniCPMVTrainBatch): number {
+    return batch.labels.reduce((a, r) => a + r.filter((l) => l !== IGNORE_INDEX).length, 0);
+  }
+
+  exportOptions(): ExportOptions {
+    return { tokenizerDir: this.tokenizerDir };
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
