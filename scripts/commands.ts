@@ -5,5 +5,6 @@ import { command as trace } from './trace';
 import { command as preprocess } from './preprocess';
 import { command as tokenize } from './tokenize';
 import { command as bench } from './bench';
+import { command as finetune } from './finetune';
 
-export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench];
+export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench, finetune];

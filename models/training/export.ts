@@ -1,7 +1,8 @@
 /**
  * Writing a fine-tuned model as a Hugging Face checkpoint directory that `fromPretrained` (and
- * upstream) loads: the source directory's non-weight files (config, tokenizer, processor and
- * generation configs; a vision tower directory that lives inside it) are copied, and
+ * upstream) loads: the source directory's checkpoint files other than weights (config, tokenizer,
+ * processor and generation configs, remote code, docs — not media or other stray files; a vision
+ * tower directory that lives inside it) are copied, and
  * `model.safetensors` holds exactly the source checkpoint's keys:
  *   - every key the key map sends to a parameter: the parameter's current value, read back in the
  *     checkpoint layout (`readParam` undoes transposes, conv layouts and row chunks), as F32;
@@ -20,6 +21,9 @@ import { SafetensorsDtype, WriteTensor, writeSafetensors } from '../../weights/s
 
 /** Files of a checkpoint directory that hold weights (not copied: rewritten). */
 const WEIGHT_FILE = /(\.safetensors|\.safetensors\.index\.json|\.bin|\.bin\.index\.json|\.pt|\.pth|\.ckpt|\.gguf)$/;
+/** Files that belong to a checkpoint directory besides the weights (configs, tokenizer, remote code, docs). */
+const CHECKPOINT_FILE = /(\.(json|txt|model|py|md|jinja|tiktoken|vocab)|^(LICENSE|NOTICE|README)[^/]*)$/;
+const copied = (f: string) => CHECKPOINT_FILE.test(f) && !WEIGHT_FILE.test(f);
 
 export interface ExportOptions {
   /** Metadata stored in the safetensors header (`format: pt` is always set). */
@@ -72,12 +76,12 @@ export function exportCheckpoint(model: Module, keymap: KeyMap, sourceDir: strin
   try {
     for (const f of fs.readdirSync(sourceDir)) {
       const src = path.join(sourceDir, f);
-      if (fs.statSync(src).isFile() && !WEIGHT_FILE.test(f)) fs.copyFileSync(src, path.join(tmp, f));
+      if (fs.statSync(src).isFile() && copied(f)) fs.copyFileSync(src, path.join(tmp, f));
     }
     if (opts.tokenizerDir) {
       for (const f of fs.readdirSync(opts.tokenizerDir)) {
         const src = path.join(opts.tokenizerDir, f);
-        if (fs.statSync(src).isFile() && !WEIGHT_FILE.test(f)) fs.copyFileSync(src, path.join(tmp, f));
+        if (fs.statSync(src).isFile() && copied(f)) fs.copyFileSync(src, path.join(tmp, f));
       }
     }
     for (const d of opts.copyDirs ?? []) fs.cpSync(path.join(sourceDir, d), path.join(tmp, d), { recursive: true });
