@@ -13,6 +13,7 @@ export { Qwen2ForCausalLM } from './models/qwen2/modeling';
 export { MistralForCausalLM } from './models/mistral/modeling';
 export { CausalLM } from './layers/decoder';
 export * as generation from './models/generation';
+export * as training from './models/training';
 export { loadTokenizer } from './models/tokenizers';
 export type { Tokenizer } from './models/tokenizers';
 export { loadImage } from './models/media/image';
