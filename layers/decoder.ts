@@ -98,6 +98,10 @@ export class DecoderModel extends Module {
     this.rotary = new RotaryEmbedding(cfg.headDim, cfg.ropeTheta);
   }
 
+  override disposeBuffers(): void {
+    this.rotary.dispose();
+  }
+
   /** Token ids [B, T] (int32) → embeddings [B, T, E]; ids are range-checked on the host first. */
   embed(ids: tf.Tensor): tf.Tensor3D {
     assertIdsInRange(ids.dataSync(), this.cfg.vocabSize);

@@ -177,7 +177,11 @@ export abstract class Module extends tf.layers.Layer {
     for (const [, p] of this.namedParams()) p.dispose();
   }
 
+  /** Frees non-parameter tensors the module owns (caches, tables). Called by `dispose` on every submodule. */
+  disposeBuffers(): void {}
+
   override dispose(): ReturnType<tf.layers.Layer['dispose']> {
+    for (const [, m] of this.namedModules()) m.disposeBuffers();
     let n = 0;
     for (const [, p] of this.namedParams()) {
       n += p.chunks.length;

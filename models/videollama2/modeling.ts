@@ -309,11 +309,5 @@ export class VideoLLaMA2 extends Module {
       sp.inputsEmbeds.dispose();
     }
   }
-
-  /** Frees every weight and the rotary tables. */
-  override dispose(): ReturnType<Module['dispose']> {
-    this.llm.model.rotary.dispose();
-    return super.dispose();
-  }
 }
 register(VideoLLaMA2);
