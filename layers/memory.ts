@@ -4,6 +4,7 @@
  * is allocated on wasm we check our own count and refuse with a clear message.
  */
 import * as tf from '@tensorflow/tfjs';
+import { backendInfo } from './backend';
 
 /** Bytes of live tensors we allow on the wasm heap (VLM_WASM_BUDGET_MB overrides; default 3.5 GB). */
 export function wasmBudgetBytes(): number {
@@ -31,4 +32,16 @@ export function assertFitsBackend(bytes: number, what: string, largestTensorByte
       `${(live / 1e9).toFixed(2)} GB already live; the budget is ${(budget / 1e9).toFixed(2)} GB ` +
       `(wasm32 heap limit 4 GB). Use --backend cpu (limited by RAM) or a smaller model.`);
   }
+}
+
+/**
+ * Heap bytes a loaded weight really costs. The stock wasm matmul (XNNPACK fully-connected) keeps
+ * a packed copy of every weight matrix it has multiplied with, for as long as the weight lives:
+ * a Qwen2 LM head (2.2 GB) grew the heap to 3.7 GB (measured). With the OpenBLAS kernels nothing
+ * is copied.
+ */
+export function weightHeapFactor(): number {
+  if (tf.getBackend() !== 'wasm') return 1;
+  const info = backendInfo();
+  return info && info.kernels.includes('_FusedMatMul(openblas)') ? 1 : 2;
 }

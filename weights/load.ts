@@ -8,7 +8,7 @@
  * the parameter's layout on the host, and uploaded; the wasm byte budget is checked first.
  */
 import * as tf from '@tensorflow/tfjs';
-import { assertFitsBackend } from '../layers/memory';
+import { assertFitsBackend, weightHeapFactor } from '../layers/memory';
 import { Module, Param, ParamLayout, layoutPerm, layoutShape } from '../layers/module';
 import { Checkpoint } from './checkpoint';
 import { HostTensor } from './safetensors';
@@ -170,7 +170,8 @@ export function loadWeights(module: Module, sources: WeightSource[], opts: { wha
     const rowBytes = n / (p.shape[0] || 1);
     largest = Math.max(largest, ...rows.map(([s, e]) => (e - s) * rowBytes));
   }
-  assertFitsBackend(bytes, `loading ${what} (${expected.size} tensors, float32)`, largest);
+  const factor = weightHeapFactor(); // stock wasm matmul keeps a packed copy of each weight
+  assertFitsBackend(bytes * factor, `loading ${what} (${expected.size} tensors, float32${factor > 1 ? ', ×2 for the stock wasm matmul\'s packed weight copies' : ''})`, largest);
 
   for (const pl of planned.values()) loadParam(pl);
   return { loaded: planned.size, ignored, bytes };

@@ -179,3 +179,25 @@ describe('host layout transforms', () => {
     tf.dispose([x, want]);
   });
 });
+
+describe('wasm byte budget', () => {
+  it('refuses to load weights past the budget with a clear message (never a silent heap overflow)', () => {
+    if (tf.getBackend() !== 'wasm') return;
+    const p = path.join(dir, 'budget.safetensors');
+    writeSafetensors(p, {
+      'proj.weight': { dtype: 'F32', shape: [2, 3], data: [1, 2, 3, 4, 5, 6] },
+      'proj.bias': { dtype: 'F32', shape: [2], data: [0, 0] },
+      scale: { dtype: 'F32', shape: [2], data: [1, 1] },
+    });
+    const prev = process.env.VLM_WASM_BUDGET_MB;
+    process.env.VLM_WASM_BUDGET_MB = '0.000001';
+    const ck = Checkpoint.open(p);
+    try {
+      expect(() => loadWeights(new Tiny(), [{ checkpoint: ck, keymap: { name: 't', renames: [], ignore: [] } }])).toThrow(/loading TinyTest .*needs .* GB more on the wasm heap.*budget/);
+    } finally {
+      ck.close();
+      if (prev === undefined) delete process.env.VLM_WASM_BUDGET_MB;
+      else process.env.VLM_WASM_BUDGET_MB = prev;
+    }
+  });
+});
