@@ -29,6 +29,18 @@ function runTorch(names: string[], repeats: number): { results: TorchResult[]; i
   }
 }
 
+/** Runs one case in a fresh process of this same CLI (isolates memory: peak_mb is per case). */
+function runChild(name: string, repeats: number, backend: string): BenchCaseResult {
+  const args = [...process.execArgv, process.argv[1], 'bench', '--case', name, '--repeats', String(repeats), '--json'];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24, env: { ...process.env, VLM_BACKEND: backend } });
+  const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  try {
+    return (JSON.parse(last) as { cases: BenchCaseResult[] }).cases[0];
+  } catch {
+    throw new Error(`bench case ${name} failed in its child process (exit ${r.status}): ${(r.stderr || r.stdout || '').trim().split('\n').slice(-3).join(' | ')}`);
+  }
+}
+
 export const command: Command = {
   name: 'bench',
   summary: 'Time layers, heads and preprocessing at real model dimensions (random weights).',
@@ -39,6 +51,7 @@ export const command: Command = {
     json: { type: 'boolean', help: 'print one JSON object {"backend", "cases": [{"name", "ms", "gflops", "peak_mb"}]}' },
     list: { type: 'boolean', help: 'list the cases and exit' },
     torch: { type: 'boolean', help: 'also run the cases in PyTorch float32 eager (python3 + torch) and print the ratios' },
+    'in-process': { type: 'boolean', help: 'run every case in this process (default: one fresh process per case, so peak_mb is per case)' },
   },
   async run(opts) {
     if (flag(opts, 'list')) {
@@ -56,10 +69,11 @@ export const command: Command = {
     log(`${describeBackend(info)}\nmachine: ${os.cpus()[0]?.model ?? 'unknown'} × ${os.cpus().length}, node ${process.version}\n\n`);
     log(`${'case'.padEnd(28)} ${'ms'.padStart(10)} ${'GFLOP/s'.padStart(9)} ${'peak MB'.padStart(8)}\n`);
     const results: BenchCaseResult[] = [];
+    const inProcess = flag(opts, 'in-process') || cases.length === 1;
     for (const c of cases) {
-      const r = await runCase(c, repeats);
+      const r = inProcess ? await runCase(c, repeats) : runChild(c.name, repeats, info.backend);
       results.push(r);
-      log(`${r.name.padEnd(28)} ${r.ms.toFixed(2).padStart(10)} ${(r.gflops ?? NaN).toFixed(1).padStart(9)} ${String(r.peak_mb).padStart(8)}${r.notes ? `  (${r.notes})` : ''}\n`);
+      log(`${r.name.padEnd(28)} ${r.ms.toFixed(2).padStart(10)} ${(r.gflops === null ? '-' : r.gflops.toFixed(1)).padStart(9)} ${String(r.peak_mb).padStart(8)}${r.notes ? `  (${r.notes})` : ''}\n`);
     }
     let torch: ReturnType<typeof runTorch> | null = null;
     if (flag(opts, 'torch')) {

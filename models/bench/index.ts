@@ -15,7 +15,7 @@ const PREPROCESS_CASES: BenchCase[] = [
     description: 'MiniCPM-V 2.6 image processor on a 1344×1344 RGB image (real 448/9 config): grid, Pillow bicubic resizes, slices, normalised patch strips',
     prepare() {
       const b = minicpmvPreprocessBench(1344);
-      return { run: () => void b.run(), dispose: () => undefined };
+      return { run: () => void b.run(), dispose: () => undefined, memory: 'process' as const, notes: 'peak = process max RSS' };
     },
   },
 ];

@@ -1,7 +1,7 @@
 /**
  * Benchmark runner behind `vlm bench`: each case builds its module at real dimensions with random
- * weights, runs once to warm up, then times `repeats` runs (median), and records the peak tensor
- * memory of one run with `tf.profile` (weights included). Numbers, never assertions.
+ * weights, runs once to warm up, then times `repeats` runs (median), and reports the peak memory
+ * (`peakBytes`). Numbers, never assertions.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -22,6 +22,8 @@ export interface PreparedCase {
   flops?: number;
   dispose(): void;
   notes?: string;
+  /** 'process' for host-side work (peak = max RSS); default 'backend' (wasm heap / RSS). */
+  memory?: 'backend' | 'process';
 }
 
 export interface BenchCase {
@@ -47,28 +49,32 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** Runs one case: warm-up, `repeats` timed runs, one profiled run for peak memory. */
+/**
+ * Peak memory of this process so far, in bytes: on wasm the heap size (it only grows, and malloc
+ * reuses freed blocks, so it is the high-water mark of live tensors plus fragmentation and
+ * XNNPACK's packed weights); elsewhere the process's max resident set. Meaningful per case when
+ * each case runs in a fresh process (`vlm bench` does that by default).
+ */
+export function peakBytes(kind: 'backend' | 'process' = 'backend'): number {
+  if (kind === 'process') return process.resourceUsage().maxRSS * 1024;
+  const be = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }) : null;
+  const heap = be?.wasm?.HEAPU8?.length;
+  return heap ?? process.resourceUsage().maxRSS * 1024;
+}
+
+/** Runs one case: warm-up, then `repeats` timed runs (median); peak memory after them. */
 export async function runCase(bc: BenchCase, repeats = 5, warmup = 1): Promise<BenchCaseResult> {
   const c = await bc.prepare();
   try {
     for (let i = 0; i < warmup; i++) await runOnce(c);
     const runs: number[] = [];
     for (let i = 0; i < repeats; i++) runs.push(await runOnce(c));
-    let peak = 0;
-    const info = await tf.profile(async () => {
-      const out = await c.run();
-      if (out) {
-        await out.data();
-        out.dispose();
-      }
-    });
-    peak = info.peakBytes;
     const ms = median(runs);
     return {
       name: bc.name,
       ms: Math.round(ms * 100) / 100,
       gflops: c.flops ? Math.round((c.flops / (ms * 1e6)) * 10) / 10 : null,
-      peak_mb: Math.round(peak / 2 ** 20),
+      peak_mb: Math.round(peakBytes(c.memory) / 2 ** 20),
       runs: runs.map((r) => Math.round(r * 100) / 100),
       notes: c.notes,
     };
