@@ -21,8 +21,22 @@ export function preferredLinearLayout(): ParamLayout {
   const env = process.env.VLM_LINEAR_LAYOUT;
   if (env === 'out_in') return 'same';
   if (env === 'in_out') return 'transposed';
+  return blasActive() ? 'same' : 'transposed';
+}
+
+function blasActive(): boolean {
   const info = backendInfo();
-  return info && info.kernels.includes('_FusedMatMul(openblas)') ? 'same' : 'transposed';
+  return !!info && info.kernels.includes('_FusedMatMul(openblas)');
+}
+
+/**
+ * Vocab-sized (chunked) weights keep [out, in] on every backend. On the stock wasm matmul, a
+ * weight used as the right operand is packed and cached by XNNPACK for its lifetime (a second
+ * copy: a 2.2 GB LM head does not fit the heap twice), so such weights are used as the *left*
+ * operand instead: y = (W · xᵀ)ᵀ — no copy, and 43 ms for a 537 MB chunk × one token.
+ */
+function leftOperandPath(): boolean {
+  return tf.getBackend() === 'wasm' && !blasActive();
 }
 
 export interface LinearOptions {
@@ -45,7 +59,7 @@ export class Linear extends Module {
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
     this.weight = new Param([outFeatures, inFeatures], {
-      layout: opts.layout ?? preferredLinearLayout(),
+      layout: opts.layout ?? (opts.chunked ? 'same' : preferredLinearLayout()),
       maxChunkBytes: opts.chunked ? MAX_CHUNK_BYTES : undefined,
     });
     this.bias = opts.bias ? new Param([outFeatures]) : null;
@@ -63,7 +77,12 @@ export class Linear extends Module {
       const transposeB = layout === 'same'; // [out, in] in memory
       const bias = this.bias ? this.bias.value : undefined;
       let y: tf.Tensor;
-      if (chunks.length === 1) {
+      if (transposeB && leftOperandPath()) {
+        const xT = tf.transpose(x2); // [in, N]
+        const parts = chunks.map((c) => tf.matMul(c, xT)); // [rows, N] each
+        y = tf.transpose(parts.length === 1 ? parts[0] : tf.concat(parts, 0)); // [N, out]
+        if (bias) y = tf.add(y, bias);
+      } else if (chunks.length === 1) {
         y = tf.fused.matMul({ a: x2 as tf.Tensor2D, b: chunks[0] as tf.Tensor2D, transposeB, bias });
       } else {
         const parts = chunks.map((c) => tf.matMul(x2, c, false, transposeB));

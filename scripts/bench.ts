@@ -71,7 +71,15 @@ export const command: Command = {
     const results: BenchCaseResult[] = [];
     const inProcess = flag(opts, 'in-process') || cases.length === 1;
     for (const c of cases) {
-      const r = inProcess ? await runCase(c, repeats) : runChild(c.name, repeats, info.backend);
+      let r: BenchCaseResult;
+      try {
+        r = inProcess ? await runCase(c, repeats) : runChild(c.name, repeats, info.backend);
+      } catch (e) {
+        if (inProcess && cases.length === 1) throw e;
+        log(`${c.name.padEnd(28)} failed: ${(e as Error).message}\n`);
+        results.push({ name: c.name, ms: NaN, gflops: null, peak_mb: NaN, runs: [], notes: `failed: ${(e as Error).message}` });
+        continue;
+      }
       results.push(r);
       log(`${r.name.padEnd(28)} ${r.ms.toFixed(2).padStart(10)} ${(r.gflops === null ? '-' : r.gflops.toFixed(1)).padStart(9)} ${String(r.peak_mb).padStart(8)}${r.notes ? `  (${r.notes})` : ''}\n`);
     }

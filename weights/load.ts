@@ -162,16 +162,18 @@ export function loadWeights(module: Module, sources: WeightSource[], opts: { wha
   }
 
   // Budget check (wasm heap) before anything is uploaded.
+  // Stock wasm matmul keeps a packed copy of each right-operand weight (chunked vocab matrices are
+  // used as the left operand or gathered, see layers/linear.ts, and cost their size only).
+  const factor = weightHeapFactor();
   let bytes = 0, largest = 0;
   for (const p of expected.values()) {
     const n = p.shape.reduce((a, b) => a * b, 1) * 4;
-    bytes += n;
+    bytes += p.shape.length >= 2 && !p.maxChunkBytes ? n * factor : n;
     const rows = chunkRows(p.shape, p.maxChunkBytes);
     const rowBytes = n / (p.shape[0] || 1);
     largest = Math.max(largest, ...rows.map(([s, e]) => (e - s) * rowBytes));
   }
-  const factor = weightHeapFactor(); // stock wasm matmul keeps a packed copy of each weight
-  assertFitsBackend(bytes * factor, `loading ${what} (${expected.size} tensors, float32${factor > 1 ? ', ×2 for the stock wasm matmul\'s packed weight copies' : ''})`, largest);
+  assertFitsBackend(bytes, `loading ${what} (${expected.size} tensors, float32${factor > 1 ? ', matrices ×2 for the stock wasm matmul\'s packed weight copies' : ''})`, largest);
 
   for (const pl of planned.values()) loadParam(pl);
   return { loaded: planned.size, ignored, bytes };
