@@ -79,7 +79,58 @@ class Layer:
         return x + self.lin(torch.nn.functional.silu(self.lin(h, self.g)) * self.lin(h, self.u), self.d)
 
 
+class VitLayer:
+    """Pre-LN ViT encoder layer (HF CLIPEncoderLayer / SiglipEncoderLayer), eager attention."""
+
+    def __init__(self, E, H, I, act):
+        self.E, self.H, self.act = E, H, act
+        w = lambda o, i: (torch.randn(o, i) * 0.02, torch.zeros(o))
+        self.q, self.k, self.v, self.o = w(E, E), w(E, E), w(E, E), w(E, E)
+        self.f1, self.f2 = w(I, E), w(E, I)
+        self.ln1 = (torch.ones(E), torch.zeros(E)); self.ln2 = (torch.ones(E), torch.zeros(E))
+
+    def __call__(self, x):
+        B, N, E = x.shape
+        H, D = self.H, E // self.H
+        lin = torch.nn.functional.linear
+        h = torch.nn.functional.layer_norm(x, (E,), *self.ln1, eps=1e-6)
+        sp = lambda t: t.view(B, N, H, D).transpose(1, 2)
+        q, k, v = sp(lin(h, *self.q)), sp(lin(h, *self.k)), sp(lin(h, *self.v))
+        a = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * D ** -0.5, -1, dtype=torch.float32)
+        x = x + lin(torch.matmul(a, v).transpose(1, 2).reshape(B, N, E), *self.o)
+        h = torch.nn.functional.layer_norm(x, (E,), *self.ln2, eps=1e-6)
+        h = lin(h, *self.f1)
+        h = h * torch.sigmoid(1.702 * h) if self.act == "quick_gelu" else torch.nn.functional.gelu(h, approximate="tanh")
+        return x + lin(h, *self.f2)
+
+
+def resampler(E=3584, H=28, Q=64, KV=1152, L=1024):
+    """MiniCPM-V Resampler forward for one image (kv_proj, LNs, nn.MultiheadAttention, proj)."""
+    query = torch.randn(Q, E) * 0.02
+    kv = torch.randn(E, KV) * 0.02
+    attn = torch.nn.MultiheadAttention(E, H)
+    proj = torch.randn(E, E) * 0.02
+    pos = torch.randn(L, 1, E)
+    x = torch.randn(1, L, KV)
+    ln = lambda t: torch.nn.functional.layer_norm(t, (E,), eps=1e-6)
+
+    def run():
+        y = ln(torch.nn.functional.linear(x, kv)).permute(1, 0, 2)  # [L, 1, E]
+        q = ln(query).unsqueeze(1)
+        out = attn(q, y + pos, y, need_weights=False)[0]
+        return ln(out.permute(1, 0, 2)) @ proj
+    return run
+
+
 def case(name):
+    if name == "siglip.layer.1024":
+        L = VitLayer(1152, 16, 4304, "gelu_tanh"); x = torch.randn(1, 1024, 1152)
+        return lambda: L(x)
+    if name == "clip.layer.577x16":
+        L = VitLayer(1024, 16, 4096, "quick_gelu"); x = torch.randn(16, 577, 1024)
+        return lambda: L(x)
+    if name == "resampler.1024":
+        return resampler()
     fam, kind = name.split(".", 1)
     c = QWEN2 if fam == "qwen2" else MISTRAL if fam == "mistral" else None
     if c is None:
