@@ -39,7 +39,10 @@ function mainHelp(): string {
 }
 
 /** `vlm ... | head` closes stdout early: that is not an error. */
+let epipeInstalled = false;
 function quietEpipe(): void {
+  if (epipeInstalled) return;
+  epipeInstalled = true;
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);

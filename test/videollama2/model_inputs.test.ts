@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { goldenPixels } from '../helpers/vl2_pixels';
 import { parseVideoLLaMA2Config } from '../../models/videollama2/config';
 import { towerKeyMap, videollama2KeyMap } from '../../models/videollama2/keymap';
 import { IGNORE_INDEX, VideoLLaMA2 } from '../../models/videollama2/modeling';
@@ -238,7 +239,7 @@ describe('multimodal splice: inputs', () => {
     if (!SIGLIP) return;
     model = await VideoLLaMA2.fromPretrained(SIGLIP, { log: () => {} });
     g = new Golden(goldenFile(SIGLIP));
-    video = g.tensor('video.pixel_values');
+    video = await goldenPixels(g, SIGLIP, 'video');
     image = g.tensor('image.pixel_values');
   });
   afterAll(() => {

@@ -12,6 +12,7 @@ import { VideoLLaMA2 } from '../../models/videollama2/modeling';
 import { Golden, expectClose, expectSameInts, itIf } from '../helpers/golden';
 import { goldenFile, modelFixture } from '../helpers/fixtures';
 import { expectNoLeak } from '../helpers/memory';
+import { goldenPixels } from '../helpers/vl2_pixels';
 
 const TOL = 1e-4;
 const FIXTURES = ['videollama2_clip_mistral_tiny', 'videollama2_siglip_qwen2_tiny'];
@@ -26,9 +27,9 @@ const STAGES = [
 type Host = { data: Float32Array; shape: number[] };
 const table: string[] = [];
 
-function run(model: VideoLLaMA2, g: Golden, modal: 'image' | 'video'): { taps: Map<string, Host>; logits: tf.Tensor3D } {
+async function run(model: VideoLLaMA2, g: Golden, dir: string, modal: 'image' | 'video'): Promise<{ taps: Map<string, Host>; logits: tf.Tensor3D }> {
   const taps = new Map<string, Host>();
-  const pixels = g.tensor(`${modal}.pixel_values`);
+  const pixels = await goldenPixels(g, dir, modal);
   try {
     const logits = model.forward(g.ints(`${modal}.input_ids`), [{ pixels, modal }], {
       attentionMask: g.ints(`${modal}.attention_mask`),
@@ -41,8 +42,8 @@ function run(model: VideoLLaMA2, g: Golden, modal: 'image' | 'video'): { taps: M
 }
 
 /** The attention mask `prepareInputsEmbeds` returns for the golden inputs. */
-function spliceMask(model: VideoLLaMA2, g: Golden, modal: 'image' | 'video', attentionMask: number[]): number[] {
-  const pixels = g.tensor(`${modal}.pixel_values`);
+async function spliceMask(model: VideoLLaMA2, g: Golden, dir: string, modal: 'image' | 'video', attentionMask: number[]): Promise<number[]> {
+  const pixels = await goldenPixels(g, dir, modal);
   const sp = model.prepareInputsEmbeds(g.ints(`${modal}.input_ids`), [{ pixels, modal }], { attentionMask });
   tf.dispose([pixels, sp.inputsEmbeds]);
   return sp.attentionMask;
@@ -65,8 +66,8 @@ for (const fx of FIXTURES) {
     });
 
     for (const modal of MODALS) {
-      itIf(dir)(`${modal}: tower, STC, splice and LLM within ${TOL} of upstream`, () => {
-        const { taps, logits } = run(model, g, modal);
+      itIf(dir)(`${modal}: tower, STC, splice and LLM within ${TOL} of upstream`, async () => {
+        const { taps, logits } = await run(model, g, dir!, modal);
         const row: string[] = [];
         for (const name of STAGES) {
           const key = `${modal}.${name}`;
@@ -76,7 +77,7 @@ for (const fx of FIXTURES) {
           const r = expectClose(key, ours, g.get(key), TOL);
           row.push(`${name}=${r.maxRelErr.toExponential(2)}`);
         }
-        expectSameInts(`${modal}.llm.attention_mask_after_splice`, spliceMask(model, g, modal, g.ints(`${modal}.attention_mask`)), g.ints(`${modal}.llm.attention_mask_after_splice`));
+        expectSameInts(`${modal}.llm.attention_mask_after_splice`, await spliceMask(model, g, dir!, modal, g.ints(`${modal}.attention_mask`)), g.ints(`${modal}.llm.attention_mask_after_splice`));
         if (!g.has(`${modal}.llm.logits`)) {
           // Large vocab: the golden keeps the last 4 rows plus per-row summaries.
           const [B, S, V] = logits.shape;
@@ -97,10 +98,10 @@ for (const fx of FIXTURES) {
       });
     }
 
-    itIf(dir)('attention mask after the splice: ones prepended (upstream quirk), not at the media position', () => {
+    itIf(dir)('attention mask after the splice: ones prepended (upstream quirk), not at the media position', async () => {
       const ids = g.ints('video.input_ids');
       const mask = ids.map((_, i) => (i === 0 ? 0 : 1)); // a padded first position
-      const out = spliceMask(model, g, 'video', mask);
+      const out = await spliceMask(model, g, dir!, 'video', mask);
       const added = out.length - ids.length;
       expect(added).toBe(model.connectorTokens() - 1);
       expect(out.slice(0, added + 1)).toEqual([...new Array(added).fill(1), 0]);
@@ -110,7 +111,7 @@ for (const fx of FIXTURES) {
       const viaTower = await VideoLLaMA2.fromPretrained(dir!, { towerWeights: 'tower', log: (m) => notes.push(m) });
       try {
         expect(notes.some((n) => n.includes('vision tower weights from'))).toBe(true);
-        const pixels = g.tensor('video.pixel_values') as tf.Tensor4D;
+        const pixels = (await goldenPixels(g, dir!, 'video')) as tf.Tensor4D;
         const a = viaTower.vision_tower.forward(pixels);
         expectClose('video.vision_tower.out (tower dir)', a, g.get('video.vision_tower.out'), TOL);
         tf.dispose([a, pixels]);
@@ -121,7 +122,7 @@ for (const fx of FIXTURES) {
 
     itIf(dir)('a full tower + connector + splice + LLM forward leaves numTensors unchanged', async () => {
       for (const modal of MODALS) {
-        const pixels = g.tensor(`${modal}.pixel_values`);
+        const pixels = await goldenPixels(g, dir!, modal);
         const ids = g.ints(`${modal}.input_ids`);
         await expectNoLeak(`${fx} ${modal} forward`, () => model.forward(ids, [{ pixels, modal }]).dispose());
         await expectNoLeak(`${fx} ${modal} forward with taps`, () => model.forward(ids, [{ pixels, modal }], { taps: () => {} }).dispose());
