@@ -86,6 +86,26 @@ export function contentParts(content: string | ContentPart[]): ContentPart[] {
   return content;
 }
 
+/**
+ * Splits off a leading system message (its text joins `system` unless `system` is given) and
+ * checks that the conversation then starts with the user. Returns the rest of the messages.
+ */
+export function splitSystem(messages: ChatMessage[], system?: string): { system?: string; messages: ChatMessage[] } {
+  if (!messages.length) throw new Error('messages is empty');
+  let msgs = messages;
+  if (msgs[0].role === 'system') {
+    const s = contentParts(msgs[0].content);
+    if (s.some((p) => p.type !== 'text')) throw new Error('a system message can only hold text');
+    system ??= s.map((p) => (p as { text: string }).text).join('\n');
+    msgs = msgs.slice(1);
+  }
+  if (!msgs.length || msgs[0].role !== 'user') throw new Error('the first message (after an optional system message) must be from the user');
+  msgs.forEach((m, i) => {
+    if (m.role !== 'user' && m.role !== 'assistant') throw new Error(`message ${i}: role must be user or assistant, got '${m.role}'`);
+  });
+  return { system, messages: msgs };
+}
+
 /** Wraps `chat` with an onText callback into an async iterator + result promise. */
 export function streamFromChat(run: (onText: (chunk: string) => void) => Promise<ChatResult>): ChatStream {
   const queue: string[] = [];

@@ -18,7 +18,7 @@
  * 5. The answer is `_decode_text`: ids 0 dropped (sic, upstream), a leading bos and a trailing
  *    terminator removed, decoded, stripped.
  */
-import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, ContentPart, GenerationClock, TracedTensor, contentParts, since, streamFromChat } from '../chat';
+import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, ContentPart, GenerationClock, TracedTensor, contentParts, since, splitSystem, streamFromChat } from '../chat';
 import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../generation';
 import { loadImage } from '../media/image';
 import { RgbImage } from '../media/types';
@@ -92,21 +92,11 @@ export class MiniCPMVChat implements ChatModel {
   /** Builds input ids, image bounds and pixels for `messages` (no model compute). */
   async prepare(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): Promise<MiniCPMVPrepared> {
     const t0 = performance.now();
-    if (!messages.length) throw new Error('messages is empty');
-    let system = opts.system;
-    let msgs = messages;
-    if (msgs[0].role === 'system') {
-      const s = contentParts(msgs[0].content);
-      if (s.some((p) => p.type !== 'text')) throw new Error('a system message can only hold text');
-      system ??= s.map((p) => (p as { text: string }).text).join('\n');
-      msgs = msgs.slice(1);
-    }
-    if (!msgs.length || msgs[0].role !== 'user') throw new Error('the first message (after an optional system message) must be from the user');
+    const { system, messages: msgs } = splitSystem(messages, opts.system);
     const images: RgbImage[] = [];
     let hasVideo = false;
     const rendered: { role: string; content: string }[] = [];
     for (const [i, m] of msgs.entries()) {
-      if (m.role !== 'user' && m.role !== 'assistant') throw new Error(`message ${i}: role must be user or assistant, got '${m.role}'`);
       const texts: string[] = [];
       for (const part of contentParts(m.content)) {
         if (part.type === 'text') {

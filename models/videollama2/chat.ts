@@ -15,7 +15,7 @@
  *    2048, stopping on eos; the answer is decoded without special tokens and stripped.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, GenerationClock, TracedTensor, contentParts, since, streamFromChat } from '../chat';
+import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, GenerationClock, TracedTensor, contentParts, since, splitSystem, streamFromChat } from '../chat';
 import { readJson } from '../config_utils';
 import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../generation';
 import { loadImage } from '../media/image';
@@ -89,23 +89,13 @@ export class VideoLLaMA2Chat implements ChatModel {
 
   async prepare(messages: ChatMessage[], opts: VideoLLaMA2ChatOptions = {}): Promise<VideoLLaMA2Prepared> {
     const t0 = performance.now();
-    if (!messages.length) throw new Error('messages is empty');
-    let msgs = messages;
-    let system = opts.system;
-    if (msgs[0].role === 'system') {
-      const s = contentParts(msgs[0].content);
-      if (s.some((p) => p.type !== 'text')) throw new Error('a system message can only hold text');
-      system ??= s.map((p) => (p as { text: string }).text).join('\n');
-      msgs = msgs.slice(1);
-    }
-    if (!msgs.length || msgs[0].role !== 'user') throw new Error('the first message (after an optional system message) must be from the user');
+    const { system, messages: msgs } = splitSystem(messages, opts.system);
     const media: MediaInput[] = [];
     let modal: 'image' | 'video' | 'text' = 'text';
     const rendered: { role: string; content: string }[] = [];
     try {
       for (const [i, m] of msgs.entries()) {
-        if (m.role !== 'user' && m.role !== 'assistant') throw new Error(`message ${i}: role must be user or assistant, got '${m.role}'`);
-        const texts: string[] = [];
+          const texts: string[] = [];
         for (const part of contentParts(m.content)) {
           if (part.type === 'text') {
             if (part.text.includes(DEFAULT_IMAGE_TOKEN) || part.text.includes(DEFAULT_VIDEO_TOKEN)) {

@@ -7,14 +7,9 @@
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM } from '../../layers/decoder';
-import { ConfigReader, readJson } from '../../models/config_utils';
 import { asGenerationModel, generate } from '../../models/generation/generate';
-import { parseMistralConfig } from '../../models/mistral/config';
-import { parseQwen2Config } from '../../models/qwen2/config';
-import { Checkpoint } from '../../weights/checkpoint';
-import { loadWeights } from '../../weights/load';
 import { Golden, expectSameInts, itIf } from '../helpers/golden';
-import { modelFixture } from '../helpers/fixtures';
+import { loadFixtureLLM, modelFixture } from '../helpers/fixtures';
 import { expectNoLeak } from '../helpers/memory';
 
 interface Case { fixture: string; family: 'qwen2' | 'mistral'; llmPrefix: string; prefixes: string[]; eos: number[] }
@@ -25,16 +20,6 @@ const CASES: Case[] = [
   { fixture: 'videollama2_siglip_qwen2_tiny', family: 'qwen2', llmPrefix: '', prefixes: ['image.', 'video.'], eos: [1023] },
 ];
 
-function loadLLM(dir: string, c: Case): CausalLM {
-  const file = path.join(dir, 'config.json');
-  const reader = new ConfigReader(readJson(file), file);
-  const lm = new CausalLM(c.family === 'qwen2' ? parseQwen2Config(reader) : parseMistralConfig(reader));
-  const ck = Checkpoint.open(dir);
-  loadWeights(lm, [{ checkpoint: ck, keymap: { name: 'llm', renames: c.llmPrefix ? [[c.llmPrefix, '']] : [], ignore: [] },
-    only: ['model.embed_tokens.', 'model.layers.', 'model.norm.', 'lm_head.'] }]);
-  ck.close();
-  return lm;
-}
 
 for (const c of CASES) {
   const dir = modelFixture(c.fixture);
@@ -43,7 +28,7 @@ for (const c of CASES) {
     let g: Golden;
     beforeAll(() => {
       if (!dir) return;
-      lm = loadLLM(dir, c);
+      lm = loadFixtureLLM(dir, c.fixture);
       g = new Golden(path.join(dir, 'golden.safetensors'));
     });
     afterAll(() => {

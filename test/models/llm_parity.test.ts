@@ -5,16 +5,11 @@
  */
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { CausalLM, DecoderConfig } from '../../layers/decoder';
+import { CausalLM } from '../../layers/decoder';
 import { KVCache } from '../../layers/kv_cache';
-import { ConfigReader, readJson } from '../../models/config_utils';
-import { parseMistralConfig } from '../../models/mistral/config';
-import { parseQwen2Config } from '../../models/qwen2/config';
-import { Checkpoint } from '../../weights/checkpoint';
-import { loadWeights } from '../../weights/load';
 import { Golden, expectClose, itIf } from '../helpers/golden';
 import { expectNoLeak } from '../helpers/memory';
-import { modelFixture } from '../helpers/fixtures';
+import { loadFixtureLLM, modelFixture } from '../helpers/fixtures';
 
 interface Case { fixture: string; family: 'qwen2' | 'mistral'; llmPrefix: string; goldenPrefixes: string[] }
 const CASES: Case[] = [
@@ -23,16 +18,6 @@ const CASES: Case[] = [
   { fixture: 'videollama2_siglip_qwen2_tiny', family: 'qwen2', llmPrefix: '', goldenPrefixes: ['image.', 'video.'] },
 ];
 
-function loadLLM(dir: string, c: Case): CausalLM {
-  const reader = new ConfigReader(readJson(path.join(dir, 'config.json')), path.join(dir, 'config.json'));
-  const cfg: DecoderConfig = c.family === 'qwen2' ? parseQwen2Config(reader) : parseMistralConfig(reader);
-  const lm = new CausalLM(cfg);
-  const ck = Checkpoint.open(dir);
-  loadWeights(lm, [{ checkpoint: ck, keymap: { name: 'llm', renames: c.llmPrefix ? [[c.llmPrefix, '']] : [], ignore: [] },
-    only: ['model.embed_tokens.', 'model.layers.', 'model.norm.', 'lm_head.'] }]);
-  ck.close();
-  return lm;
-}
 
 for (const c of CASES) {
   const dir = modelFixture(c.fixture);
@@ -41,7 +26,7 @@ for (const c of CASES) {
     let g: Golden;
     beforeAll(() => {
       if (!dir) return;
-      lm = loadLLM(dir, c);
+      lm = loadFixtureLLM(dir, c.fixture);
       g = new Golden(path.join(dir, 'golden.safetensors'));
     });
     afterAll(() => {
