@@ -78,3 +78,34 @@ for (const c of CASES) {
     });
   });
 }
+
+describe('generation: stop strings, empty prompts, limits', () => {
+  const dir = modelFixture('minicpmv26_tiny');
+  let lm: CausalLM;
+  beforeAll(() => {
+    if (dir) lm = loadFixtureLLM(dir, 'minicpmv26_tiny');
+  });
+  afterAll(() => lm?.dispose());
+  // A decode over byte-level ids good enough for the test: id → its decimal string + ' '.
+  const decode = (ids: number[]) => ids.map((i) => `${i} `).join('');
+
+  itIf(dir)('stops as soon as the decoded continuation contains a stop string (HF keeps the tokens)', async () => {
+    const m = asGenerationModel(lm);
+    const free = await generate(m, { inputIds: [5, 9, 23] }, { maxNewTokens: 6 }, { decode });
+    expect(free.tokens.length).toBe(6);
+    const stop = `${free.tokens[2]} `;
+    const first = free.tokens.findIndex((t) => `${t} ` === stop);
+    const r = await generate(m, { inputIds: [5, 9, 23] }, { maxNewTokens: 6, stopStrings: [stop] }, { decode });
+    expect(r.finishReason).toBe('stop_string');
+    expect(r.tokens).toEqual(free.tokens.slice(0, first + 1));
+  });
+
+  itIf(dir)('empty prompts, max_new_tokens <= 0 and over-long prompts are clear errors', async () => {
+    const m = asGenerationModel(lm);
+    await expect(generate(m, { inputIds: [] }, {})).rejects.toThrow(/empty prompt/);
+    await expect(generate(m, { inputIds: [1] }, { maxNewTokens: 0 })).rejects.toThrow(/max_new_tokens: must be an integer >= 1/);
+    const long = new Array(lm.cfg.maxPositionEmbeddings).fill(5);
+    await expect(generate(m, { inputIds: long }, { maxNewTokens: 1 })).rejects.toThrow(/too long.*max_position_embeddings = 4096/);
+    await expect(generate(m, { inputIds: [5000] }, {})).rejects.toThrow(/input_ids\[0\] = 5000 is outside the vocabulary \[0, 1024\)/);
+  });
+});
