@@ -29,7 +29,7 @@ export const DEFAULT_FFMPEG_TIMEOUT_MS = 120_000;
 
 export type VideoErrorCode =
   | 'not_found' | 'not_media' | 'no_video_stream' | 'corrupt' | 'no_frames' | 'index_out_of_range'
-  | 'too_large' | 'ffmpeg_missing' | 'ffmpeg_failed' | 'timeout' | 'aborted' | 'bad_argument';
+  | 'too_large' | 'ffmpeg_missing' | 'ffmpeg_failed' | 'timeout' | 'aborted' | 'bad_argument' | 'too_few_frames';
 
 /** Every video failure: `file` is the video (or the binary, for `ffmpeg_missing`), `code` the kind. */
 export class VideoError extends Error {

@@ -21,6 +21,7 @@ import { FinishReason, GenerationOptions, asGenerationModel, generate } from '..
 import { loadImage } from '../media/image';
 import { Tokenizer, loadTokenizer } from '../tokenizers';
 import { loadVideoLlama2Frames } from './frames';
+import { VideoError, probeVideo } from '../media/video';
 import { TowerImageProcessor, loadTowerImageProcessor, processFrames } from './image_processing';
 import { MediaInput, VideoLLaMA2 } from './modeling';
 import { DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, tokenizerMultimodalToken } from './tokenization';
@@ -111,7 +112,15 @@ export class VideoLLaMA2Chat implements ChatModel {
             media.push({ modal: 'image', pixels: this.pixels([img], opts) });
           } else {
             modal = 'video';
-            const v = await loadVideoLlama2Frames(part.video, { numFrames: opts.numFrames ?? this.model.numFrames });
+            const numFrames = opts.numFrames ?? this.model.numFrames;
+            const info = await probeVideo(part.video);
+            // Upstream would repeat frames (uniform sampling with rounding) or pad with black
+            // frames (gif); we refuse rather than answer about frames that are not there.
+            if (info.frameCount < numFrames) {
+              throw new VideoError('too_few_frames', part.video, `${part.video}: the video has ${info.frameCount} frame(s), fewer than the ` +
+                `${numFrames} requested (num_frames${opts.numFrames ? '' : ' from config.json'}); pass --num-frames ${info.frameCount} or fewer`);
+            }
+            const v = await loadVideoLlama2Frames(part.video, { numFrames, info });
             media.push({ modal: 'video', pixels: this.pixels(v.frames, opts) });
           }
         }

@@ -114,6 +114,8 @@ export function videoLlama2FrameIndices(frameCount: number, fps: number, opts: V
 export interface VideoLlama2VideoOptions extends VideoLlama2SampleOptions, VideoOptions, FfmpegOptions {
   /** Frame counting for probeVideo (default 'decode'). */
   countFrames?: ProbeOptions['countFrames'];
+  /** A probeVideo result for this file (skips probing again). */
+  info?: VideoInfo;
 }
 
 export interface SampledVideo {
@@ -128,7 +130,7 @@ export interface SampledVideo {
  * sampled frames. The frames then go to the image processor (not here).
  */
 export async function loadVideoLlama2Frames(file: string, opts: VideoLlama2VideoOptions = {}): Promise<SampledVideo> {
-  const info = await probeVideo(file, opts);
+  const info = opts.info ?? (await probeVideo(file, opts));
   const gif = file.endsWith('.gif');
   let indices: number[];
   try {

@@ -55,3 +55,17 @@ for (const name of CASES) {
     });
   });
 }
+
+describe('VideoLLaMA2 chat: a video shorter than num_frames', () => {
+  it('is a clear error naming the file and both counts', async () => {
+    const dir = modelFixture('videollama2_siglip_qwen2_tiny')!;
+    const chat = await VideoLLaMA2Chat.fromPretrained(dir);
+    try {
+      const file = path.join(dir, 'input_video.mp4'); // 219 frames
+      await expect(chat.prepare([{ role: 'user', content: [{ type: 'video', video: file }, { type: 'text', text: 'x' }] }], { numFrames: 300 }))
+        .rejects.toThrow(/input_video\.mp4: the video has 219 frame\(s\), fewer than the 300 requested/);
+    } finally {
+      chat.dispose();
+    }
+  });
+});
