@@ -78,6 +78,16 @@ describe('MiniCPM-V chat (tiny fixture)', () => {
     expect(r.tokenIds.length).toBeGreaterThan(0);
   });
 
+  it('video: 1 frame per second (≤ 64), each an image with max_slice_nums 2 and no image id', async () => {
+    const video = fixture('videollama2_siglip_qwen2_tiny', 'input_video.mp4'); // 219 frames at 23.976 fps
+    const p = await chat.prepare(userTurn('Describe the video.', { video }));
+    // model card: sample_fps = round(23.976) = 24 → frames 0, 24, …, 216 → 10 images
+    expect(p.images.length).toBe(10);
+    expect(p.prompt).not.toContain('<image_id>');
+    for (const im of p.images) expect(im.pixelValues.length).toBeLessThanOrEqual(3); // source + ≤ 2 slices
+    expect(p.prompt.split('(<image>./</image>)').length).toBe(1);
+  });
+
   it('a whole chat leaves tf.memory().numTensors unchanged', async () => {
     const msgs = userTurn('What is in the image?', { images: [image] });
     await expectNoLeak('MiniCPMVChat.chat greedy', () => chat.chat(msgs, { greedy: true, maxNewTokens: 3 }));
