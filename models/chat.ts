@@ -4,8 +4,8 @@
  * through a callback or an async iterator. Each family (models/minicpmv/chat.ts,
  * models/videollama2/chat.ts) turns messages into its upstream prompt format.
  */
-import type { RgbImage } from './media/types';
-import type { GenerationOptions, FinishReason } from './generation';
+import type { RgbImage } from '../media/types';
+import type { GenerationOptions, FinishReason } from '../generation';
 
 /** An image: a file path, encoded bytes (PNG/JPEG/WebP…), or decoded RGB. */
 export type ImageInput = string | Uint8Array | RgbImage;

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ChatModel } from './chat';
-import { readJson } from './config_utils';
+import { readJson } from '../io/config';
 
 export type Family = 'minicpmv' | 'videollama2';
 

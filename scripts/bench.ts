@@ -1,6 +1,6 @@
 /**
  * `vlm bench [--case NAME ...] [--repeats N] [--json] [--list] [--torch]`
- * Times the cases of models/bench at real dimensions on the active backend. With --torch, the
+ * Times the cases of bench/ at real dimensions on the active backend. With --torch, the
  * same cases also run in PyTorch float32 eager (scripts/bench_torch.py, needs python3 + torch) in
  * the same invocation, and the ratios are printed.
  */
@@ -9,8 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
 import { backendInfo, describeBackend, initBackend } from '../layers/backend';
-import { allCases, findCase } from '../models/bench';
-import { BenchCaseResult, runCase } from '../models/bench/runner';
+import { allCases, findCase } from '../bench';
+import { BenchCaseResult, runCase } from '../bench/runner';
 import { Command, UsageError, flag, num, strList } from './cli';
 
 interface TorchResult { name: string; ms: number }

@@ -4,7 +4,7 @@
  * {"text", "token_ids", "prompt_tokens", "timings"} instead.
  */
 import { ChatModel } from '../models/chat';
-import { userTurnParts } from '../models/chat_cli';
+import { userTurnParts } from './chat_cli';
 import { loadChatModel } from '../models/registry';
 import { Command, ParsedOptions, UsageError, flag, num, requireStr, str, strList } from './cli';
 

@@ -5,7 +5,7 @@
  * loadable checkpoint directory. One progress line per optimizer step on stderr; with --json one
  * object on stdout at the end.
  */
-import { finetune } from '../models/training/finetune';
+import { finetune } from '../training/finetune';
 import { Command, UsageError, flag, num, requireStr, str, strList } from './cli';
 
 export const command: Command = {

@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { Command, ParsedOptions, UsageError, flag, num, requireStr } from './cli';
-import { loadImage } from '../models/media/image';
+import { loadImage } from '../media/image';
 import { MiniCPMVImageInputs, MiniCPMVImageProcessor } from '../models/minicpmv/processing';
 import { WriteTensor, writeSafetensors } from '../weights/safetensors';
 

@@ -14,7 +14,7 @@
 import fs from 'node:fs';
 
 import { Command, ParsedOptions, UsageError, flag, requireStr, str } from './cli';
-import { Tokenizer, TokenizerLoadError, loadTokenizer } from '../models/tokenizers';
+import { Tokenizer, TokenizerLoadError, loadTokenizer } from '../tokenizers';
 
 /** Reads a --file: one JSON string per line (a final empty line is allowed); errors name the line. */
 export function readJsonLines(file: string): string[] {

@@ -4,7 +4,7 @@
  * (float32; ids as int64) atomically.
  */
 import { writeSafetensors, WriteTensor } from '../weights/safetensors';
-import { userTurnParts } from '../models/chat_cli';
+import { userTurnParts } from './chat_cli';
 import { Command, flag, requireStr, str, strList } from './cli';
 import { MODEL_OPTIONS, generationFlags, modelFromFlags } from './chat';
 

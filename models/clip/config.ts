@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { ActName } from '../../layers/mlp';
-import { ConfigReader, readJson } from '../config_utils';
+import { ConfigReader, readJson } from '../../io/config';
 
 /** The ViT hyper-parameters shared by CLIP and SigLIP vision towers (config.json meaning, camelCase). */
 export interface VisionTowerConfig {

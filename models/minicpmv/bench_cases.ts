@@ -13,7 +13,7 @@ import { noise, randomizeParams } from '../../layers/init';
 import { Module } from '../../layers/module';
 import { Resampler, ResamplerConfig } from '../../layers/resampler';
 import { VisionEncoderLayer } from '../../layers/vit';
-import { BenchCase, PreparedCase } from '../bench/runner';
+import { BenchCase, PreparedCase } from '../../bench/runner';
 import { SiglipVisionConfig } from './config';
 import { siglipLayerConfig } from './vision';
 
@@ -102,5 +102,5 @@ export function resamplerCase(cfg: ResamplerConfig = MINICPMV26_RESAMPLER, keys 
   };
 }
 
-/** The cases `vlm bench` can list (add `() => MINICPMV_BENCH_CASES` to models/bench/index.ts GROUPS). */
+/** The cases `vlm bench` can list (add `() => MINICPMV_BENCH_CASES` to bench//index.ts GROUPS). */
 export const MINICPMV_BENCH_CASES: BenchCase[] = [siglipLayerCase(), resamplerCase()];

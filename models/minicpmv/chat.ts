@@ -19,10 +19,10 @@
  *    terminator removed, decoded, stripped.
  */
 import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, ContentPart, GenerationClock, TracedTensor, contentParts, since, splitSystem, streamFromChat } from '../chat';
-import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../generation';
-import { loadImage } from '../media/image';
-import { RgbImage } from '../media/types';
-import { Tokenizer, loadTokenizer } from '../tokenizers';
+import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../../generation';
+import { loadImage } from '../../media/image';
+import { RgbImage } from '../../media/types';
+import { Tokenizer, loadTokenizer } from '../../tokenizers';
 import { MiniCPMV, MiniCPMVInputs } from './modeling';
 import { MiniCPMVImageInputs, MiniCPMVImageProcessor } from './processing';
 import { loadMiniCpmvVideoFrames } from './video';

@@ -18,7 +18,7 @@
 import path from 'node:path';
 import { DecoderConfig } from '../../layers/decoder';
 import { ActName } from '../../layers/mlp';
-import { ConfigError, ConfigReader, readJson } from '../config_utils';
+import { ConfigError, ConfigReader, readJson } from '../../io/config';
 import { parseQwen2Config } from '../qwen2/config';
 
 const VISION_ACTS: readonly ActName[] = ['gelu_pytorch_tanh', 'gelu', 'gelu_new', 'quick_gelu', 'relu', 'silu'];

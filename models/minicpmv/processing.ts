@@ -13,7 +13,7 @@
  *            refine = resize(get_refine_size(size, grid)) split into rows × cols crops
  *            → 1 + rows·cols images, source first, then the slices row-major
  *   each: x/255 (float32) → (x − mean)/std (float32) → CHW → reshape_by_patch
- * Resizes are PIL BICUBIC on uint8 (models/media/resample.ts, bit-exact with Pillow).
+ * Resizes are PIL BICUBIC on uint8 (media/resample.ts, bit-exact with Pillow).
  *
  * Shapes: P = patch_size (14); a slice of H×W pixels (multiples of P) has h = H/P, w = W/P
  * patches, L = h·w; `pixel_values` is `[3, P, L·P]` with
@@ -23,8 +23,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { RgbImage } from '../media/types';
-import { cropImage, pyRound, resizeImage, Resampling } from '../media/resample';
+import { RgbImage } from '../../media/types';
+import { cropImage, pyRound, resizeImage, Resampling } from '../../media/resample';
 
 // ---------------------------------------------------------------------------------------------
 // config
@@ -348,7 +348,7 @@ export class MiniCPMVImageProcessor {
 
   /**
    * Upstream `preprocess` for one image: slices, normalised `[3, P, L·P]` tensors, `tgt_sizes`
-   * and the placeholder. The image must already be RGB (see models/media/image.ts).
+   * and the placeholder. The image must already be RGB (see media/image.ts).
    */
   preprocess(image: RgbImage, opts: MiniCPMVPreprocessOptions = {}): MiniCPMVImageInputs {
     checkImage(image);

@@ -11,11 +11,11 @@
  *
  * Python's round() is half-to-even; a video below 0.5 fps gives sample_fps 0, where upstream's
  * range() raises — we raise a clear error instead. Frame count and fps come from
- * models/media/video.ts `probeVideo` (decord's len() and get_avg_fps()). Each frame is then
+ * media/video.ts `probeVideo` (decord's len() and get_avg_fps()). Each frame is then
  * processed as an image (the card passes max_slice_nums=2, use_image_id=False; not here).
  */
-import { RgbImage } from '../media/types';
-import { decodeFrames, FfmpegOptions, probeVideo, ProbeOptions, VideoError, VideoInfo, VideoOptions } from '../media/video';
+import { RgbImage } from '../../media/types';
+import { decodeFrames, FfmpegOptions, probeVideo, ProbeOptions, VideoError, VideoInfo, VideoOptions } from '../../media/video';
 
 /** The model card's MAX_NUM_FRAMES ("if cuda OOM set a smaller number"). */
 export const MAX_NUM_FRAMES = 64;

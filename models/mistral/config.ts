@@ -1,7 +1,7 @@
 /** Mistral config (HF v4.40 `MistralConfig` defaults); VideoLLaMA2's config extends it. */
 import { DecoderConfig } from '../../layers/decoder';
 import { ActName } from '../../layers/mlp';
-import { ConfigReader } from '../config_utils';
+import { ConfigReader } from '../../io/config';
 
 const ACTS: readonly ActName[] = ['silu', 'gelu', 'gelu_pytorch_tanh', 'gelu_new', 'relu'];
 

@@ -4,7 +4,7 @@
  */
 import { DecoderConfig } from '../../layers/decoder';
 import { ActName } from '../../layers/mlp';
-import { ConfigReader } from '../config_utils';
+import { ConfigReader } from '../../io/config';
 
 const ACTS: readonly ActName[] = ['silu', 'gelu', 'gelu_pytorch_tanh', 'gelu_new', 'relu'];
 

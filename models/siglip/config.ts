@@ -1,6 +1,6 @@
 /** HF v4.40 `SiglipVisionConfig` (models/siglip/configuration_siglip.py); parsed by the shared reader in ../clip/config. */
 import path from 'node:path';
-import { ConfigReader, readJson } from '../config_utils';
+import { ConfigReader, readJson } from '../../io/config';
 import { VisionTowerConfig, parseVisionTowerConfig } from '../clip/config';
 
 export type { VisionTowerConfig };

@@ -10,7 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { noise, randomizeParams } from '../../layers/init';
 import { VisionEncoderLayer } from '../../layers/vit';
-import { BenchCase, PreparedCase } from '../bench/runner';
+import { BenchCase, PreparedCase } from '../../bench/runner';
 import { VisionTowerConfig } from '../clip/config';
 import { visionLayerConfig } from '../clip/modeling';
 import { STCConnector, buildConnector } from './connector';

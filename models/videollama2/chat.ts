@@ -16,13 +16,13 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, GenerationClock, TracedTensor, contentParts, since, splitSystem, streamFromChat } from '../chat';
-import { readJson } from '../config_utils';
-import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../generation';
-import { loadImage } from '../media/image';
-import { Tokenizer, loadTokenizer } from '../tokenizers';
+import { readJson } from '../../io/config';
+import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../../generation';
+import { loadImage } from '../../media/image';
+import { Tokenizer, loadTokenizer } from '../../tokenizers';
 import { loadVideoLlama2Frames } from './frames';
-import { VideoError, probeVideo } from '../media/video';
-import { TowerImageProcessor, loadTowerImageProcessor, processFrames } from './image_processing';
+import { VideoError, probeVideo } from '../../media/video';
+import { TowerImageProcessor, loadTowerImageProcessor, processFrames } from '../clip/image_processing';
 import { MediaInput, VideoLLaMA2 } from './modeling';
 import { DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, tokenizerMultimodalToken } from './tokenization';
 import { resolveVisionTowerDir } from './vision';

@@ -14,7 +14,7 @@
  */
 import path from 'node:path';
 import { DecoderConfig } from '../../layers/decoder';
-import { ConfigError, ConfigReader, readJson } from '../config_utils';
+import { ConfigError, ConfigReader, readJson } from '../../io/config';
 import { parseMistralConfig } from '../mistral/config';
 import { parseQwen2Config } from '../qwen2/config';
 

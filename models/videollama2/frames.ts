@@ -5,7 +5,7 @@
  * `videollama2/mm_utils.py` (`frame_sample`, `process_video` steps 1-4 and the MAX_FRAMES cut) and
  * `videollama2/constants.py` (NUM_FRAMES, MAX_FRAMES, NUM_FRAMES_PER_SECOND). Frame numbers are
  * decord's (decoded-frame order), the frame count and average fps are `len(vr)` and
- * `vr.get_avg_fps()`: models/media/video.ts `probeVideo` reproduces both.
+ * `vr.get_avg_fps()`: media/video.ts `probeVideo` reproduces both.
  *
  * Numerics copied on purpose:
  * - uniform: seg = (duration − 1) / num_frames; frame i = np.round((seg·i + seg·(i+1)) / 2 + 1e-6),
@@ -19,8 +19,8 @@
  * and ascending unique order are), frame directories, and the zero-frame padding loop (which
  * cannot trigger for a video file: uniform sampling always returns num_frames indices).
  */
-import { RgbImage } from '../media/types';
-import { decodeFrames, FfmpegOptions, probeVideo, ProbeOptions, VideoError, VideoInfo, VideoOptions } from '../media/video';
+import { RgbImage } from '../../media/types';
+import { decodeFrames, FfmpegOptions, probeVideo, ProbeOptions, VideoError, VideoInfo, VideoOptions } from '../../media/video';
 
 /** Upstream `NUM_FRAMES`: process_video's default num_frames (checkpoints set 16 in config.json). */
 export const NUM_FRAMES = 8;

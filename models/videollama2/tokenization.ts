@@ -10,7 +10,7 @@
  * the chunks are joined with the negative placeholder id, which the model later replaces by the
  * vision features.
  */
-import { Tokenizer } from '../tokenizers/types';
+import { Tokenizer } from '../../tokenizers/types';
 
 /** `IMAGE_TOKEN_INDEX`, `VIDEO_TOKEN_INDEX`, `AUDIO_TOKEN_INDEX` (videollama2/constants.py). */
 export const IMAGE_TOKEN_INDEX = -200;

@@ -24,7 +24,7 @@ import { Tap } from '../../layers/decoder';
 import { Module, register } from '../../layers/module';
 import { VisionTowerConfig, parseVisionTowerConfig } from '../clip/config';
 import { CLIPVisionModel, layersForSelect } from '../clip/modeling';
-import { ConfigReader, readJson } from '../config_utils';
+import { ConfigReader, readJson } from '../../io/config';
 import { SiglipVisionModel } from '../siglip/modeling';
 
 /**

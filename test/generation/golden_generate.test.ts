@@ -7,7 +7,7 @@
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM } from '../../layers/decoder';
-import { asGenerationModel, generate } from '../../models/generation/generate';
+import { asGenerationModel, generate } from '../../generation/generate';
 import { Golden, expectSameInts, itIf } from '../helpers/golden';
 import { loadFixtureLLM, modelFixture } from '../helpers/fixtures';
 import { expectNoLeak } from '../helpers/memory';

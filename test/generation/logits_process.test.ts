@@ -1,10 +1,10 @@
 import {
   LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, logSoftmax, topK,
-} from '../../models/generation/logits_process';
-import { resolveGenerationConfig } from '../../models/generation/config';
-import { Rng, sampleFromScores } from '../../models/generation/sampling';
-import { TextIteratorStreamer, TextStreamer } from '../../models/generation/streamers';
-import { BeamHypotheses } from '../../models/generation/beam';
+} from '../../generation/logits_process';
+import { resolveGenerationConfig } from '../../generation/config';
+import { Rng, sampleFromScores } from '../../generation/sampling';
+import { TextIteratorStreamer, TextStreamer } from '../../generation/streamers';
+import { BeamHypotheses } from '../../generation/beam';
 
 const S = () => new Float32Array([2.0, -1.0, 0.5, 3.0, -2.0]);
 

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FIXTURES, SHARED_FIXTURES } from './golden';
 import { CausalLM } from '../../layers/decoder';
-import { ConfigReader, readJson } from '../../models/config_utils';
+import { ConfigReader, readJson } from '../../io/config';
 import { parseMistralConfig } from '../../models/mistral/config';
 import { parseQwen2Config } from '../../models/qwen2/config';
 import { Checkpoint } from '../../weights/checkpoint';

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { loadVideoLlama2Frames } from '../../models/videollama2/frames';
-import { loadTowerImageProcessor, processFrames } from '../../models/videollama2/image_processing';
+import { loadTowerImageProcessor, processFrames } from '../../models/clip/image_processing';
 import { Golden } from './golden';
 
 const cache = new Map<string, { data: Float32Array; shape: number[] }>();

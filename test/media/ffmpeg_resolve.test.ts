@@ -5,11 +5,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FFMPEG_ENV, resolveFfmpeg, VideoError } from '../../models/media/ffmpeg';
+import { FFMPEG_ENV, resolveFfmpeg, VideoError } from '../../media/ffmpeg';
 import { golden, VIDEO_FIXTURES } from './video_helpers';
 
-type FfmpegModule = typeof import('../../models/media/ffmpeg');
-type VideoModule = typeof import('../../models/media/video');
+type FfmpegModule = typeof import('../../media/ffmpeg');
+type VideoModule = typeof import('../../media/video');
 
 const saved = { env: process.env[FFMPEG_ENV], path: process.env.PATH };
 let dir: string;
@@ -44,8 +44,8 @@ it('falls back to ffmpeg on PATH when the npm package has no binary, and decodes
     jest.doMock('@ffmpeg-installer/ffmpeg', () => {
       throw new Error('Unsupported platform/architecture');
     });
-    const ff: FfmpegModule = require('../../models/media/ffmpeg');
-    const video: VideoModule = require('../../models/media/video');
+    const ff: FfmpegModule = require('../../media/ffmpeg');
+    const video: VideoModule = require('../../media/video');
     process.env.PATH = bin;
     expect(ff.resolveFfmpeg()).toEqual({ path: path.join(bin, 'ffmpeg'), source: 'path' });
     const info = await video.probeVideo(path.join(VIDEO_FIXTURES, 'sample_demo_3.mp4'));

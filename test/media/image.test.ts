@@ -9,7 +9,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import sharp from 'sharp';
 
-import { ImageLoadError, MAX_IMAGE_PIXELS, checkRgbImage, decodeImage, loadImage } from '../../models/media/image';
+import { ImageLoadError, MAX_IMAGE_PIXELS, checkRgbImage, decodeImage, loadImage } from '../../media/image';
 import { fixture, itIf, shared } from '../helpers/golden';
 import { HostTensor, SafetensorsFile } from '../../weights/safetensors';
 

@@ -13,7 +13,7 @@ import {
   resamplingName,
   resizeImage,
   resizeRaster,
-} from '../../models/media/resample';
+} from '../../media/resample';
 
 const gray = (width: number, height: number, values: number[]): Raster => ({ width, height, channels: 1, data: Uint8Array.from(values) });
 

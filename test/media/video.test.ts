@@ -8,10 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { itIf, shared } from '../helpers/golden';
 import { SafetensorsFile } from '../../weights/safetensors';
-import { decodeFrames, probeVideo, rgbFilter, selectExpression, streamFrames } from '../../models/media/video';
-import { reduceRational } from '../../models/media/mp4_fps';
-import { resolveFfmpeg } from '../../models/media/ffmpeg';
-import { RgbImage } from '../../models/media/types';
+import { decodeFrames, probeVideo, rgbFilter, selectExpression, streamFrames } from '../../media/video';
+import { reduceRational } from '../../media/mp4_fps';
+import { resolveFfmpeg } from '../../media/ffmpeg';
+import { RgbImage } from '../../media/types';
 import { ffmpegChildren, golden, maxLsb, sha256, testPattern, VIDEO_FIXTURES } from './video_helpers';
 
 const demo3 = path.join(VIDEO_FIXTURES, 'sample_demo_3.mp4');

@@ -5,8 +5,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { decodeFrames, probeVideo, streamFrames, VideoError, VideoErrorCode } from '../../models/media/video';
-import { FFMPEG_ENV, FFMPEG_TIMEOUT_ENV } from '../../models/media/ffmpeg';
+import { decodeFrames, probeVideo, streamFrames, VideoError, VideoErrorCode } from '../../media/video';
+import { FFMPEG_ENV, FFMPEG_TIMEOUT_ENV } from '../../media/ffmpeg';
 import { ffmpegChildren, makeVideo, testPattern } from './video_helpers';
 
 let dir: string;

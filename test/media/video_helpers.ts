@@ -7,8 +7,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fixture } from '../helpers/golden';
-import { resolveFfmpeg } from '../../models/media/ffmpeg';
-import { RgbImage } from '../../models/media/types';
+import { resolveFfmpeg } from '../../media/ffmpeg';
+import { RgbImage } from '../../media/types';
 
 export const VIDEO_FIXTURES = fixture('video');
 

@@ -10,8 +10,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { loadImage } from '../../models/media/image';
-import { RgbImage } from '../../models/media/types';
+import { loadImage } from '../../media/image';
+import { RgbImage } from '../../media/types';
 import {
   MINICPMV_PREPROCESSOR_DEFAULTS,
   MiniCPMVImageProcessor,

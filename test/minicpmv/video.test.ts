@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadMiniCpmvVideoFrames, MAX_NUM_FRAMES, minicpmvFrameIndices, uniformSample } from '../../models/minicpmv/video';
-import { decodeFrames, VideoError } from '../../models/media/video';
+import { decodeFrames, VideoError } from '../../media/video';
 import { golden, sha256, testPattern, VIDEO_FIXTURES } from '../media/video_helpers';
 
 /*

@@ -1,4 +1,4 @@
-import { ConfigError, ConfigReader } from '../../models/config_utils';
+import { ConfigError, ConfigReader } from '../../io/config';
 import { parseMistralConfig } from '../../models/mistral/config';
 import { parseQwen2Config } from '../../models/qwen2/config';
 

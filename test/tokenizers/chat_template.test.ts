@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ChatTemplateError, loadTokenizer, renderChatTemplate, Tokenizer } from '../../models/tokenizers';
+import { ChatTemplateError, loadTokenizer, renderChatTemplate, Tokenizer } from '../../tokenizers';
 import { TOK, goldens } from './vectors';
 
 const g = goldens();

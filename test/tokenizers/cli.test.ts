@@ -9,7 +9,7 @@ import path from 'node:path';
 import { REPO_ROOT } from '../helpers/golden';
 import { UsageError } from '../../scripts/cli';
 import { main } from '../../scripts/vlm';
-import { loadTokenizer } from '../../models/tokenizers';
+import { loadTokenizer } from '../../tokenizers';
 import { TOK } from './vectors';
 
 const MISTRAL = TOK('mistral_v1');

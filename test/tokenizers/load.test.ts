@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadTokenizer, TokenizerLoadError } from '../../models/tokenizers';
+import { loadTokenizer, TokenizerLoadError } from '../../tokenizers';
 import { TOK, readJson } from './vectors';
 
 const tmpDirs: string[] = [];

@@ -6,11 +6,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expectSameInts, itIf, shared } from '../helpers/golden';
-import { HfJsTokenizer, loadTokenizer, Tokenizer } from '../../models/tokenizers';
-import { hfTokenizers } from '../../models/tokenizers/hf_libs';
-import { QWEN2_SPECIAL_DEFAULTS } from '../../models/tokenizers/hf_tokenizer';
-import { qwen2TokenizerJson, readVocabAndMerges } from '../../models/tokenizers/bpe_files';
-import { readTokenizerSettings, completeAddedTokens } from '../../models/tokenizers/tokenizer_config';
+import { HfJsTokenizer, loadTokenizer, Tokenizer } from '../../tokenizers';
+import { hfTokenizers } from '../../tokenizers/hf_libs';
+import { QWEN2_SPECIAL_DEFAULTS } from '../../tokenizers/hf_tokenizer';
+import { qwen2TokenizerJson, readVocabAndMerges } from '../../tokenizers/bpe_files';
+import { readTokenizerSettings, completeAddedTokens } from '../../tokenizers/tokenizer_config';
 import { TOK, readJson, readLlamaCppVectors, unks } from './vectors';
 
 const vectors = readJson(TOK('minicpmv26', 'test_vectors.json'));

@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expectSameInts } from '../helpers/golden';
-import { loadTokenizer, LlamaTokenizer, parseSentencePieceModel, SentencePieceBpe, TokenizerLoadError } from '../../models/tokenizers';
-import { decodeUtf8PerByte } from '../../models/tokenizers/sentencepiece_bpe';
+import { loadTokenizer, LlamaTokenizer, parseSentencePieceModel, SentencePieceBpe, TokenizerLoadError } from '../../tokenizers';
+import { decodeUtf8PerByte } from '../../tokenizers/sentencepiece_bpe';
 import { TOK, goldens, readJson } from './vectors';
 
 interface Case { text: string; ids_add_special: number[]; ids_no_special: number[] }

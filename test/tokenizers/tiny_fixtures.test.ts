@@ -4,7 +4,7 @@
  * produced with them (goldens.json).
  */
 import { expectSameInts, itIf, shared } from '../helpers/golden';
-import { loadTokenizer, Tokenizer } from '../../models/tokenizers';
+import { loadTokenizer, Tokenizer } from '../../tokenizers';
 import { TOK, goldens, unks } from './vectors';
 
 const g = goldens();

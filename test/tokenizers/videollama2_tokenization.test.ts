@@ -3,7 +3,7 @@
  * the prompts of both VideoLLaMA2 tiny fixtures (template -> split at the modal token -> ids).
  */
 import { expectSameInts, Golden, itIf, shared } from '../helpers/golden';
-import { loadTokenizer, Tokenizer } from '../../models/tokenizers';
+import { loadTokenizer, Tokenizer } from '../../tokenizers';
 import { IMAGE_TOKEN_INDEX, MODAL_INDEX_MAP, tokenizerMultimodalToken, VIDEO_TOKEN_INDEX } from '../../models/videollama2/tokenization';
 import { TOK, goldens, readJson } from './vectors';
 

@@ -1,9 +1,9 @@
 /**
- * AdamW (models/training/adamw.ts) against hand-computed torch-1.13 steps, its argument checks,
+ * AdamW (training/adamw.ts) against hand-computed torch-1.13 steps, its argument checks,
  * null gradients, and a step leaving no tensor behind.
  */
 import * as tf from '@tensorflow/tfjs';
-import { AdamW } from '../../models/training/adamw';
+import { AdamW } from '../../training/adamw';
 import { expectNoLeak } from '../helpers/memory';
 
 // Reference Python code (numpy float32, the torch 1.13 `_single_tensor_adamw` formula):

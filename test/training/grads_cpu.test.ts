@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../layers/backend';
-import { loadTrainer } from '../../models/training/finetune';
+import { loadTrainer } from '../../training/finetune';
 import { Golden } from '../helpers/golden';
 import { checkGrads, trainFixture } from './helpers';
 

@@ -1,11 +1,11 @@
 /**
- * crossEntropy (models/training/loss.ts): torch `nn.CrossEntropyLoss()` semantics against a
+ * crossEntropy (training/loss.ts): torch `nn.CrossEntropyLoss()` semantics against a
  * float64 host reference — mean over non-ignored targets, no shift (MiniCPM-V's pre-shifted
  * labels) or the HF causal shift (VideoLLaMA 2) — its analytic gradient (softmax − onehot) / n,
  * and the errors for labels that cannot be scored.
  */
 import * as tf from '@tensorflow/tfjs';
-import { IGNORE_INDEX, crossEntropy, supervisedPositions } from '../../models/training/loss';
+import { IGNORE_INDEX, crossEntropy, supervisedPositions } from '../../training/loss';
 
 /** Reference: mean over (row, target) of logsumexp(row) − row[target], float64. */
 function refLoss(logits: number[][][], labels: number[][], shift: boolean): number {

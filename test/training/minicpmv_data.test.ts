@@ -1,5 +1,5 @@
 /**
- * MiniCPM-V fine-tuning data (models/training/minicpmv_data.ts) against upstream
+ * MiniCPM-V fine-tuning data (training/minicpmv_data.ts) against upstream
  * `finetune/dataset.py` as the training golden recorded it (input_ids, pre-shifted labels,
  * image_bound, tgt_sizes exact; pixel_values within 1e-6), plus the paths the golden sample does
  * not take (a sliced image, several images, no tag, truncation) and every bad-input error.
@@ -8,10 +8,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadMiniCPMVConfig } from '../../models/minicpmv/config';
-import { readDataFile } from '../../models/training/data';
-import { IGNORE_INDEX } from '../../models/training/loss';
-import { MiniCPMVFinetuneData, collateMiniCPMV } from '../../models/training/minicpmv_data';
-import { loadTokenizer } from '../../models/tokenizers';
+import { readDataFile } from '../../training/data';
+import { IGNORE_INDEX } from '../../training/loss';
+import { MiniCPMVFinetuneData, collateMiniCPMV } from '../../models/minicpmv/train_data';
+import { loadTokenizer } from '../../tokenizers';
 import { Golden, compare, expectSameInts, fixture, itIf } from '../helpers/golden';
 import { trainFixture } from './helpers';
 

@@ -7,8 +7,8 @@
  * (max|a − b| ≤ 1e-3·max|b| + 1e-6; the analytically zero key biases against the 1e-6 floor only).
  */
 import * as tf from '@tensorflow/tfjs';
-import { loadTrainer } from '../../models/training/finetune';
-import { Trainer } from '../../models/training/trainer';
+import { loadTrainer } from '../../training/finetune';
+import { Trainer } from '../../training/trainer';
 import { readParam } from '../../weights/load';
 import { Golden, itIf } from '../helpers/golden';
 import { checkAdamW3, checkGrads, trainFixture } from './helpers';

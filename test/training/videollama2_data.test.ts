@@ -1,15 +1,15 @@
 /**
- * VideoLLaMA 2 training data (models/training/videollama2_data.ts) against upstream `train.py`
+ * VideoLLaMA 2 training data (training/videollama2_data.ts) against upstream `train.py`
  * as the training goldens recorded it, for both fixtures (a Mistral video sample and a Qwen2 image
  * sample): input_ids with the placeholder, per-turn instruction-masked labels, attention_mask,
  * pixel_values (≤ 1e-6), the pretraining-stage `preprocess_plain` ids/labels; then the bad inputs.
  */
-import { loadTokenizer } from '../../models/tokenizers';
+import { loadTokenizer } from '../../tokenizers';
 import { loadVideoLLaMA2Config } from '../../models/videollama2/config';
-import { loadTowerImageProcessor } from '../../models/videollama2/image_processing';
-import { readDataFile } from '../../models/training/data';
-import { IGNORE_INDEX } from '../../models/training/loss';
-import { VideoLLaMA2TrainData, collateVideoLLaMA2, preprocessMultimodal } from '../../models/training/videollama2_data';
+import { loadTowerImageProcessor } from '../../models/clip/image_processing';
+import { readDataFile } from '../../training/data';
+import { IGNORE_INDEX } from '../../training/loss';
+import { VideoLLaMA2TrainData, collateVideoLLaMA2, preprocessMultimodal } from '../../models/videollama2/train_data';
 import { Golden, compare, expectSameInts, itIf } from '../helpers/golden';
 import { TrainFx, trainFixture } from './helpers';
 

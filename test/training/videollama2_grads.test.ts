@@ -7,10 +7,10 @@
  * AdamW steps on `model.mm_projector.*`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { loadTrainer } from '../../models/training/finetune';
-import { Trainer } from '../../models/training/trainer';
+import { loadTrainer } from '../../training/finetune';
+import { Trainer } from '../../training/trainer';
 import { VideoLLaMA2 } from '../../models/videollama2/modeling';
-import { VideoLLaMA2TrainBatch } from '../../models/training/videollama2_data';
+import { VideoLLaMA2TrainBatch } from '../../models/videollama2/train_data';
 import { readParam } from '../../weights/load';
 import { Golden, expectSameInts, itIf } from '../helpers/golden';
 import { TrainFx, checkAdamW3, checkGrads, trainFixture } from './helpers';

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { frameSample, loadVideoLlama2Frames, MAX_FRAMES, NUM_FRAMES, videoLlama2FrameIndices } from '../../models/videollama2/frames';
-import { VideoError } from '../../models/media/video';
+import { VideoError } from '../../media/video';
 import { golden, sha256, testPattern, VIDEO_FIXTURES } from '../media/video_helpers';
 
 /*

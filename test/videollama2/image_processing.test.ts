@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { loadImage } from '../../models/media/image';
-import { RgbImage } from '../../models/media/types';
+import { loadImage } from '../../media/image';
+import { RgbImage } from '../../media/types';
 import {
   ClipImageProcessor,
   PixelBatch,
@@ -22,7 +22,7 @@ import {
   padColor,
   processFrames,
   shortestEdgeSize,
-} from '../../models/videollama2/image_processing';
+} from '../../models/clip/image_processing';
 import { expectClose, fixture, itIf, readAll, shared } from '../helpers/golden';
 
 const FIX = fixture('preprocess', 'videollama2');

@@ -4,9 +4,9 @@
  */
 import { BenchCase } from './runner';
 import { LLM_CASES } from './llm_cases';
-import { MINICPMV_BENCH_CASES } from '../minicpmv/bench_cases';
-import { minicpmvPreprocessBench } from '../minicpmv/processing';
-import { VIDEOLLAMA2_CASES } from '../videollama2/bench_cases';
+import { MINICPMV_BENCH_CASES } from '../models/minicpmv/bench_cases';
+import { minicpmvPreprocessBench } from '../models/minicpmv/processing';
+import { VIDEOLLAMA2_CASES } from '../models/videollama2/bench_cases';
 
 /** Host-side preprocessing cases (no tensors). */
 const PREPROCESS_CASES: BenchCase[] = [

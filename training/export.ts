@@ -13,11 +13,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Module, Param } from '../../layers/module';
-import { Checkpoint } from '../../weights/checkpoint';
-import { KeyMap, toModuleKey } from '../../weights/keymap';
-import { readParam } from '../../weights/load';
-import { SafetensorsDtype, WriteTensor, writeSafetensors } from '../../weights/safetensors';
+import { Module, Param } from '../layers/module';
+import { Checkpoint } from '../weights/checkpoint';
+import { KeyMap, toModuleKey } from '../weights/keymap';
+import { readParam } from '../weights/load';
+import { SafetensorsDtype, WriteTensor, writeSafetensors } from '../weights/safetensors';
 
 /** Files of a checkpoint directory that hold weights (not copied: rewritten). */
 const WEIGHT_FILE = /(\.safetensors|\.safetensors\.index\.json|\.bin|\.bin\.index\.json|\.pt|\.pth|\.ckpt|\.gguf)$/;

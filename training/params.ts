@@ -15,8 +15,8 @@
  * tied to, as torch's `named_parameters()` lists a shared tensor once.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Module, Param, layoutPerm } from '../../layers/module';
-import { KeyMap, toCheckpointKey } from '../../weights/keymap';
+import { Module, Param, layoutPerm } from '../layers/module';
+import { KeyMap, toCheckpointKey } from '../weights/keymap';
 
 /** One trainable parameter: its module name, checkpoint key and variables (memory layout). */
 export interface TrainableParam {

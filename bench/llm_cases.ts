@@ -7,12 +7,12 @@
  * Mistral-7B: hidden 4096, 32/8 heads, intermediate 14336, vocab 32000.
  */
 import * as tf from '@tensorflow/tfjs';
-import { DecoderConfig, DecoderLayer } from '../../layers/decoder';
-import { causalMask } from '../../layers/attention';
-import { randomizeParams, noise } from '../../layers/init';
-import { KVCache } from '../../layers/kv_cache';
-import { Linear } from '../../layers/linear';
-import { RotaryEmbedding } from '../../layers/rotary';
+import { DecoderConfig, DecoderLayer } from '../layers/decoder';
+import { causalMask } from '../layers/attention';
+import { randomizeParams, noise } from '../layers/init';
+import { KVCache } from '../layers/kv_cache';
+import { Linear } from '../layers/linear';
+import { RotaryEmbedding } from '../layers/rotary';
 import { BenchCase, PreparedCase } from './runner';
 
 export const QWEN2_7B: DecoderConfig = {

@@ -4,8 +4,8 @@
  * gradient tape (frozen parts: VideoLLaMA 2's vision tower), `loss` inside it.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Module } from '../../layers/module';
-import { KeyMap } from '../../weights/keymap';
+import { Module } from '../layers/module';
+import { KeyMap } from '../weights/keymap';
 import { ExportOptions } from './export';
 
 /** Work done outside the tape for one batch; disposed after the step. */

@@ -10,14 +10,14 @@
  *         truncated) → center crop `crop_size` (zero padding if smaller) → `x · rescale_factor`
  *         (float64, then float32) → `(x − mean) / std` (float32) → CHW.
  * SigLIP: resize to `size.height × size.width` → rescale → normalize → CHW.
- * Resizes go through PIL on uint8 (models/media/resample.ts, bit-exact with Pillow).
+ * Resizes go through PIL on uint8 (media/resample.ts, bit-exact with Pillow).
  * Output: `[N, 3, H, W]` float32 for N frames.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { RgbImage } from '../media/types';
-import { checkResampling, resizeImage, Resampling, ResamplingFilter } from '../media/resample';
+import { RgbImage } from '../../media/types';
+import { checkResampling, resizeImage, Resampling, ResamplingFilter } from '../../media/resample';
 
 /** `[N, 3, H, W]` float32, row-major. */
 export interface PixelBatch {

@@ -11,8 +11,8 @@
  * disposed by the end, including on errors and early exits.
  */
 import * as tf from '@tensorflow/tfjs';
-import { CausalLM } from '../../layers/decoder';
-import { KVCache } from '../../layers/kv_cache';
+import { CausalLM } from '../layers/decoder';
+import { KVCache } from '../layers/kv_cache';
 import { BeamSearchScorer } from './beam';
 import { GenerationOptions, ResolvedGenerationConfig, resolveGenerationConfig } from './config';
 import {

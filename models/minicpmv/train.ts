@@ -8,14 +8,14 @@
  *   positions 0..S−1: the collator's attention_mask is not passed to the LLM upstream).
  */
 import * as tf from '@tensorflow/tfjs';
-import { MiniCPMV } from '../minicpmv/modeling';
-import { MINICPMV_KEYMAP } from '../minicpmv/keymap';
-import { Tokenizer, loadTokenizer } from '../tokenizers';
-import { RawSample } from './data';
-import { ExportOptions } from './export';
-import { Prepared, TrainFamily } from './family';
-import { crossEntropy, IGNORE_INDEX } from './loss';
-import { MiniCPMVFinetuneData, MiniCPMVTrainBatch, MiniCPMVTrainExample, collateMiniCPMV } from './minicpmv_data';
+import { MiniCPMV } from './modeling';
+import { MINICPMV_KEYMAP } from './keymap';
+import { Tokenizer, loadTokenizer } from '../../tokenizers';
+import { RawSample } from '../../training/data';
+import { ExportOptions } from '../../training/export';
+import { Prepared, TrainFamily } from '../../training/family';
+import { crossEntropy, IGNORE_INDEX } from '../../training/loss';
+import { MiniCPMVFinetuneData, MiniCPMVTrainBatch, MiniCPMVTrainExample, collateMiniCPMV } from './train_data';
 
 export interface MiniCPMVFamilyOptions {
   /** Training samples and where their images are. */

@@ -12,16 +12,16 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
-import { Tokenizer, loadTokenizer } from '../tokenizers';
-import { TowerImageProcessor, loadTowerImageProcessor } from '../videollama2/image_processing';
-import { MediaInput, VideoLLaMA2 } from '../videollama2/modeling';
-import { resolveVisionTowerDir } from '../videollama2/vision';
-import { RawSample } from './data';
-import { ExportOptions } from './export';
-import { Prepared, TrainFamily } from './family';
-import { IGNORE_INDEX, crossEntropy } from './loss';
-import { underPrefix } from './params';
-import { VideoLLaMA2TrainBatch, VideoLLaMA2TrainData, VideoLLaMA2TrainExample, collateVideoLLaMA2 } from './videollama2_data';
+import { Tokenizer, loadTokenizer } from '../../tokenizers';
+import { TowerImageProcessor, loadTowerImageProcessor } from '../clip/image_processing';
+import { MediaInput, VideoLLaMA2 } from './modeling';
+import { resolveVisionTowerDir } from './vision';
+import { RawSample } from '../../training/data';
+import { ExportOptions } from '../../training/export';
+import { Prepared, TrainFamily } from '../../training/family';
+import { IGNORE_INDEX, crossEntropy } from '../../training/loss';
+import { underPrefix } from '../../training/params';
+import { VideoLLaMA2TrainBatch, VideoLLaMA2TrainData, VideoLLaMA2TrainExample, collateVideoLLaMA2 } from './train_data';
 
 export interface VideoLLaMA2FamilyOptions {
   samples?: readonly RawSample[];

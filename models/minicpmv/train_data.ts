@@ -27,14 +27,14 @@
  *    `<image>`/`<slice>` (+1) with the next `</image>`/`</slice>`; position_ids = arange(S).
  * 5. `data_collator`: pads input_ids / position_ids / attention_mask with 0 and labels with −100.
  */
-import { MiniCPMVConfig, MiniCPMVSliceConfig } from '../minicpmv/config';
-import { MiniCPMVInputs } from '../minicpmv/modeling';
-import { MINICPMV_PREPROCESSOR_DEFAULTS, MiniCPMVImageProcessor, PixelSlice } from '../minicpmv/processing';
-import { loadImage } from '../media/image';
-import { RgbImage } from '../media/types';
-import { Tokenizer } from '../tokenizers';
-import { RawSample, conversationsOf, resolveMedia, sampleName } from './data';
-import { IGNORE_INDEX } from './loss';
+import { MiniCPMVConfig, MiniCPMVSliceConfig } from './config';
+import { MiniCPMVInputs } from './modeling';
+import { MINICPMV_PREPROCESSOR_DEFAULTS, MiniCPMVImageProcessor, PixelSlice } from './processing';
+import { loadImage } from '../../media/image';
+import { RgbImage } from '../../media/types';
+import { Tokenizer } from '../../tokenizers';
+import { RawSample, conversationsOf, resolveMedia, sampleName } from '../../training/data';
+import { IGNORE_INDEX } from '../../training/loss';
 
 /** The special strings of `MiniCPMVTokenizerFast` (tokenization_minicpmv_fast.py). */
 export const MINICPMV_TOKENS = {

@@ -26,14 +26,14 @@
  * Where upstream silently substitutes another sample (an unreadable media file) or ignores the
  * media (a tag missing from the text, or a tag without media), this throws, naming the sample.
  */
-import { loadImage } from '../media/image';
-import { Tokenizer } from '../tokenizers';
-import { VideoLLaMA2Config } from '../videollama2/config';
-import { loadVideoLlama2Frames } from '../videollama2/frames';
-import { AspectRatio, PixelBatch, TowerImageProcessor, processFrames } from '../videollama2/image_processing';
-import { DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, MODAL_INDEX_MAP, tokenizerMultimodalToken } from '../videollama2/tokenization';
-import { RawSample, conversationsOf, resolveMedia, sampleName } from './data';
-import { IGNORE_INDEX } from './loss';
+import { loadImage } from '../../media/image';
+import { Tokenizer } from '../../tokenizers';
+import { VideoLLaMA2Config } from './config';
+import { loadVideoLlama2Frames } from './frames';
+import { AspectRatio, PixelBatch, TowerImageProcessor, processFrames } from '../clip/image_processing';
+import { DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, MODAL_INDEX_MAP, tokenizerMultimodalToken } from './tokenization';
+import { RawSample, conversationsOf, resolveMedia, sampleName } from '../../training/data';
+import { IGNORE_INDEX } from '../../training/loss';
 
 /** One preprocessed sample. */
 export interface VideoLLaMA2TrainExample {

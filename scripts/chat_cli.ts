@@ -1,6 +1,6 @@
 /** Helpers shared by the chat-like CLI commands (`vlm chat`, `vlm trace`). */
 import fs from 'node:fs';
-import { ChatMessage, ContentPart } from './chat';
+import { ChatMessage, ContentPart } from '../models/chat';
 
 /** One user turn: images, then a video, then the question — the order upstream chat uses. */
 export function userTurnParts(prompt: string, images: string[], video?: string): ChatMessage[] {

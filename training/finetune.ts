@@ -5,13 +5,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { detectFamily } from '../registry';
+import { detectFamily } from '../models/registry';
 import { RawSample, readDataFile } from './data';
 import { checkOutDir } from './export';
 import { TrainFamily } from './family';
-import { MiniCPMVTrainFamily } from './minicpmv_family';
+import { MiniCPMVTrainFamily } from '../models/minicpmv/train';
 import { TrainLoopOptions, TrainResult, Trainer, TrainerOptions } from './trainer';
-import { VideoLLaMA2TrainFamily } from './videollama2_family';
+import { VideoLLaMA2TrainFamily } from '../models/videollama2/train';
 
 export interface LoadTrainerOptions extends TrainerOptions {
   /** A data file (JSON list of samples, upstream format) or the samples themselves. */
