@@ -3,7 +3,7 @@
  *
  * - `causalMask`: the additive float mask of HF v4.40 `_prepare_4d_causal_attention_mask`
  *   (0 where allowed, float32 min where not; padding, causality and the sliding window).
- * - `scaledDotProduct`: softmax(q kᵀ / √D + mask) v in float32, eager like upstream.
+ * - `attend`: softmax(q kᵀ / √D + mask) v in float32, eager like upstream (every attention calls it).
  * - `GQAttention`: grouped-query self-attention with rotary and a KV cache (Qwen2: q/k/v bias;
  *   Mistral: none). KV heads are not repeated: the query heads of a group are folded into the
  *   row axis ([B, Hkv, G·T, D]), which is the same math as HF `repeat_kv` without the copy
@@ -58,16 +58,21 @@ export function causalMask(opts: MaskOptions): tf.Tensor4D | null {
   return tf.tensor4d(m, [B, 1, T, S]);
 }
 
+/** How scores are scaled: divided by a number after the matmul (decoders), multiplied (SigLIP/CLIP), or not (pre-scaled q). */
+export type ScoreScale = { div: number } | { mul: number } | null;
+
 /**
- * softmax(q kᵀ / √D + mask) v. q [..., Tq, D], k and v [..., S, D]; mask broadcastable to
- * [..., Tq, S] or null. Scores are divided by √D after the matmul, as upstream does.
+ * The one attention core: softmax(q kᵀ ∘ scale + mask) v in float32, eager like upstream.
+ * q [..., Tq, D], k and v [..., S, D]; `mask` is an additive tensor broadcastable to the scores,
+ * or a function that adds it (for masks that need a reshape of the scores). Returns [..., Tq, D].
  */
-export function scaledDotProduct(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale?: number): tf.Tensor {
+export function attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: ScoreScale,
+  mask: tf.Tensor | ((scores: tf.Tensor) => tf.Tensor) | null): tf.Tensor {
   return tf.tidy(() => {
-    const D = q.shape[q.shape.length - 1];
     let scores = tf.matMul(q, k, false, true); // [..., Tq, S]
-    scores = scale === undefined ? tf.div(scores, Math.sqrt(D)) : tf.mul(scores, scale);
-    if (mask) scores = tf.add(scores, mask);
+    if (scale && 'div' in scale) scores = tf.div(scores, scale.div);
+    else if (scale) scores = tf.mul(scores, scale.mul);
+    if (mask) scores = typeof mask === 'function' ? mask(scores) : tf.add(scores, mask);
     return tf.matMul(tf.softmax(scores, -1), v); // [..., Tq, D]
   });
 }
@@ -129,9 +134,9 @@ export class GQAttention extends Module {
       if (cache) [k, v] = cache.update(k, v); // [B, Hkv, S, D]
       const S = k.shape[2];
 
-      let scores = tf.div(tf.matMul(qr, k, false, true), Math.sqrt(D)); // [B, Hkv, G·T, S]
-      if (mask) scores = tf.add(scores.reshape([B, Hkv, G, T, S]), mask.reshape([mask.shape[0], 1, 1, T, S])).reshape([B, Hkv, G * T, S]);
-      const ctx = tf.matMul(tf.softmax(scores, -1), v); // [B, Hkv, G·T, D]
+      // scores [B, Hkv, G·T, S]; the mask [B|1, 1, T, S] broadcasts over the G query heads of a group
+      const addMask = mask && ((sc: tf.Tensor) => tf.add(sc.reshape([B, Hkv, G, T, S]), mask.reshape([mask.shape[0], 1, 1, T, S])).reshape([B, Hkv, G * T, S]));
+      const ctx = attend(qr, k, v, { div: Math.sqrt(D) }, addMask); // [B, Hkv, G·T, D]
       const merged = ctx.reshape([B, Hkv, G, T, D]).transpose([0, 3, 1, 2, 4]).reshape([B, T, H * D]); // head h = kv·G + g
       return this.o_proj.forward(merged) as tf.Tensor3D;
     });

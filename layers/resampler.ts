@@ -31,6 +31,7 @@
  * Shape letters: B images, L patches (padded), Q queries, D embed, H heads, d = D/H, K kv_dim.
  */
 import * as tf from '@tensorflow/tfjs';
+import { attend } from './attention';
 import { Tap } from './decoder';
 import { Linear, preferredLinearLayout } from './linear';
 import { Module, Param, ParamLayout, register } from './module';
@@ -96,9 +97,7 @@ export class TorchMultiheadAttention extends Module {
       const k = this.project(key.reshape([-1, E]) as tf.Tensor2D, 1).reshape([B, S, H, d]).transpose([0, 2, 1, 3]); // [B, H, S, d]
       const v = this.project(value.reshape([-1, E]) as tf.Tensor2D, 2).reshape([B, S, H, d]).transpose([0, 2, 1, 3]); // [B, H, S, d]
       const qb = Bq === B ? q : tf.broadcastTo(q, [B, H, Tq, d]); // one query set for all images
-      let scores = tf.matMul(qb, k, false, true); // [B, H, Tq, S]
-      if (mask) scores = tf.add(scores, mask);
-      const ctx = tf.matMul(tf.softmax(scores, -1), v); // [B, H, Tq, d]
+      const ctx = attend(qb, k, v, null, mask); // [B, H, Tq, d]
       return this.out_proj.forward(ctx.transpose([0, 2, 1, 3]).reshape([B, Tq, E])) as tf.Tensor3D; // [B, Tq, E]
     });
   }

@@ -14,6 +14,7 @@
  * Shape letters: B images, N tokens, E hidden, H heads, D head dim.
  */
 import * as tf from '@tensorflow/tfjs';
+import { attend } from './attention';
 import { Linear } from './linear';
 import { ActName, FcMLP } from './mlp';
 import { Module, register } from './module';
@@ -62,10 +63,7 @@ export class VisionAttention extends Module {
       if (this.cfg.scaleAt === 'query') q = tf.mul(q, scale);
       const k = heads(this.k_proj.forward(x));
       const v = heads(this.v_proj.forward(x));
-      let scores = tf.matMul(heads(q), k, false, true); // [B, H, N, N]
-      if (this.cfg.scaleAt === 'scores') scores = tf.mul(scores, scale);
-      if (mask) scores = tf.add(scores, mask);
-      const ctx = tf.matMul(tf.softmax(scores, -1), v); // [B, H, N, D]
+      const ctx = attend(heads(q), k, v, this.cfg.scaleAt === 'scores' ? { mul: scale } : null, mask); // [B, H, N, D]
       return this.out_proj.forward(ctx.transpose([0, 2, 1, 3]).reshape([B, N, E])) as tf.Tensor3D;
     });
   }
@@ -99,11 +97,3 @@ export class VisionEncoderLayer extends Module {
   }
 }
 register(VisionEncoderLayer);
-
-/** Additive key-padding mask [B, 1, 1, N] from a 0/1 validity array per image (1 = real token). */
-export function keyPaddingMask(valid: number[][]): tf.Tensor4D {
-  const B = valid.length, N = valid[0]?.length ?? 0;
-  const m = new Float32Array(B * N);
-  for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) m[b * N + n] = valid[b][n] ? 0 : -3.4028234663852886e38;
-  return tf.tensor4d(m, [B, 1, 1, N]);
-}

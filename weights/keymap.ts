@@ -14,7 +14,6 @@ export interface KeyMap {
   name: string;
 }
 
-export const IDENTITY_KEYMAP: KeyMap = { renames: [], ignore: [], name: 'identity' };
 
 /** Checkpoint key → module key, or null when the key is ignored. Unmatched keys map to themselves. */
 export function toModuleKey(map: KeyMap, ckptKey: string): string | null {

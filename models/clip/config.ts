@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { ActName } from '../../layers/mlp';
-import { ConfigReader, readJson } from '../../io/config';
+import { ConfigError, ConfigReader, readJson } from '../../io/config';
 
 /** The ViT hyper-parameters shared by CLIP and SigLIP vision towers (config.json meaning, camelCase). */
 export interface VisionTowerConfig {
@@ -54,6 +54,18 @@ const DEFAULTS = {
  */
 export function parseVisionTowerConfig(c: ConfigReader, family: 'clip' | 'siglip', unused?: (keys: string[]) => void): VisionTowerConfig {
   const v = c.obj.model_type === family || (c.has('vision_config') && !c.has('hidden_size')) ? c.sub('vision_config') : c;
+  const cfg = parseVisionTowerFields(v, family);
+  v.known(...GENERIC_CONFIG_KEYS);
+  const extra = v.unusedKeys();
+  if (extra.length && unused) unused(extra);
+  return cfg;
+}
+
+/**
+ * The one parse of a CLIP/SigLIP vision config object (`v` already points at the vision part; its
+ * prefix appears in errors). MiniCPM-V's `vision_config` goes through here too.
+ */
+export function parseVisionTowerFields(v: ConfigReader, family: 'clip' | 'siglip'): VisionTowerConfig {
   const d = DEFAULTS[family];
   const cfg: VisionTowerConfig = {
     family,
@@ -67,13 +79,13 @@ export function parseVisionTowerConfig(c: ConfigReader, family: 'clip' | 'siglip
     hiddenAct: v.oneOf('hidden_act', ACTS, d.act),
     layerNormEps: v.num('layer_norm_eps', d.eps, { positive: true }),
   };
+  const key = (k: string) => `'${v.prefix}${k}'`;
   if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) {
-    throw new Error(`${c.file}: ${v.prefix}hidden_size (${cfg.hiddenSize}) must be divisible by num_attention_heads (${cfg.numAttentionHeads})`);
+    throw new ConfigError(`${v.file}: ${key('hidden_size')} (${cfg.hiddenSize}) must be divisible by ${key('num_attention_heads')} (${cfg.numAttentionHeads})`);
   }
-  if (cfg.imageSize < cfg.patchSize) throw new Error(`${c.file}: ${v.prefix}image_size (${cfg.imageSize}) is smaller than patch_size (${cfg.patchSize})`);
-  v.known(...GENERIC_CONFIG_KEYS);
-  const extra = v.unusedKeys();
-  if (extra.length && unused) unused(extra);
+  if (cfg.imageSize < cfg.patchSize) {
+    throw new ConfigError(`${v.file}: ${key('image_size')} (${cfg.imageSize}) must be at least ${key('patch_size')} (${cfg.patchSize})`);
+  }
   return cfg;
 }
 

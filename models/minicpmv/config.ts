@@ -19,9 +19,9 @@ import path from 'node:path';
 import { DecoderConfig } from '../../layers/decoder';
 import { ActName } from '../../layers/mlp';
 import { ConfigError, ConfigReader, readJson } from '../../io/config';
+import { parseVisionTowerFields } from '../clip/config';
 import { parseQwen2Config } from '../qwen2/config';
 
-const VISION_ACTS: readonly ActName[] = ['gelu_pytorch_tanh', 'gelu', 'gelu_new', 'quick_gelu', 'relu', 'silu'];
 
 /** `vision_config` (SiglipVisionConfig), all keys filled. */
 export interface SiglipVisionConfig {
@@ -65,28 +65,15 @@ export interface MiniCPMVConfig {
   ignored_keys: string[];
 }
 
-/** SiglipVisionConfig from a reader over the `vision_config` object (defaults: SiglipVisionConfig.__init__). */
+/** SiglipVisionConfig from a reader over the `vision_config` object: the shared tower parser, in config.json names. */
 export function parseSiglipVisionConfig(c: ConfigReader): SiglipVisionConfig {
-  const cfg: SiglipVisionConfig = {
-    hidden_size: c.int('hidden_size', 768),
-    intermediate_size: c.int('intermediate_size', 3072),
-    num_hidden_layers: c.int('num_hidden_layers', 12),
-    num_attention_heads: c.int('num_attention_heads', 12),
-    num_channels: c.int('num_channels', 3),
-    image_size: c.int('image_size', 224),
-    patch_size: c.int('patch_size', 16),
-    hidden_act: c.oneOf('hidden_act', VISION_ACTS, 'gelu_pytorch_tanh'),
-    layer_norm_eps: c.num('layer_norm_eps', 1e-6, { positive: true }),
-    attention_dropout: c.num('attention_dropout', 0),
-  };
-  if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
-    throw new ConfigError(`${c.file}: '${c.prefix}hidden_size' (${cfg.hidden_size}) must be divisible by '${c.prefix}num_attention_heads' (${cfg.num_attention_heads})`);
-  }
-  if (cfg.image_size < cfg.patch_size) {
-    throw new ConfigError(`${c.file}: '${c.prefix}image_size' (${cfg.image_size}) must be at least '${c.prefix}patch_size' (${cfg.patch_size})`);
-  }
+  const t = parseVisionTowerFields(c, 'siglip');
   c.known('model_type', '_attn_implementation');
-  return cfg;
+  return {
+    hidden_size: t.hiddenSize, intermediate_size: t.intermediateSize, num_hidden_layers: t.numHiddenLayers,
+    num_attention_heads: t.numAttentionHeads, num_channels: t.numChannels, image_size: t.imageSize, patch_size: t.patchSize,
+    hidden_act: t.hiddenAct, layer_norm_eps: t.layerNormEps, attention_dropout: c.num('attention_dropout', 0),
+  };
 }
 
 /** `MiniCPMVConfig.default_vision_config`, used when config.json has no `vision_config`. */

@@ -3,35 +3,9 @@
  * Qwen2 configs with extra keys, so the parser reads from a shared ConfigReader.
  */
 import { DecoderConfig } from '../../layers/decoder';
-import { ActName } from '../../layers/mlp';
 import { ConfigReader } from '../../io/config';
-
-const ACTS: readonly ActName[] = ['silu', 'gelu', 'gelu_pytorch_tanh', 'gelu_new', 'relu'];
+import { parseLLMConfig } from '../llm_config';
 
 export function parseQwen2Config(c: ConfigReader): DecoderConfig {
-  const hiddenSize = c.int('hidden_size', 4096);
-  const numAttentionHeads = c.int('num_attention_heads', 32);
-  if (hiddenSize % numAttentionHeads !== 0) {
-    throw new Error(`${c.file}: hidden_size (${hiddenSize}) must be divisible by num_attention_heads (${numAttentionHeads})`);
-  }
-  const cfg: DecoderConfig = {
-    vocabSize: c.int('vocab_size', 151936),
-    hiddenSize,
-    intermediateSize: c.int('intermediate_size', 22016),
-    numHiddenLayers: c.int('num_hidden_layers', 32),
-    numAttentionHeads,
-    numKeyValueHeads: c.int('num_key_value_heads', numAttentionHeads),
-    headDim: hiddenSize / numAttentionHeads,
-    hiddenAct: c.oneOf('hidden_act', ACTS, 'silu'),
-    maxPositionEmbeddings: c.int('max_position_embeddings', 32768),
-    rmsNormEps: c.num('rms_norm_eps', 1e-6, { positive: true }),
-    ropeTheta: c.num('rope_theta', 10000, { positive: true }),
-    tieWordEmbeddings: c.bool('tie_word_embeddings', false),
-    // HF v4.40 Qwen2Model passes config.sliding_window to the eager mask regardless of use_sliding_window.
-    slidingWindow: c.intOrNull('sliding_window', 4096),
-    qkvBias: true,
-  };
-  c.known('use_sliding_window', 'max_window_layers', 'attention_dropout', 'initializer_range', 'use_cache',
-    'bos_token_id', 'eos_token_id', 'torch_dtype', 'transformers_version', 'architectures', 'model_type', '_name_or_path');
-  return cfg;
+  return parseLLMConfig(c, { vocabSize: 151936, intermediateSize: 22016, numKeyValueHeads: null, maxPositionEmbeddings: 32768, qkvBias: true });
 }

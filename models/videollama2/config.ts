@@ -40,10 +40,22 @@ export interface VideoLLaMA2Config {
   file: string;
 }
 
+/** Projector types `build_vision_projector` + `temporal_aggregator` accept (identity is rejected by the aggregator). */
+export const PROJECTOR_TYPES = ['stc_connector', 'stc_connector_v35', 'stp_connector', 'spatial_conv', 'spatial_pool', 'linear', 'mlp{N}x_gelu'] as const;
+
+/** `mm_projector_type`, refused here (before any weight is read) when the connector cannot build it. */
+function projectorType(c: ConfigReader): string {
+  const t = c.str('mm_projector_type', 'linear');
+  if (!/^mlp\d+x_gelu$/.test(t) && !(PROJECTOR_TYPES as readonly string[]).includes(t)) {
+    throw new ConfigError(`${c.file}: 'mm_projector_type' = ${JSON.stringify(t)} is not supported; expected one of ${PROJECTOR_TYPES.join(', ')}`);
+  }
+  return t;
+}
+
 /** Keys of released configs that the model does not read (training flags, tokenizer settings). */
 const KNOWN_UNUSED = [
   'freeze_mm_mlp_adapter', 'mm_projector_lr', 'mm_use_im_patch_token', 'mm_use_im_start_end', 'tune_mm_mlp_adapter',
-  'use_mm_proj', 'tokenizer_model_max_length', 'tokenizer_padding_side', 'pretraining_tp', 'rope_scaling',
+  'use_mm_proj', 'tokenizer_model_max_length', 'tokenizer_padding_side', 'pretraining_tp',
   'mm_vision_tower_lr', 'tune_mm_vision_tower',
 ];
 
@@ -70,7 +82,7 @@ export function parseVideoLLaMA2Config(obj: Record<string, unknown>, file: strin
     mm_vision_tower,
     mm_vision_select_layer: (selectLayerRaw as number | undefined) ?? -1,
     mm_vision_select_feature: c.oneOf('mm_vision_select_feature', ['patch', 'cls_patch'] as const, 'patch'),
-    mm_projector_type: c.str('mm_projector_type', 'linear'),
+    mm_projector_type: projectorType(c),
     mm_hidden_size: c.int('mm_hidden_size'),
     num_frames: c.int('num_frames', DEFAULT_NUM_FRAMES),
     image_aspect_ratio: c.has('image_aspect_ratio') ? c.str('image_aspect_ratio') : null,

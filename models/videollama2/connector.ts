@@ -33,6 +33,7 @@ import { Linear } from '../../layers/linear';
 import { activation } from '../../layers/mlp';
 import { Module, register } from '../../layers/module';
 import { RegStage } from '../../layers/regstage';
+import { PROJECTOR_TYPES } from './config';
 
 /** `build_mlp(depth, in, out)` / the `mlp{N}x_gelu` projector: Linear (→ GELU → Linear)×(depth−1), keys `0`, `2`, …. */
 export class GeluMLP extends Module {
@@ -182,8 +183,6 @@ export class STCConnector extends Module {
 }
 register(STCConnector);
 
-/** Projector types `build_vision_projector` + `temporal_aggregator` accept (identity is rejected by the aggregator). */
-export const PROJECTOR_TYPES = ['stc_connector', 'stc_connector_v35', 'stp_connector', 'spatial_conv', 'spatial_pool', 'linear', 'mlp{N}x_gelu'] as const;
 
 export type Connector = STCConnector | Linear | GeluMLP;
 

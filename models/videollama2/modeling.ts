@@ -27,6 +27,8 @@ import { WeightSource, loadWeights, LoadReport } from '../../weights/load';
 import { Checkpoint } from '../../weights/checkpoint';
 import { KeyMap } from '../../weights/keymap';
 import { VisionTowerConfig } from '../clip/config';
+import { MistralForCausalLM } from '../mistral/modeling';
+import { Qwen2ForCausalLM } from '../qwen2/modeling';
 import { GenerationOptions } from '../../generation/config';
 import { GenerateCallbacks, GenerationResult, asGenerationModel, generate } from '../../generation/generate';
 import { IMAGE_TOKEN_INDEX, VIDEO_TOKEN_INDEX, AUDIO_TOKEN_INDEX } from './tokenization';
@@ -98,7 +100,8 @@ export class VideoLLaMA2 extends Module {
     }
     this.config = config;
     this.towerConfig = towerConfig;
-    this.llm = new CausalLM(config.llm);
+    // Videollama2MistralForCausalLM / Videollama2Qwen2ForCausalLM: the LLM class of the config's family
+    this.llm = config.llmFamily === 'mistral' ? new MistralForCausalLM(config.llm) : new Qwen2ForCausalLM(config.llm);
     this.vision_tower = new VideoLLaMA2VisionTower(towerConfig, { selectLayer: config.mm_vision_select_layer, selectFeature: config.mm_vision_select_feature });
     this.mm_projector = buildConnector(config.mm_projector_type, config.mm_hidden_size, config.llm.hiddenSize);
   }
