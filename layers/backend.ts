@@ -21,6 +21,7 @@ import {
   registerCpuFallbacks, registerWasmBlas, registerWasmFusedMatMulFix, unrefWasmWorkers, withReportedCores,
 } from './wasm_kernels';
 import { registerSegmentSum } from './segment_sum';
+import type { BackendContext } from './layout';
 
 export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -54,6 +55,8 @@ export interface BackendInfo {
   kernels: string[];
   /** OpenBLAS core and threads when the native kernels are active. */
   blas?: string;
+  /** BatchMatMul/_FusedMatMul run on the native kernels. */
+  nativeMatmul: boolean;
   /** Why a preferred backend or the native kernels were not used. */
   notes: string[];
 }
@@ -116,6 +119,7 @@ async function initWasm(opts: BackendOptions, info: BackendInfo): Promise<void> 
   info.kernels.push(...registerCpuFallbacks(WASM_WRONG_KERNELS, true).map((k) => `${k}(cpu)`));
   if (blas) {
     info.kernels.push(...registerWasmBlas(blas).map((k) => `${k}(openblas)`));
+    info.nativeMatmul = true;
   } else {
     info.kernels.push(...registerWasmFusedMatMulFix().map((k) => `${k}(composed)`));
   }
@@ -135,7 +139,7 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
   const want = asked ? resolveBackendName(asked, argName) : undefined;
   if (current && (!want || want === current.requested || want === current.backend)) return current;
 
-  const info: BackendInfo = { backend: '', requested: want ?? 'auto', kernels: [], notes: [] };
+  const info: BackendInfo = { backend: '', requested: want ?? 'auto', kernels: [], notes: [], nativeMatmul: false };
   const order: BackendName[] = want ? [want] : [...BACKEND_NAMES];
   for (const name of order) {
     if (name === 'tensorflow-gpu' || name === 'tensorflow') {
@@ -179,6 +183,18 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
 /** The info of the initialised backend, or null before `initBackend`. */
 export function backendInfo(): BackendInfo | null {
   return current;
+}
+
+/**
+ * What weight layouts and budgets depend on, from the initialised backend: loaders take it
+ * explicitly (a model built before `initBackend` gets the same layout, chosen at load).
+ * VLM_LINEAR_LAYOUT=out_in|in_out overrides the Linear layout (for measurements).
+ */
+export function backendContext(): BackendContext {
+  if (!current) throw new Error('initBackend() must run before weights are loaded: their memory layout depends on the backend');
+  const env = process.env.VLM_LINEAR_LAYOUT;
+  const preferOutIn = env === 'out_in' ? true : env === 'in_out' ? false : current.nativeMatmul;
+  return { backend: current.backend, nativeMatmul: current.nativeMatmul, preferOutIn };
 }
 
 /** One line for `--version` and debug output. */

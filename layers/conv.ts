@@ -21,7 +21,7 @@
  * Shape letters: B batch, H/W height/width, I/O input/output channels, k kernel size.
  */
 import * as tf from '@tensorflow/tfjs';
-import { preferredLinearLayout } from './linear';
+import { LayoutChoice, byMatmul } from './layout';
 import { Module, Param, ParamLayout, register } from './module';
 
 export type Conv2dImpl = 'pointwise' | 'patch' | 'depthwise' | 'dense';
@@ -76,8 +76,8 @@ export class Conv2d extends Module {
     if (this.impl !== auto && !(this.impl === 'dense' && this.groups === 1)) {
       throw new Error(`Conv2d: impl '${this.impl}' does not fit this conv (k=${kernelSize}, stride ${this.stride}, padding ${this.padding}, groups ${this.groups})`);
     }
-    let layout: ParamLayout;
-    if (this.impl === 'pointwise') layout = preferredLinearLayout() === 'same' ? 'same' : 'oihw_to_hwio';
+    let layout: LayoutChoice;
+    if (this.impl === 'pointwise') layout = byMatmul('same', 'oihw_to_hwio');
     else if (this.impl === 'depthwise') layout = 'depthwise_to_hwc1';
     else layout = 'oihw_to_hwio';
     this.weight = new Param([outChannels, inChannels / this.groups, kernelSize, kernelSize], { layout });

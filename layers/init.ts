@@ -5,7 +5,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Module, Param } from './module';
-import { chunkRows, toMemoryLayout } from '../weights/load';
+import { backendContext } from './backend';
+import { chunkRows, toMemoryLayout } from './layout';
+import { tensorMatmulOptions } from './storage';
 
 /** Fast uniform noise with standard deviation `std` (xorshift32; not for statistics). */
 export function noise(n: number, std: number, seed: number): Float32Array {
@@ -25,6 +27,8 @@ export function noise(n: number, std: number, seed: number): Float32Array {
 
 /** Fills one parameter (checkpoint layout → memory layout, chunked like a real load). */
 export function fillParam(p: Param, values: (n: number, rows: [number, number]) => Float32Array): void {
+  const ctx = backendContext();
+  p.chooseLayout(ctx);
   const ranges = chunkRows(p.shape, p.maxChunkBytes);
   const tensors: tf.Tensor[] = [];
   for (const r of ranges) {
@@ -32,7 +36,7 @@ export function fillParam(p: Param, values: (n: number, rows: [number, number]) 
     const n = shape.reduce((a, b) => a * b, 1);
     tensors.push(toMemoryLayout(values(n, r), ranges.length === 1 ? p.shape : shape, p.layout));
   }
-  p.set(tensors, ranges.map((r) => r[0]));
+  p.set(tensors, ranges.map((r) => r[0]), tensorMatmulOptions(ctx));
 }
 
 /**

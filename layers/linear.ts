@@ -3,47 +3,26 @@
  * (Qwen2's lm_head / embed_tokens: 151666 × 3584 float32 = 2.2 GB). Both accept row-chunked
  * weights (see Param in module.ts).
  *
- * Linear layout: the checkpoint stores torch's [out, in]. On the OpenBLAS kernels [out, in] with
- * transposeB is as fast for prefill and 6x faster for decode (sgemv) than [in, out]; on stock wasm
- * [in, out] is 15x faster (XNNPACK; measured in scripts/bench.ts `linear-layout`). The layout is
- * chosen once at construction from the active backend (`preferredLinearLayout`) and never
- * transposed per call.
+ * Both read their weight only through `Param.matmul` / `Param.gather`, so the storage (float32 tfjs
+ * chunks, or native f16/bf16/q8_0/q4_0 outside the wasm heap) is the loader's choice.
+ *
+ * Linear layout (float32 tfjs storage): the checkpoint stores torch's [out, in]. On the OpenBLAS
+ * kernels [out, in] with transposeB is as fast for prefill and 6x faster for decode (sgemv) than
+ * [in, out]; on stock wasm [in, out] is 15x faster (XNNPACK). The layout is chosen once, at load,
+ * from the backend context (`LINEAR_LAYOUT`), and never transposed per call.
  */
 import * as tf from '@tensorflow/tfjs';
-import { backendInfo } from './backend';
-import { Module, Param, ParamLayout, register } from './module';
+import { LINEAR_LAYOUT, LayoutChoice } from './layout';
+import { Module, Param, register } from './module';
 
-/** Bytes above which a parameter is split into row chunks (wasm: < 2 GB per tensor is safe). */
+/** Bytes above which a float32 parameter is split into row chunks (wasm: < 2 GB per tensor is safe). */
 export const MAX_CHUNK_BYTES = 512 * 2 ** 20;
-
-/** [out, in] ('same') when the OpenBLAS kernels are active, [in, out] ('transposed') otherwise. */
-export function preferredLinearLayout(): ParamLayout {
-  const env = process.env.VLM_LINEAR_LAYOUT;
-  if (env === 'out_in') return 'same';
-  if (env === 'in_out') return 'transposed';
-  return blasActive() ? 'same' : 'transposed';
-}
-
-function blasActive(): boolean {
-  const info = backendInfo();
-  return !!info && info.kernels.includes('_FusedMatMul(openblas)');
-}
-
-/**
- * Vocab-sized (chunked) weights keep [out, in] on every backend. On the stock wasm matmul, a
- * weight used as the right operand is packed and cached by XNNPACK for its lifetime (a second
- * copy: a 2.2 GB LM head does not fit the heap twice), so such weights are used as the *left*
- * operand instead: y = (W · xᵀ)ᵀ — no copy, and 43 ms for a 537 MB chunk × one token.
- */
-function leftOperandPath(): boolean {
-  return tf.getBackend() === 'wasm' && !blasActive();
-}
 
 export interface LinearOptions {
   bias?: boolean;
   /** Split large weights into row chunks (for vocab-sized heads). */
   chunked?: boolean;
-  layout?: ParamLayout;
+  layout?: LayoutChoice;
 }
 
 /** y = x Wᵀ + b, torch.nn.Linear semantics. Checkpoint keys: `weight` [out, in], `bias` [out]. */
@@ -59,8 +38,10 @@ export class Linear extends Module {
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
     this.weight = new Param([outFeatures, inFeatures], {
-      layout: opts.layout ?? (opts.chunked ? 'same' : preferredLinearLayout()),
+      // vocab-sized (chunked) weights keep [out, in] on every backend (see TensorStorage.matmul)
+      layout: opts.layout ?? (opts.chunked ? 'same' : LINEAR_LAYOUT),
       maxChunkBytes: opts.chunked ? MAX_CHUNK_BYTES : undefined,
+      storable: 'matmul',
     });
     this.bias = opts.bias ? new Param([outFeatures]) : null;
   }
@@ -72,23 +53,8 @@ export class Linear extends Module {
       if (x.shape[x.shape.length - 1] !== this.inFeatures) {
         throw new Error(`${this.name}: input has ${x.shape[x.shape.length - 1]} features, expected ${this.inFeatures}`);
       }
-      const x2 = x.reshape([-1, this.inFeatures]); // [N, in]
-      const { chunks, layout } = this.weight.storage();
-      const transposeB = layout === 'same'; // [out, in] in memory
-      const bias = this.bias ? this.bias.value : undefined;
-      let y: tf.Tensor;
-      if (transposeB && leftOperandPath()) {
-        const xT = tf.transpose(x2); // [in, N]
-        const parts = chunks.map((c) => tf.matMul(c, xT)); // [rows, N] each
-        y = tf.transpose(parts.length === 1 ? parts[0] : tf.concat(parts, 0)); // [N, out]
-        if (bias) y = tf.add(y, bias);
-      } else if (chunks.length === 1) {
-        y = tf.fused.matMul({ a: x2 as tf.Tensor2D, b: chunks[0] as tf.Tensor2D, transposeB, bias });
-      } else {
-        const parts = chunks.map((c) => tf.matMul(x2, c, false, transposeB));
-        y = tf.concat(parts, 1);
-        if (bias) y = tf.add(y, bias);
-      }
+      const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D; // [N, in]
+      const y = this.weight.matmul(x2, this.bias ? this.bias.value : undefined); // [N, out]
       return y.reshape([...lead, this.outFeatures]);
     });
   }
@@ -114,28 +80,13 @@ export class Embedding extends Module {
     super();
     this.numEmbeddings = numEmbeddings;
     this.dim = dim;
-    this.weight = new Param([numEmbeddings, dim], { maxChunkBytes: MAX_CHUNK_BYTES });
+    this.weight = new Param([numEmbeddings, dim], { maxChunkBytes: MAX_CHUNK_BYTES, storable: 'gather' });
   }
 
   /** ids int32 [...] → [..., dim]. Ids outside [0, num) are an error naming the first bad one. */
   forward(ids: tf.Tensor): tf.Tensor {
-    const { chunks, starts } = this.weight.storage();
     return tf.tidy(() => {
-      const flat = ids.reshape([-1]).cast('int32');
-      let out: tf.Tensor;
-      if (chunks.length === 1) {
-        out = tf.gather(chunks[0], flat);
-      } else {
-        // Each chunk answers for its own rows; the others contribute zeros.
-        const parts = chunks.map((c, i) => {
-          const n = c.shape[0];
-          const local = tf.sub(flat, starts[i]);
-          const inside = tf.logicalAnd(tf.greaterEqual(local, 0), tf.less(local, n));
-          const rows = tf.gather(c, tf.clipByValue(local, 0, n - 1));
-          return tf.mul(rows, inside.cast('float32').expandDims(1));
-        });
-        out = tf.addN(parts);
-      }
+      const out = this.weight.gather(ids.reshape([-1]).cast('int32') as tf.Tensor1D); // [n, dim]
       return out.reshape([...ids.shape, this.dim]);
     });
   }

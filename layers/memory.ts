@@ -4,7 +4,7 @@
  * is allocated on wasm we check our own count and refuse with a clear message.
  */
 import * as tf from '@tensorflow/tfjs';
-import { backendInfo } from './backend';
+import type { BackendContext } from './layout';
 
 /** Bytes of live tensors we allow on the wasm heap (VLM_WASM_BUDGET_MB overrides; default 3.5 GB). */
 export function wasmBudgetBytes(): number {
@@ -35,13 +35,11 @@ export function assertFitsBackend(bytes: number, what: string, largestTensorByte
 }
 
 /**
- * Heap bytes a loaded weight really costs. The stock wasm matmul (XNNPACK fully-connected) keeps
- * a packed copy of every weight matrix it has multiplied with, for as long as the weight lives:
- * a Qwen2 LM head (2.2 GB) grew the heap to 3.7 GB (measured). With the OpenBLAS kernels nothing
- * is copied.
+ * Heap bytes a float32 weight matrix used as a right matmul operand really costs. The stock wasm
+ * matmul (XNNPACK fully-connected) keeps a packed copy of every weight matrix it has multiplied
+ * with, for as long as the weight lives: a Qwen2 LM head (2.2 GB) grew the heap to 3.7 GB
+ * (measured). With the native kernels nothing is copied.
  */
-export function weightHeapFactor(): number {
-  if (tf.getBackend() !== 'wasm') return 1;
-  const info = backendInfo();
-  return info && info.kernels.includes('_FusedMatMul(openblas)') ? 1 : 2;
+export function weightHeapFactor(ctx: BackendContext): number {
+  return ctx.backend === 'wasm' && !ctx.nativeMatmul ? 2 : 1;
 }

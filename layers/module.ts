@@ -14,98 +14,125 @@
  * chunks.
  */
 import * as tf from '@tensorflow/tfjs';
+import { BackendContext, LayoutChoice, ParamLayout, toCheckpointLayout } from './layout';
+import { ParamStorage, TensorMatmulOptions, TensorStorage } from './storage';
 
-/** How a parameter is laid out in memory relative to its checkpoint tensor. */
-export type ParamLayout =
-  /** as in the checkpoint */
-  | 'same'
-  /** 2-D, transposed: checkpoint [out, in] → memory [in, out] (stock wasm matmul prefers it) */
-  | 'transposed'
-  /** conv weight OIHW → HWIO (tfjs conv2d) */
-  | 'oihw_to_hwio'
-  /** depthwise conv weight [C, 1, kh, kw] → [kh, kw, C, 1] (tfjs depthwiseConv2d) */
-  | 'depthwise_to_hwc1'
-  /** conv3d weight OIDHW → DHWIO (tfjs conv3d) */
-  | 'oidhw_to_dhwio';
-
-/** Memory shape for a checkpoint shape under a layout. */
-export function layoutShape(shape: number[], layout: ParamLayout): number[] {
-  switch (layout) {
-    case 'same': return shape.slice();
-    case 'transposed': return [shape[1], shape[0]];
-    case 'oihw_to_hwio': return [shape[2], shape[3], shape[1], shape[0]];
-    case 'depthwise_to_hwc1': return [shape[2], shape[3], shape[0], shape[1]];
-    case 'oidhw_to_dhwio': return [shape[2], shape[3], shape[4], shape[1], shape[0]];
-  }
-}
-
-/** Permutation from checkpoint axes to memory axes (for tf.transpose), or null for 'same'. */
-export function layoutPerm(layout: ParamLayout): number[] | null {
-  switch (layout) {
-    case 'same': return null;
-    case 'transposed': return [1, 0];
-    case 'oihw_to_hwio': return [2, 3, 1, 0];
-    case 'depthwise_to_hwc1': return [2, 3, 0, 1];
-    case 'oidhw_to_dhwio': return [2, 3, 4, 1, 0];
-  }
-}
+export type { BackendContext, LayoutChoice, ParamLayout } from './layout';
+export { layoutPerm, layoutShape } from './layout';
 
 export interface ParamOptions {
-  layout?: ParamLayout;
+  /** Memory layout, fixed or chosen from the backend context at load (default 'same'). */
+  layout?: LayoutChoice;
   trainable?: boolean;
-  /** Split along checkpoint axis 0 into chunks of at most this many bytes (default: never). */
+  /** Split along checkpoint axis 0 into chunks of at most this many float32 bytes (default: never). */
   maxChunkBytes?: number;
+  /**
+   * A large matrix read only through `matmul` (a Linear weight, [out, in]) or `gather` (an
+   * embedding table): it may be stored outside tfjs (native f16/bf16/q8_0/q4_0, see
+   * layers/native_storage.ts). Norms, biases and small tensors stay float32 tfjs tensors.
+   */
+  storable?: 'matmul' | 'gather';
 }
 
-/** One named parameter: its checkpoint shape and, once loaded, its variable(s). */
+/** One named parameter: its checkpoint shape and, once loaded, its storage. */
 export class Param {
   /** Shape in the checkpoint (torch layout). */
   readonly shape: number[];
-  layout: ParamLayout;
+  readonly layoutChoice: LayoutChoice;
+  private chosenLayout: ParamLayout | null;
   trainable: boolean;
   maxChunkBytes?: number;
-  /** Row chunks along checkpoint axis 0, each laid out per `layout`. Usually one. */
-  chunks: tf.Variable[] = [];
-  /** Checkpoint-axis-0 start row of each chunk. */
-  chunkStarts: number[] = [];
+  readonly storable?: 'matmul' | 'gather';
+  /** The values, once loaded. */
+  private held: ParamStorage | null = null;
   /** Set when this parameter shares another's storage (tied weights). */
   tiedTo: Param | null = null;
 
   constructor(shape: number[], opts: ParamOptions = {}) {
     this.shape = shape;
-    this.layout = opts.layout ?? 'same';
+    this.layoutChoice = opts.layout ?? 'same';
+    this.chosenLayout = typeof this.layoutChoice === 'string' ? this.layoutChoice : null;
     this.trainable = opts.trainable ?? true;
     this.maxChunkBytes = opts.maxChunkBytes;
+    this.storable = opts.storable;
+  }
+
+  /** Picks the memory layout for the backend the weights are loaded for (loaders call this first). */
+  chooseLayout(ctx: BackendContext): ParamLayout {
+    const p = this.tiedTo ?? this;
+    if (typeof p.layoutChoice !== 'string') p.chosenLayout = p.layoutChoice(ctx);
+    return p.chosenLayout!;
+  }
+
+  /** The memory layout (after load, or when fixed). */
+  get layout(): ParamLayout {
+    const p = this.tiedTo ?? this;
+    if (!p.chosenLayout) throw new Error('parameter layout read before load (it is chosen from the backend at load)');
+    return p.chosenLayout;
   }
 
   get loaded(): boolean {
-    return (this.tiedTo ?? this).chunks.length > 0;
+    return (this.tiedTo ?? this).held !== null;
   }
 
-  /** The whole parameter (memory layout). Throws if it is chunked or not loaded. */
+  /** Where the values live (following ties); throws before load. */
+  get storage(): ParamStorage {
+    const s = (this.tiedTo ?? this).held;
+    if (!s) throw new Error('parameter read before it was loaded');
+    return s;
+  }
+
+  /** The float32 tfjs storage; throws when the parameter is held natively. */
+  get tensors(): TensorStorage {
+    const s = this.storage;
+    if (!(s instanceof TensorStorage)) throw new Error(`parameter is stored as ${s.dtype} outside tfjs; only matmul/gather can read it`);
+    return s;
+  }
+
+  /** Row chunks of a float32 tfjs parameter (following ties); [] before load. */
+  get chunks(): tf.Variable[] {
+    const s = (this.tiedTo ?? this).held;
+    return s instanceof TensorStorage ? s.chunks : [];
+  }
+
+  /** Checkpoint-axis-0 start row of each chunk (float32 tfjs storage). */
+  get chunkStarts(): number[] {
+    const s = (this.tiedTo ?? this).held;
+    return s instanceof TensorStorage ? s.starts : [];
+  }
+
+  /** The whole parameter (memory layout). Throws if it is chunked, native or not loaded. */
   get value(): tf.Variable {
-    const p = this.tiedTo ?? this;
-    if (p.chunks.length !== 1) {
-      throw new Error(p.chunks.length === 0 ? 'parameter read before it was loaded' : 'parameter is chunked; use .chunks');
-    }
-    return p.chunks[0];
+    const { chunks } = this.tensors;
+    if (chunks.length !== 1) throw new Error('parameter is chunked; use .chunks');
+    return chunks[0];
   }
 
-  /** Chunks of the storage (following ties). */
-  storage(): { chunks: tf.Variable[]; starts: number[]; layout: ParamLayout } {
-    const p = this.tiedTo ?? this;
-    return { chunks: p.chunks, starts: p.chunkStarts, layout: p.layout };
+  /** x [N, in] · Wᵀ (+ bias), whatever the storage. */
+  matmul(x: tf.Tensor2D, bias?: tf.Tensor): tf.Tensor2D {
+    return this.storage.matmul(x, bias);
   }
 
-  /** Replaces the storage by `tensors` (memory layout), taking ownership of them. */
-  set(tensors: tf.Tensor[], starts: number[]): void {
-    this.dispose();
-    this.chunks = tensors.map((t) => {
+  /** Rows `ids` (int32, in range) of a [num, dim] parameter, whatever the storage. */
+  gather(ids: tf.Tensor1D): tf.Tensor2D {
+    return this.storage.gather(ids);
+  }
+
+  /** Replaces the storage by float32 `tensors` (memory layout), taking ownership of them. */
+  set(tensors: tf.Tensor[], starts: number[], opts?: TensorMatmulOptions): void {
+    const layout = this.layout;
+    const vars = tensors.map((t) => {
       const v = tf.variable(t, this.trainable);
       t.dispose();
       return v;
     });
-    this.chunkStarts = starts;
+    this.setStorage(new TensorStorage(vars, starts, layout, (c) => toCheckpointLayout(c.dataSync() as Float32Array, c.shape, layout), opts));
+  }
+
+  /** Replaces the storage (taking ownership). */
+  setStorage(s: ParamStorage): void {
+    this.dispose();
+    this.held = s;
   }
 
   /** Makes this parameter share `other`'s storage (e.g. lm_head tied to embed_tokens). */
@@ -115,9 +142,8 @@ export class Param {
   }
 
   dispose(): void {
-    for (const c of this.chunks) c.dispose();
-    this.chunks = [];
-    this.chunkStarts = [];
+    this.held?.dispose();
+    this.held = null;
   }
 }
 
@@ -184,7 +210,7 @@ export abstract class Module extends tf.layers.Layer {
     for (const [, m] of this.namedModules()) m.disposeBuffers();
     let n = 0;
     for (const [, p] of this.namedParams()) {
-      n += p.chunks.length;
+      if (!p.tiedTo && p.loaded) n += p.chunks.length || 1;
       p.dispose();
     }
     return { refCountAfterDispose: 0, numDisposedVariables: n };

@@ -33,7 +33,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { attend } from './attention';
 import { Tap } from './decoder';
-import { Linear, preferredLinearLayout } from './linear';
+import { LINEAR_LAYOUT, LayoutChoice, byMatmul } from './layout';
+import { Linear } from './linear';
 import { Module, Param, ParamLayout, register } from './module';
 import { LayerNorm } from './norms';
 
@@ -54,7 +55,7 @@ export class TorchMultiheadAttention extends Module {
   in_proj_bias: Param;
   out_proj: Linear;
 
-  constructor(embedDim: number, numHeads: number, layout: ParamLayout = preferredLinearLayout()) {
+  constructor(embedDim: number, numHeads: number, layout: LayoutChoice = LINEAR_LAYOUT) {
     super();
     if (embedDim % numHeads !== 0) throw new Error(`MultiheadAttention: embed_dim ${embedDim} is not divisible by num_heads ${numHeads}`);
     this.embedDim = embedDim;
@@ -70,7 +71,7 @@ export class TorchMultiheadAttention extends Module {
   /** x [N, E] @ W_part ᵀ + b_part for part 0 (q), 1 (k) or 2 (v) of the packed projection. */
   private project(x2: tf.Tensor2D, part: 0 | 1 | 2): tf.Tensor2D {
     const E = this.embedDim;
-    const { chunks, starts, layout } = this.in_proj_weight.storage();
+    const { chunks, starts, layout } = this.in_proj_weight.tensors;
     if (chunks.length !== 3 || starts[part] !== part * E) {
       throw new Error(`MultiheadAttention: in_proj_weight must be held as 3 row chunks (q, k, v), found ${chunks.length}`);
     }
@@ -177,7 +178,7 @@ export class Resampler extends Module {
     if (D % 4 !== 0) throw new Error(`Resampler: embed_dim ${D} must be a multiple of 4 (2-D sincos position embedding)`);
     this.cfg = cfg;
     this.maxSize = [...(cfg.maxSize ?? [70, 70])];
-    const layout = preferredLinearLayout();
+    const layout = LINEAR_LAYOUT;
     this.query = new Param([cfg.numQueries, D]);
     this.kv_proj = cfg.kvDim !== null && cfg.kvDim !== D ? new Linear(cfg.kvDim, D, { bias: false, layout }) : null;
     this.attn = new TorchMultiheadAttention(D, cfg.numHeads, layout);
@@ -186,7 +187,7 @@ export class Resampler extends Module {
     this.ln_post = new LayerNorm(D, cfg.normEps);
     // `x @ proj`: the checkpoint is [in, out]; keep it when the backend prefers [in, out] weights,
     // else transpose once to [out, in] (then matmul with transposeB), like Linear.
-    this.proj = new Param([D, D], { layout: layout === 'same' ? 'transposed' : 'same' });
+    this.proj = new Param([D, D], { layout: byMatmul('transposed', 'same') });
   }
 
   /** `_adjust_pos_cache`: grows max_size to cover `tgtSizes` and (re)builds the table when needed. */

@@ -46,7 +46,7 @@ export function selectTrainable(model: Module, keymap: KeyMap, prefixes: readonl
   for (const [name, param] of model.namedParams()) {
     if (param.tiedTo) continue;
     if (!param.loaded) throw new Error(`parameter '${name}' is not loaded`);
-    all.push({ name, key: toCheckpointKey(keymap, name), param, variables: param.storage().chunks });
+    all.push({ name, key: toCheckpointKey(keymap, name), param, variables: param.chunks });
   }
   const hit = (t: TrainableParam, p: string) => underPrefix(t.name, p) || underPrefix(t.key, p);
   for (const p of prefixes) {
@@ -74,7 +74,7 @@ function inversePerm(layout: Param['layout']): number[] | null {
  * layout and shape. The caller owns the result; the inputs are not disposed.
  */
 export function toCheckpointTensor(param: Param, chunks: readonly tf.Tensor[]): tf.Tensor {
-  const { layout } = param.storage();
+  const { layout } = param;
   const inv = inversePerm(layout);
   return tf.tidy(() => {
     const parts = chunks.map((c) => (inv ? tf.transpose(c, inv) : c));

@@ -9,9 +9,12 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { assertFitsBackend, weightHeapFactor } from '../layers/memory';
-import { Module, Param, ParamLayout, layoutPerm, layoutShape } from '../layers/module';
+import { backendContext } from '../layers/backend';
+import { BackendContext, chunkRows, toMemoryLayout } from '../layers/layout';
+import { Module, Param } from '../layers/module';
+import { ParamStorage, TensorMatmulOptions, tensorMatmulOptions } from '../layers/storage';
 import { Checkpoint } from './checkpoint';
-import { HostTensor } from './safetensors';
+import { HostTensor, TensorEntry } from './safetensors';
 import { KeyMap, toCheckpointKey, toModuleKey } from './keymap';
 
 export class WeightLoadError extends Error {
@@ -32,68 +35,37 @@ export interface WeightSource {
 export interface LoadReport {
   loaded: number;
   ignored: string[];
+  /** float32 bytes on the tfjs backend. */
   bytes: number;
+  /** Bytes held natively (outside the tfjs backend). */
+  nativeBytes: number;
 }
 
 const shapeStr = (s: number[]) => `[${s.join(', ')}]`;
 
-/** Permutes a host array from `shape` by `perm` (like np.transpose). */
-export function permuteHost(data: Float32Array, shape: number[], perm: number[]): Float32Array {
-  const rank = shape.length;
-  const outShape = perm.map((p) => shape[p]);
-  const out = new Float32Array(data.length);
-  if (rank === 2) {
-    // Blocked 2-D transpose (cache friendly for multi-hundred-MB matrices).
-    const [R, C] = shape, BS = 64;
-    for (let r0 = 0; r0 < R; r0 += BS) {
-      for (let c0 = 0; c0 < C; c0 += BS) {
-        const r1 = Math.min(r0 + BS, R), c1 = Math.min(c0 + BS, C);
-        for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) out[c * R + r] = data[r * C + c];
-      }
-    }
-    return out;
-  }
-  const inStrides = new Array(rank).fill(1);
-  for (let d = rank - 2; d >= 0; d--) inStrides[d] = inStrides[d + 1] * shape[d + 1];
-  const strides = perm.map((p) => inStrides[p]); // input stride of each output axis
-  const idx = new Array(rank).fill(0);
-  for (let o = 0; o < out.length; o++) {
-    let src = 0;
-    for (let d = 0; d < rank; d++) src += idx[d] * strides[d];
-    out[o] = data[src];
-    for (let d = rank - 1; d >= 0; d--) {
-      if (++idx[d] < outShape[d]) break;
-      idx[d] = 0;
-    }
-  }
-  return out;
+export { permuteHost, toMemoryLayout, toCheckpointLayout, chunkRows } from '../layers/layout';
+
+/** A native storage decided at load for one parameter (see layers/native_storage.ts). */
+export interface PlannedStorage {
+  /** Bytes outside the tfjs backend. */
+  bytes: number;
+  /** Reads or maps the values (called only once the whole load has been checked). */
+  load(): ParamStorage;
 }
 
-/** Host float32 tensor in checkpoint layout → tf tensor in the parameter's memory layout. */
-export function toMemoryLayout(data: Float32Array, ckptShape: number[], layout: ParamLayout): tf.Tensor {
-  const perm = layoutPerm(layout);
-  const memShape = layoutShape(ckptShape, layout);
-  return tf.tensor(perm ? permuteHost(data, ckptShape, perm) : data, memShape, 'float32');
+/** Chooses, per parameter, a storage other than float32 tfjs tensors (null: float32 tfjs). */
+export interface StoragePlanner {
+  plan(moduleKey: string, param: Param, entry: TensorEntry): PlannedStorage | null;
+  /** Refuses up front (with the numbers) a load that needs more memory than the machine has. */
+  check?(nativeBytes: number, backendBytes: number): void;
 }
 
-/** Inverse of `toMemoryLayout` (for export): memory layout → checkpoint layout, on the host. */
-export function toCheckpointLayout(data: Float32Array, memShape: number[], layout: ParamLayout): Float32Array {
-  const perm = layoutPerm(layout);
-  if (!perm) return data;
-  const inv = new Array(perm.length);
-  perm.forEach((p, i) => { inv[p] = i; });
-  return permuteHost(data, memShape, inv);
-}
-
-/** Row ranges [start, end) that split `shape` along axis 0 into chunks of at most maxBytes (float32). */
-export function chunkRows(shape: number[], maxBytes?: number): [number, number][] {
-  const rows = shape[0] ?? 1;
-  const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * 4;
-  if (!maxBytes || rows * rowBytes <= maxBytes || shape.length < 2) return [[0, rows]];
-  const per = Math.max(1, Math.floor(maxBytes / rowBytes));
-  const out: [number, number][] = [];
-  for (let s = 0; s < rows; s += per) out.push([s, Math.min(rows, s + per)]);
-  return out;
+export interface LoadWeightsOptions {
+  what?: string;
+  /** The backend the weights are laid out for (default: the initialised backend's context). */
+  ctx?: BackendContext;
+  /** Where large matrices go (default: float32 tfjs tensors). */
+  storage?: StoragePlanner | null;
 }
 
 interface Planned { moduleKey: string; param: Param; source: WeightSource; ckptKey: string }
@@ -102,7 +74,7 @@ interface Planned { moduleKey: string; param: Param; source: WeightSource; ckptK
  * Checks and loads every parameter of `module` from `sources`. Throws a WeightLoadError listing
  * every missing, unexpected and wrong-shape key (with shard and shapes) before assigning anything.
  */
-export function loadWeights(module: Module, sources: WeightSource[], opts: { what?: string } = {}): LoadReport {
+export function loadWeights(module: Module, sources: WeightSource[], opts: LoadWeightsOptions = {}): LoadReport {
   const what = opts.what ?? ((module.constructor as { className?: string }).className ?? module.name);
   const expected = new Map<string, Param>();
   for (const [k, p] of module.namedParams()) if (!p.tiedTo) expected.set(k, p);
@@ -161,25 +133,41 @@ export function loadWeights(module: Module, sources: WeightSource[], opts: { wha
       `${shapeErrors.length} wrong-shape, ${dtypeErrors.length} wrong-dtype tensor(s):\n${head.join('\n')}`);
   }
 
-  // Budget check (wasm heap) before anything is uploaded.
-  // Stock wasm matmul keeps a packed copy of each right-operand weight (chunked vocab matrices are
-  // used as the left operand or gathered, see layers/linear.ts, and cost their size only).
-  const factor = weightHeapFactor();
-  let bytes = 0, largest = 0;
-  for (const p of expected.values()) {
+  // Storage plan and budget check (wasm heap) before anything is uploaded. Stock wasm matmul keeps
+  // a packed copy of each right-operand float32 weight (chunked vocab matrices are used as the
+  // left operand or gathered, see layers/storage.ts, and cost their size only).
+  const ctx = opts.ctx ?? backendContext();
+  const factor = weightHeapFactor(ctx);
+  let bytes = 0, largest = 0, nativeBytes = 0;
+  const natives = new Map<string, PlannedStorage>();
+  for (const [k, p] of expected) {
+    p.chooseLayout(ctx);
+    const pl = planned.get(k);
+    const ns = pl && opts.storage ? opts.storage.plan(k, p, pl.source.checkpoint.entry(pl.ckptKey)) : null;
+    if (ns) {
+      natives.set(k, ns);
+      nativeBytes += ns.bytes;
+      continue;
+    }
     const n = p.shape.reduce((a, b) => a * b, 1) * 4;
     bytes += p.shape.length >= 2 && !p.maxChunkBytes ? n * factor : n;
     const rows = chunkRows(p.shape, p.maxChunkBytes);
     const rowBytes = n / (p.shape[0] || 1);
     largest = Math.max(largest, ...rows.map(([s, e]) => (e - s) * rowBytes));
   }
-  assertFitsBackend(bytes, `loading ${what} (${expected.size} tensors, float32${factor > 1 ? ', matrices ×2 for the stock wasm matmul\'s packed weight copies' : ''})`, largest);
+  opts.storage?.check?.(nativeBytes, bytes);
+  assertFitsBackend(bytes, `loading ${what} (${expected.size - natives.size} float32 tensors${factor > 1 ? ', matrices ×2 for the stock wasm matmul\'s packed weight copies' : ''})`, largest);
 
-  for (const pl of planned.values()) loadParam(pl);
-  return { loaded: planned.size, ignored, bytes };
+  const matmulOpts = tensorMatmulOptions(ctx);
+  for (const [k, pl] of planned) {
+    const ns = natives.get(k);
+    if (ns) pl.param.setStorage(ns.load());
+    else loadParam(pl, matmulOpts);
+  }
+  return { loaded: planned.size, ignored, bytes, nativeBytes };
 }
 
-function loadParam({ param, source, ckptKey }: Planned): void {
+function loadParam({ param, source, ckptKey }: Planned, matmulOpts: TensorMatmulOptions): void {
   const ck = source.checkpoint;
   const ranges = chunkRows(param.shape, param.maxChunkBytes);
   const tensors: tf.Tensor[] = [];
@@ -193,19 +181,10 @@ function loadParam({ param, source, ckptKey }: Planned): void {
     tf.dispose(tensors);
     throw err;
   }
-  param.set(tensors, ranges.map(([s]) => s));
+  param.set(tensors, ranges.map(([s]) => s), matmulOpts);
 }
 
-/** Reads a parameter back in checkpoint layout (export, trace, tests). */
+/** Reads a parameter back in checkpoint layout, as float32 (export, trace, tests). */
 export function readParam(param: Param): { data: Float32Array; shape: number[] } {
-  const { chunks, layout } = param.storage();
-  const parts = chunks.map((c) => toCheckpointLayout(c.dataSync() as Float32Array, c.shape, layout));
-  if (parts.length === 1) return { data: parts[0], shape: param.shape };
-  const out = new Float32Array(param.shape.reduce((a, b) => a * b, 1));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return { data: out, shape: param.shape };
+  return { data: param.storage.toFloat32(), shape: param.shape };
 }

@@ -22,7 +22,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { FLOAT32_MIN } from '../../layers/attention';
 import { Tap } from '../../layers/decoder';
-import { Embedding, preferredLinearLayout } from '../../layers/linear';
+import { byMatmul } from '../../layers/layout';
+import { Embedding } from '../../layers/linear';
 import { Module, Param, register } from '../../layers/module';
 import { LayerNorm } from '../../layers/norms';
 import { VisionEncoderLayer, VisionLayerConfig } from '../../layers/vit';
@@ -104,7 +105,7 @@ export class NavitPatchEmbedding extends Module {
     this.patchSize = patchSize;
     this.embedDim = embedDim;
     // 'oihw_to_hwio' → [P, P, C, E] = [in, out]; 'same' → [E, C, P, P] = [out, in] (transposeB)
-    const layout = preferredLinearLayout() === 'transposed' ? 'oihw_to_hwio' : 'same';
+    const layout = byMatmul('same', 'oihw_to_hwio');
     this.weight = new Param([embedDim, channels, patchSize, patchSize], { layout });
     this.bias = new Param([embedDim]);
   }
