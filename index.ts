@@ -13,7 +13,7 @@ export { Qwen2ForCausalLM } from './models/qwen2/modeling';
 export { MistralForCausalLM } from './models/mistral/modeling';
 export { CausalLM } from './layers/decoder';
 export * as generation from './generation';
-export * as training from './training';
+
 export { loadTokenizer } from './tokenizers';
 export type { Tokenizer } from './tokenizers';
 export { loadImage } from './media/image';
@@ -21,3 +21,21 @@ export { probeVideo, decodeFrames, streamFrames } from './media/video';
 export { SafetensorsFile, writeSafetensors } from './weights/safetensors';
 export { Checkpoint } from './weights/checkpoint';
 export { loadWeights } from './weights/load';
+
+// Fine-tuning: the shared trainer plus each family's training data and adapter.
+import * as trainingCore from './training';
+import { MiniCPMVFinetuneData, collateMiniCPMV, finetuneSliceConfig } from './models/minicpmv/train_data';
+import { MiniCPMVTrainFamily } from './models/minicpmv/train';
+import { VideoLLaMA2TrainData, collateVideoLLaMA2, preprocessMultimodal } from './models/videollama2/train_data';
+import { VideoLLaMA2TrainFamily } from './models/videollama2/train';
+export const training = {
+  ...trainingCore, MiniCPMVFinetuneData, collateMiniCPMV, finetuneSliceConfig, MiniCPMVTrainFamily,
+  VideoLLaMA2TrainData, collateVideoLLaMA2, preprocessMultimodal, VideoLLaMA2TrainFamily,
+};
+export type * as trainingTypes from './training';
+export type { MiniCPMVTrainBatch, MiniCPMVTrainExample } from './models/minicpmv/train_data';
+export type { VideoLLaMA2TrainBatch, VideoLLaMA2TrainExample } from './models/videollama2/train_data';
+export { FAMILIES, familyRow } from './models/families';
+export type { FamilyRow } from './models/families';
+export type { VisionLanguageModel, ModelLoadOptions, PreparedInputs, Embedded } from './models/contract';
+export { ChatPipeline } from './models/pipeline';

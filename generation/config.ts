@@ -5,7 +5,7 @@
  */
 
 export interface GenerationOptions {
-  /** Tokens to generate at most (>= 1; default 256). */
+  /** Tokens to generate at most (>= 1; default DEFAULT_MAX_NEW_TOKENS = 2048, upstream's chat default). */
   maxNewTokens?: number;
   /** Eos cannot be generated before this many new tokens (HF min_new_tokens). */
   minNewTokens?: number;
@@ -45,7 +45,11 @@ export interface ResolvedGenerationConfig {
   seed: number;
 }
 
-export const DEFAULT_MAX_NEW_TOKENS = 256;
+/**
+ * The one default of max_new_tokens: 2048, upstream's chat default for both families
+ * (MiniCPM-V `MiniCPMV.chat(max_new_tokens=2048)`, VideoLLaMA 2 `mm_infer(max_new_tokens=2048)`).
+ */
+export const DEFAULT_MAX_NEW_TOKENS = 2048;
 
 /** Fills defaults and validates; each error names the option. Never mutates `opts`. */
 export function resolveGenerationConfig(opts: GenerationOptions = {}): ResolvedGenerationConfig {

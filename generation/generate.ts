@@ -104,7 +104,8 @@ class PaddingState {
   }
 }
 
-export type FinishReason = 'eos' | 'length' | 'stop_string' | 'max_positions';
+/** Why generation ended; 'aborted' when the caller's AbortSignal fired (checked once per token). */
+export type FinishReason = 'eos' | 'length' | 'stop_string' | 'max_positions' | 'aborted';
 
 export interface GenerationResult {
   /** Generated ids (HF `generate` output minus the prompt; includes the eos token when it stopped on one). */
@@ -133,6 +134,16 @@ export interface GenerateCallbacks {
   onToken?: (step: StreamStep) => void;
   /** Called once per decoding step (also during beam search), e.g. for timing. */
   onStep?: () => void;
+  /**
+   * Stops generation within one token when aborted (finishReason 'aborted'; tensors freed). With a
+   * signal, each step yields to the event loop so that a disconnect or timeout can be seen.
+   */
+  signal?: AbortSignal;
+}
+
+/** Lets pending I/O callbacks (a client disconnect, a timer) run between two tokens. */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Builds the HF processor list (repetition penalty) and warpers (temperature → top-k → top-p). */
@@ -237,7 +248,7 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
 }
 
 /** Beam search (HF v4.40 `_beam_search`, batch 1). Returns the best hypothesis' generated ids. */
-export async function beamSearch(model: GenerationModel, input: GenerationInput, options: GenerationOptions = {}, onStep?: () => void): Promise<GenerationResult> {
+export async function beamSearch(model: GenerationModel, input: GenerationInput, options: GenerationOptions = {}, onStep?: () => void, signal?: AbortSignal): Promise<GenerationResult> {
   const c = resolveGenerationConfig(options);
   const K = c.numBeams;
   const prompt = promptEmbeds(model, input);
@@ -277,6 +288,8 @@ export async function beamSearch(model: GenerationModel, input: GenerationInput,
       };
       const next = scorer.process(seqs, step, c.eosTokenIds, promptIds.length, c.padTokenId);
       onStep?.();
+      if (signal) await yieldToEventLoop();
+      if (signal?.aborted) return { tokens: [], finishReason: 'aborted', promptTokens: promptLen };
       seqs = next.beamIndices.map((b, i) => [...seqs[b], next.tokens[i]]);
       beamScores = Float32Array.from(next.scores);
       const generatedLen = seqs[0].length - promptIds.length;
@@ -312,7 +325,7 @@ export async function generate(model: GenerationModel, input: GenerationInput, o
   const c = resolveGenerationConfig(options);
   const streamer = callbacks.decode && callbacks.onText ? new TextStreamer(callbacks.decode, callbacks.onText) : null;
   if (c.numBeams > 1) {
-    const r = await beamSearch(model, input, options, callbacks.onStep);
+    const r = await beamSearch(model, input, options, callbacks.onStep, callbacks.signal);
     for (const t of r.tokens) callbacks.onToken?.({ token: t, logprob: NaN });
     streamer?.put(r.tokens);
     streamer?.end();
@@ -323,6 +336,14 @@ export async function generate(model: GenerationModel, input: GenerationInput, o
   const it = generateStream(model, input, options, callbacks.decode);
   let finishReason: FinishReason = 'length';
   for (;;) {
+    if (callbacks.signal) {
+      await yieldToEventLoop();
+      if (callbacks.signal.aborted) {
+        await it.return('aborted'); // runs the generator's finally: the KV cache is freed
+        finishReason = 'aborted';
+        break;
+      }
+    }
     const r = await it.next();
     if (r.done) {
       finishReason = r.value;

@@ -42,7 +42,8 @@ export interface DecoderConfig {
 }
 
 /** Receives named intermediate tensors; must not dispose them (they are disposed by the caller's tidy). */
-export type Tap = (name: string, t: tf.Tensor) => void;
+export type { Tap } from './taps';
+import type { Tap } from './taps';
 
 export class DecoderLayer extends Module {
   static className = 'DecoderLayer';

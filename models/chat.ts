@@ -26,6 +26,8 @@ export interface ChatOptions extends GenerationOptions {
   system?: string;
   /** Streamed answer text, chunk by chunk, as it is generated (beam search: once at the end). */
   onText?: (chunk: string) => void;
+  /** Aborting stops generation within one token (finishReason 'aborted'); its tensors are freed. */
+  signal?: AbortSignal;
 }
 
 export interface ChatTimings {
@@ -62,7 +64,8 @@ export interface TracedTensor {
 
 /** A loaded multimodal chat model. */
 export interface ChatModel {
-  readonly family: 'minicpmv' | 'videollama2';
+  /** The family's key in the family table (models/families.ts). */
+  readonly family: string;
   chat(messages: ChatMessage[], opts?: ChatOptions): Promise<ChatResult>;
   /** Streams text chunks; `result` resolves when generation ends. */
   chatStream(messages: ChatMessage[], opts?: ChatOptions): ChatStream;

@@ -1,40 +1,37 @@
 /**
- * model_type → family loader. `loadChatModel(dir)` reads `DIR/config.json` and returns the
- * family's chat pipeline (model, tokenizer and processors loaded from the directory).
+ * `loadChatModel(dir)`: reads `DIR/config.json`, finds the family row for its `model_type` in the
+ * family table (models/families.ts) and returns that family's chat pipeline (model, tokenizer and
+ * processors loaded from the directory).
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ChatModel } from './chat';
 import { readJson } from '../io/config';
+import { ChatModel } from './chat';
+import { ModelLoadOptions } from './contract';
+import { FAMILIES, FamilyRow, rowForModelType } from './families';
 
-export type Family = 'minicpmv' | 'videollama2';
+export type Family = string;
+export type LoadOptions = ModelLoadOptions;
 
-export interface LoadOptions {
-  warn?: (msg: string) => void;
-  /** VideoLLaMA2: directory of the vision tower when `mm_vision_tower` names a hub repo. */
-  visionTowerDir?: string;
+/** The family row of a checkpoint directory, from config.json's `model_type`. */
+export function familyOf(dir: string): FamilyRow {
+  const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(dir)) throw new Error(`model directory ${dir} does not exist`);
+  if (!fs.existsSync(file)) throw new Error(`model directory ${dir} has no config.json (expected a Hugging Face checkpoint directory)`);
+  const t = readJson(file).model_type;
+  const row = rowForModelType(t);
+  if (!row) {
+    throw new Error(`${file}: model_type ${JSON.stringify(t)} is not supported (supported: ${FAMILIES.flatMap((f) => f.modelTypes).join(', ')})`);
+  }
+  return row;
 }
 
-/** The family of a checkpoint directory, from config.json's `model_type`. */
+/** The family key of a checkpoint directory. */
 export function detectFamily(dir: string): Family {
-  const file = path.join(dir, 'config.json');
-  if (!fs.existsSync(dir)) throw new Error(`--model: ${dir} does not exist`);
-  if (!fs.existsSync(file)) throw new Error(`--model: ${dir} has no config.json (expected a Hugging Face checkpoint directory)`);
-  const cfg = readJson(file);
-  const t = cfg.model_type;
-  if (t === 'minicpmv') return 'minicpmv';
-  if (typeof t === 'string' && t.startsWith('videollama2')) return 'videollama2';
-  throw new Error(`${file}: model_type ${JSON.stringify(t)} is not supported (supported: minicpmv, videollama2, videollama2_mistral, videollama2_qwen2)`);
+  return familyOf(dir).name;
 }
 
 /** Loads the chat pipeline of a checkpoint directory. */
 export async function loadChatModel(dir: string, opts: LoadOptions = {}): Promise<ChatModel> {
-  const family = detectFamily(dir);
-  // required lazily: only the family in use is loaded
-  if (family === 'minicpmv') {
-    const { MiniCPMVChat } = require('./minicpmv/chat') as typeof import('./minicpmv/chat');
-    return MiniCPMVChat.fromPretrained(dir, opts);
-  }
-  const { VideoLLaMA2Chat } = require('./videollama2/chat') as typeof import('./videollama2/chat');
-  return VideoLLaMA2Chat.fromPretrained(dir, opts);
+  return familyOf(dir).loadChat(dir, opts);
 }

@@ -3,6 +3,8 @@
  * Streams the answer to stdout; with --json prints one object
  * {"text", "token_ids", "prompt_tokens", "timings"} instead.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { ChatModel } from '../models/chat';
 import { userTurnParts } from './chat_cli';
 import { loadChatModel } from '../models/registry';
@@ -51,7 +53,14 @@ export function generationFlags(opts: ParsedOptions): Record<string, unknown> {
 /** Loads the model named by --model (with --vision-tower), as a usage error when it is missing. */
 export async function modelFromFlags(opts: ParsedOptions): Promise<ChatModel> {
   const dir = requireStr(opts, 'model');
-  return loadChatModel(dir, { visionTowerDir: str(opts, 'vision-tower'), warn: process.env.VLM_DEBUG === '1' ? (m) => process.stderr.write(`warning: ${m}\n`) : () => undefined });
+  // the library says "model directory …"; the CLI names the flag
+  if (!fs.existsSync(dir)) throw new UsageError(`--model: ${dir} does not exist`);
+  if (!fs.existsSync(path.join(dir, 'config.json'))) throw new UsageError(`--model: ${dir} has no config.json (expected a Hugging Face checkpoint directory)`);
+  return loadChatModel(dir, {
+    visionTowerDir: str(opts, 'vision-tower'),
+    quantize: str(opts, 'quantize'),
+    log: process.env.VLM_DEBUG === '1' ? (m) => process.stderr.write(`warning: ${m}\n`) : () => undefined,
+  });
 }
 
 export const command: Command = {

@@ -5,13 +5,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { detectFamily } from '../models/registry';
+import { FAMILIES } from '../models/families';
+import { familyOf } from '../models/registry';
 import { RawSample, readDataFile } from './data';
 import { checkOutDir } from './export';
 import { TrainFamily } from './family';
-import { MiniCPMVTrainFamily } from '../models/minicpmv/train';
 import { TrainLoopOptions, TrainResult, Trainer, TrainerOptions } from './trainer';
-import { VideoLLaMA2TrainFamily } from '../models/videollama2/train';
 
 export interface LoadTrainerOptions extends TrainerOptions {
   /** A data file (JSON list of samples, upstream format) or the samples themselves. */
@@ -43,7 +42,7 @@ export interface FinetuneOptions extends LoadTrainerOptions, TrainLoopOptions {
 }
 
 export interface FinetuneResult extends TrainResult {
-  family: 'minicpmv' | 'videollama2';
+  family: string;
   /** Trainable parameters (checkpoint keys) and their scalar count. */
   trained: string[];
   trainableScalars: number;
@@ -53,7 +52,7 @@ export interface FinetuneResult extends TrainResult {
 
 /** Loads the model and data of `modelDir` into a Trainer (AdamW state fresh). */
 export async function loadTrainer(modelDir: string, opts: LoadTrainerOptions = {}): Promise<Trainer> {
-  const family = detectFamily(modelDir);
+  const row = familyOf(modelDir);
   let samples: readonly RawSample[] | undefined;
   let dataRoot = opts.dataRoot;
   if (typeof opts.data === 'string') {
@@ -69,15 +68,15 @@ export async function loadTrainer(modelDir: string, opts: LoadTrainerOptions = {
   if (opts.tokenizerDir !== undefined && !(fs.existsSync(opts.tokenizerDir) && fs.statSync(opts.tokenizerDir).isDirectory())) {
     throw new Error(`--tokenizer: ${opts.tokenizerDir} is not a directory`);
   }
-  const common = { samples, dataRoot, maxLength: opts.maxLength, tokenizerDir: opts.tokenizerDir, warn: opts.warn };
-  const fam: TrainFamily = family === 'minicpmv'
-    ? MiniCPMVTrainFamily.load(modelDir, { ...common, maxSliceNums: opts.maxSliceNums }) as TrainFamily
-    : await VideoLLaMA2TrainFamily.load(modelDir, { ...common, numFrames: opts.numFrames, visionTowerDir: opts.visionTowerDir, plain: opts.plain }) as TrainFamily;
+  // family-specific options: refused for a family that does not read them (before loading anything)
+  const specific = { maxSliceNums: opts.maxSliceNums, numFrames: opts.numFrames, visionTowerDir: opts.visionTowerDir, plain: opts.plain };
+  const misplaced = Object.entries(specific).filter(([k, v]) => v !== undefined && v !== false && !row.trainOptions.includes(k)).map(([k]) => k);
+  if (misplaced.length) {
+    const owners = [...new Set(misplaced.map((k) => FAMILIES.find((f) => f.trainOptions.includes(k))?.title ?? 'no family\'s'))];
+    throw new Error(`${misplaced.join(', ')}: ${owners.join(' / ')} option${misplaced.length > 1 ? 's' : ''}; this is a ${row.title} checkpoint`);
+  }
+  const fam = await row.loadTrainer(modelDir, { samples, dataRoot, maxLength: opts.maxLength, tokenizerDir: opts.tokenizerDir, warn: opts.warn, ...specific });
   try {
-    if (family === 'minicpmv' && (opts.numFrames !== undefined || opts.plain || opts.visionTowerDir)) {
-      throw new Error('numFrames, plain and visionTowerDir are VideoLLaMA 2 options; this is a MiniCPM-V checkpoint');
-    }
-    if (family === 'videollama2' && opts.maxSliceNums !== undefined) throw new Error('maxSliceNums is a MiniCPM-V option; this is a VideoLLaMA 2 checkpoint');
     return new Trainer(fam, opts);
   } catch (e) {
     fam.dispose();

@@ -1,4 +1,8 @@
-/** Fine-tuning: data, loss, AdamW, the trainer and checkpoint export. */
+/**
+ * Fine-tuning infrastructure: data, loss, AdamW, the trainer and checkpoint export. Each family's
+ * training adapter lives in its folder (models/<family>/train*.ts) and is reached through the
+ * family table; the public `training` namespace (index.ts) adds them.
+ */
 export { AdamW } from './adamw';
 export type { AdamWOptions } from './adamw';
 export { IGNORE_INDEX, crossEntropy, supervisedPositions } from './loss';
@@ -6,12 +10,6 @@ export { selectTrainable, toCheckpointTensor, underPrefix } from './params';
 export type { TrainableParam } from './params';
 export { readDataFile } from './data';
 export type { RawSample } from './data';
-export { MiniCPMVFinetuneData, collateMiniCPMV, finetuneSliceConfig } from '../models/minicpmv/train_data';
-export type { MiniCPMVTrainBatch, MiniCPMVTrainExample } from '../models/minicpmv/train_data';
-export { VideoLLaMA2TrainData, collateVideoLLaMA2, preprocessMultimodal } from '../models/videollama2/train_data';
-export type { VideoLLaMA2TrainBatch, VideoLLaMA2TrainExample } from '../models/videollama2/train_data';
-export { MiniCPMVTrainFamily } from '../models/minicpmv/train';
-export { VideoLLaMA2TrainFamily } from '../models/videollama2/train';
 export type { TrainFamily } from './family';
 export { Trainer, seededPermutation } from './trainer';
 export type { StepInfo, TrainLoopOptions, TrainResult, TrainerOptions } from './trainer';

@@ -8,6 +8,7 @@
  * The builders take a config and a parameter filler (default `randomizeParams`: norms 1, biases 0,
  * matrices uniform noise), so other sizes or fills can be benchmarked the same way.
  */
+import { minicpmvPreprocessBench } from './processing';
 import * as tf from '@tensorflow/tfjs';
 import { noise, randomizeParams } from '../../layers/init';
 import { Module } from '../../layers/module';
@@ -102,5 +103,17 @@ export function resamplerCase(cfg: ResamplerConfig = MINICPMV26_RESAMPLER, keys 
   };
 }
 
-/** The cases `vlm bench` can list (add `() => MINICPMV_BENCH_CASES` to bench//index.ts GROUPS). */
-export const MINICPMV_BENCH_CASES: BenchCase[] = [siglipLayerCase(), resamplerCase()];
+/** Host-side preprocessing (no tensors). */
+function preprocessCase(): BenchCase {
+  return {
+    name: 'minicpmv.preprocess.1344',
+    description: 'MiniCPM-V 2.6 image processor on a 1344×1344 RGB image (real 448/9 config): grid, Pillow bicubic resizes, slices, normalised patch strips',
+    prepare() {
+      const b = minicpmvPreprocessBench(1344);
+      return { run: () => void b.run(), dispose: () => undefined, memory: 'process' as const, notes: 'peak = process max RSS' };
+    },
+  };
+}
+
+/** The cases `vlm bench` lists for this family (the family table's `benchCases`). */
+export const MINICPMV_BENCH_CASES: BenchCase[] = [siglipLayerCase(), resamplerCase(), preprocessCase()];

@@ -18,8 +18,11 @@
  * 5. The answer is `_decode_text`: ids 0 dropped (sic, upstream), a leading bos and a trailing
  *    terminator removed, decoded, stripped.
  */
-import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, ContentPart, GenerationClock, TracedTensor, contentParts, since, splitSystem, streamFromChat } from '../chat';
-import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../../generation';
+import * as tf from '@tensorflow/tfjs';
+import { ChatMessage, ContentPart, TracedTensor, contentParts, since, splitSystem } from '../chat';
+import { Embedded, GenerationMode, ModelLoadOptions, PreparedInputs, Tap } from '../contract';
+import { PipelineChatOptions, ChatPipeline } from '../pipeline';
+import { GenerationOptions } from '../../generation';
 import { loadImage } from '../../media/image';
 import { RgbImage } from '../../media/types';
 import { Tokenizer, loadTokenizer } from '../../tokenizers';
@@ -30,14 +33,7 @@ import { loadMiniCpmvVideoFrames } from './video';
 export const IMAGE_PATTERN = '(<image>./</image>)';
 export const TERMINATORS = ['<|im_end|>', '<|endoftext|>'];
 
-export interface MiniCPMVChatOptions extends ChatOptions {
-  /**
-   * Upstream `sampling` (default true): top_p 0.8, top_k 100, temperature 0.7, repetition penalty
-   * 1.05. false: 3 beams, repetition penalty 1.2. Explicit generation options override these.
-   */
-  sampling?: boolean;
-  /** Greedy decoding without repetition penalty (overrides `sampling`). */
-  greedy?: boolean;
+export interface MiniCPMVChatOptions extends PipelineChatOptions {
   /** Slices per image (default from preprocessor_config.json; 2 for video). */
   maxSliceNums?: number;
   /** `<image_id>i</image_id>` before each image (default from the config; false for video). */
@@ -49,20 +45,19 @@ export interface MiniCPMVChatOptions extends ChatOptions {
 }
 
 /** The prompt, ready for the model: what upstream's processor returns, plus bookkeeping. */
-export interface MiniCPMVPrepared {
-  prompt: string;
-  inputIds: number[];
-  attentionMask: number[];
+export interface MiniCPMVPrepared extends PreparedInputs {
   imageBound: [number, number][];
   images: MiniCPMVImageInputs[];
   /** Flattened per-slice pixels and sizes (source first, then slices, image by image). */
   inputs: MiniCPMVInputs;
-  preprocessMs: number;
 }
 
-export class MiniCPMVChat implements ChatModel {
+export class MiniCPMVChat extends ChatPipeline<MiniCPMVPrepared, MiniCPMVChatOptions> {
   readonly family = 'minicpmv' as const;
+  /** Upstream `chat(sampling=True)` is the default. */
+  readonly samplesByDefault = true;
   constructor(readonly model: MiniCPMV, readonly tokenizer: Tokenizer, readonly processor: MiniCPMVImageProcessor) {
+    super();
     // upstream chat() asserts these agree between config.json and preprocessor_config.json
     const pc = processor.config, mc = model.config;
     const checks: [string, unknown, unknown][] = [
@@ -77,10 +72,11 @@ export class MiniCPMVChat implements ChatModel {
   }
 
   /** Loads the model, tokenizer and image processor from a MiniCPM-V checkpoint directory. */
-  static fromPretrained(dir: string, opts: { warn?: (msg: string) => void } = {}): MiniCPMVChat {
+  static async fromPretrained(dir: string, opts: ModelLoadOptions = {}): Promise<MiniCPMVChat> {
+    const log = opts.log ?? opts.warn;
     const tokenizer = loadTokenizer(dir);
-    const processor = MiniCPMVImageProcessor.fromDir(dir, opts.warn);
-    const model = MiniCPMV.fromPretrained(dir, opts);
+    const processor = MiniCPMVImageProcessor.fromDir(dir, log);
+    const model = MiniCPMV.fromPretrained(dir, { ...opts, warn: log });
     try {
       return new MiniCPMVChat(model, tokenizer, processor);
     } catch (e) {
@@ -155,7 +151,7 @@ export class MiniCPMVChat implements ChatModel {
       tgtSizes: [processed.flatMap((p) => p.tgtSizes)],
       imageBound: [imageBound],
     };
-    return { prompt: text, inputIds: ids, attentionMask: ids.map((t) => (t !== 0 ? 1 : 0)), imageBound, images: processed, inputs, preprocessMs: since(t0) };
+    return { prompt: text, inputIds: ids, attentionMask: ids.map((t) => (t !== 0 ? 1 : 0)), imageBound, images: processed, inputs, preprocessMs: since(t0), dispose: () => undefined };
   }
 
   /** upstream `_convert`: [index after <image>/<slice>, index of </image>/</slice>) per image. */
@@ -179,20 +175,45 @@ export class MiniCPMVChat implements ChatModel {
     return s.map((v, k) => [v, e[k]]);
   }
 
-  /** Generation options of upstream chat(), with explicit options taking precedence. */
-  generationOptions(opts: MiniCPMVChatOptions): GenerationOptions {
-    const terminators = TERMINATORS.map((t) => this.tokenizer.tokenToId(t)).filter((v): v is number => v !== undefined);
-    const base: GenerationOptions = opts.greedy
-      ? { doSample: false, numBeams: 1, repetitionPenalty: 1.0 }
-      : (opts.sampling ?? true)
-        ? { doSample: true, topP: 0.8, topK: 100, temperature: 0.7, repetitionPenalty: 1.05 }
-        : { doSample: false, numBeams: 3, repetitionPenalty: 1.2 };
-    const explicit = Object.fromEntries(Object.entries({
-      maxNewTokens: opts.maxNewTokens, minNewTokens: opts.minNewTokens, doSample: opts.doSample, temperature: opts.temperature,
-      topK: opts.topK, topP: opts.topP, repetitionPenalty: opts.repetitionPenalty, numBeams: opts.numBeams,
-      lengthPenalty: opts.lengthPenalty, earlyStopping: opts.earlyStopping, stopStrings: opts.stopStrings, seed: opts.seed,
-    }).filter(([, v]) => v !== undefined));
-    return { maxNewTokens: 2048, ...base, ...explicit, eosTokenId: opts.eosTokenId ?? terminators, padTokenId: 0 };
+  /** upstream chat(): sampling (top_p 0.8, top_k 100, temperature 0.7, repetition penalty 1.05), else 3 beams with penalty 1.2. */
+  generationDefaults(mode: GenerationMode): GenerationOptions {
+    return mode === 'sample'
+      ? { doSample: true, topP: 0.8, topK: 100, temperature: 0.7, repetitionPenalty: 1.05 }
+      : { doSample: false, numBeams: 3, repetitionPenalty: 1.2 };
+  }
+
+  /** eos = `<|im_end|>`, `<|endoftext|>`; pad 0. */
+  stopIds(): { eosTokenId: number[]; padTokenId: number } {
+    return { eosTokenId: TERMINATORS.map((t) => this.tokenizer.tokenToId(t)).filter((v): v is number => v !== undefined), padTokenId: 0 };
+  }
+
+  get llm() {
+    return this.model.llm;
+  }
+
+  /** `get_vllm_embedding`. */
+  embed(prep: MiniCPMVPrepared, taps?: Tap | null): Embedded {
+    return { inputsEmbeds: this.model.embed(prep.inputs, { taps }) as tf.Tensor3D, attentionMask: prep.attentionMask };
+  }
+
+  forward(prep: MiniCPMVPrepared, taps: Tap): tf.Tensor {
+    const keep = new Set(['vpm.last_hidden_state', 'resampler.out', 'llm.inputs_embeds', 'llm.layer0', 'llm.layer_last', 'llm.norm', 'llm.logits']);
+    return this.model.forward(prep.inputs, { taps: (name, t) => keep.has(name) && taps(name, t) });
+  }
+
+  traceInputs(prep: MiniCPMVPrepared): Map<string, TracedTensor> {
+    const out = new Map<string, TracedTensor>();
+    out.set('input_ids', { data: Int32Array.from(prep.inputIds), shape: [1, prep.inputIds.length], dtype: 'int32' });
+    out.set('image_bound', { data: Int32Array.from(prep.imageBound.flat()), shape: [prep.imageBound.length, 2], dtype: 'int32' });
+    const sizes = prep.inputs.tgtSizes[0];
+    out.set('tgt_sizes', { data: Int32Array.from(sizes.flat()), shape: [sizes.length, 2], dtype: 'int32' });
+    prep.inputs.pixelValues[0].forEach((p, i) => out.set(`pixel_values.${i}`, { data: Float32Array.from(p.data), shape: [...p.shape], dtype: 'float32' }));
+    return out;
+  }
+
+  /** Streamed text: decoded with the terminators removed, as upstream's stream mode. */
+  decodeStream(ids: number[]): string {
+    return TERMINATORS.reduce((s, t) => s.split(t).join(''), this.tokenizer.decode(ids));
   }
 
   /** upstream `_decode_text`. */
@@ -202,64 +223,6 @@ export class MiniCPMVChat implements ChatModel {
     if (r.length && r[0] === this.tokenizer.bosTokenId) r = r.slice(1);
     if (r.length && terminators.has(r[r.length - 1])) r = r.slice(0, -1);
     return this.tokenizer.decode(r).trim();
-  }
-
-  async chat(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): Promise<ChatResult> {
-    const tStart = performance.now();
-    const prep = await this.prepare(messages, opts);
-    const gen = this.generationOptions(opts);
-    const t1 = performance.now();
-    const embeds = this.model.embed(prep.inputs);
-    const visionMs = (await embeds.data(), since(t1));
-    const clock = new GenerationClock();
-    try {
-      // streamed text: decoded with the terminators removed, as upstream's stream mode
-      const terms = TERMINATORS;
-      const decodeStream = (ids: number[]) => terms.reduce((s, t) => s.split(t).join(''), this.tokenizer.decode(ids));
-      clock.begin();
-      const r = await generate(asGenerationModel(this.model.llm), { inputsEmbeds: embeds, attentionMask: prep.attentionMask }, gen, {
-        decode: decodeStream,
-        onText: opts.onText,
-        onStep: () => clock.token(),
-      });
-      const g = clock.timings();
-      return {
-        text: this.decodeAnswer(r.tokens),
-        tokenIds: r.tokens,
-        promptTokens: prep.inputIds.length,
-        finishReason: r.finishReason as FinishReason,
-        timings: { preprocess_ms: prep.preprocessMs, vision_ms: visionMs, ...g, total_ms: since(tStart) },
-      };
-    } finally {
-      embeds.dispose();
-    }
-  }
-
-  chatStream(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): ChatStream {
-    return streamFromChat((onText) => this.chat(messages, { ...opts, onText }));
-  }
-
-  /**
-   * One forward pass over the chat prompt (positions 0..S−1, like the goldens) with every
-   * intermediate under its golden name.
-   */
-  async trace(messages: ChatMessage[], opts: MiniCPMVChatOptions = {}): Promise<Map<string, TracedTensor>> {
-    const prep = await this.prepare(messages, opts);
-    const out = new Map<string, TracedTensor>();
-    out.set('input_ids', { data: Int32Array.from(prep.inputIds), shape: [1, prep.inputIds.length], dtype: 'int32' });
-    out.set('image_bound', { data: Int32Array.from(prep.imageBound.flat()), shape: [prep.imageBound.length, 2], dtype: 'int32' });
-    const sizes = prep.inputs.tgtSizes[0];
-    out.set('tgt_sizes', { data: Int32Array.from(sizes.flat()), shape: [sizes.length, 2], dtype: 'int32' });
-    prep.inputs.pixelValues[0].forEach((p, i) => out.set(`pixel_values.${i}`, { data: Float32Array.from(p.data), shape: [...p.shape], dtype: 'float32' }));
-    const keep = new Set(['vpm.last_hidden_state', 'resampler.out', 'llm.inputs_embeds', 'llm.layer0', 'llm.layer_last', 'llm.norm', 'llm.logits']);
-    const logits = this.model.forward(prep.inputs, {
-      taps: (name, t) => {
-        if (keep.has(name)) out.set(name, { data: t.dataSync() as Float32Array, shape: t.shape, dtype: 'float32' });
-      },
-    });
-    if (!out.has('llm.logits')) out.set('llm.logits', { data: logits.dataSync() as Float32Array, shape: logits.shape, dtype: 'float32' });
-    logits.dispose();
-    return out;
   }
 
   dispose(): void {

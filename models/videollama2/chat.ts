@@ -15,9 +15,11 @@
  *    2048, stopping on eos; the answer is decoded without special tokens and stripped.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ChatMessage, ChatModel, ChatOptions, ChatResult, ChatStream, GenerationClock, TracedTensor, contentParts, since, splitSystem, streamFromChat } from '../chat';
+import { ChatMessage, TracedTensor, contentParts, since, splitSystem } from '../chat';
+import { Embedded, GenerationMode, ModelLoadOptions, PreparedInputs, Tap } from '../contract';
+import { ChatPipeline, PipelineChatOptions } from '../pipeline';
 import { readJson } from '../../io/config';
-import { FinishReason, GenerationOptions, asGenerationModel, generate } from '../../generation';
+import { GenerationOptions } from '../../generation';
 import { loadImage } from '../../media/image';
 import { Tokenizer, loadTokenizer } from '../../tokenizers';
 import { loadVideoLlama2Frames } from './frames';
@@ -37,38 +39,34 @@ export const MISTRAL_SYSTEM =
   'If a question does not make any sense, or is not factually coherent, explain why instead of answering something not correct. ' +
   "If you don't know the answer to a question, please don't share false information.\n<</SYS>>";
 
-export interface VideoLLaMA2ChatOptions extends ChatOptions {
+export interface VideoLLaMA2ChatOptions extends PipelineChatOptions {
   /** Frames sampled from a video (default: config `num_frames`). */
   numFrames?: number;
-  /** Greedy decoding (the default, as mm_infer). */
-  greedy?: boolean;
-  /** Sample (temperature 0.2, top_p 0.9 unless given), as mm_infer(do_sample=True). */
-  sampling?: boolean;
   /** `process_image`/`process_video` aspect ratio: null (mm_infer / model_init) or 'pad'. */
   aspectRatio?: 'pad' | null;
 }
 
-export interface VideoLLaMA2Prepared {
-  prompt: string;
-  inputIds: number[];
-  attentionMask: number[];
+export interface VideoLLaMA2Prepared extends PreparedInputs {
   media: MediaInput[];
   modal: 'image' | 'video' | 'text';
-  preprocessMs: number;
 }
 
-export class VideoLLaMA2Chat implements ChatModel {
+export class VideoLLaMA2Chat extends ChatPipeline<VideoLLaMA2Prepared, VideoLLaMA2ChatOptions> {
   readonly family = 'videollama2' as const;
-  constructor(readonly model: VideoLLaMA2, readonly tokenizer: Tokenizer, readonly processor: TowerImageProcessor, readonly eosIds: number[]) {}
+  /** mm_infer decodes greedily unless asked to sample. */
+  readonly samplesByDefault = false;
+  constructor(readonly model: VideoLLaMA2, readonly tokenizer: Tokenizer, readonly processor: TowerImageProcessor, readonly eosIds: number[]) {
+    super();
+  }
 
   /**
    * Loads the model, tokenizer and the tower's image processor from a VideoLLaMA2 checkpoint
    * directory. `visionTowerDir` overrides where `mm_vision_tower` is looked up.
    */
-  static async fromPretrained(dir: string, opts: { visionTowerDir?: string; warn?: (msg: string) => void } = {}): Promise<VideoLLaMA2Chat> {
-    const log = opts.warn ?? (() => undefined);
+  static async fromPretrained(dir: string, opts: ModelLoadOptions = {}): Promise<VideoLLaMA2Chat> {
+    const log = opts.log ?? opts.warn ?? (() => undefined);
     const tokenizer = loadTokenizer(dir);
-    const model = await VideoLLaMA2.fromPretrained(dir, { visionTowerDir: opts.visionTowerDir, log });
+    const model = await VideoLLaMA2.fromPretrained(dir, { ...opts, log });
     try {
       const towerDir = resolveVisionTowerDir(model.config.mm_vision_tower, dir, { visionTowerDir: opts.visionTowerDir });
       const processor = loadTowerImageProcessor(towerDir, undefined, log);
@@ -138,7 +136,7 @@ export class VideoLLaMA2Chat implements ChatModel {
       const budget = this.model.config.llm.maxPositionEmbeddings;
       const llmLen = inputIds.length - (token ? 1 : 0) + (media.length ? this.model.connectorTokens(modal === 'video' ? media[0].pixels.shape[0] : this.model.numFrames) : 0);
       if (llmLen >= budget) throw new Error(`prompt of ${llmLen} positions (text + ${modal} tokens) exceeds max_position_embeddings = ${budget}`);
-      return { prompt, inputIds, attentionMask, media, modal, preprocessMs: since(t0) };
+      return { prompt, inputIds, attentionMask, media, modal, preprocessMs: since(t0), dispose: () => tf.dispose(media.map((m) => m.pixels)) };
     } catch (e) {
       tf.dispose(media.map((m) => m.pixels));
       throw e;
@@ -150,77 +148,48 @@ export class VideoLLaMA2Chat implements ChatModel {
     return tf.tensor4d(b.data, b.shape);
   }
 
-  /** mm_infer's generation settings, with explicit options taking precedence. */
-  generationOptions(opts: VideoLLaMA2ChatOptions): GenerationOptions {
-    const sample = !opts.greedy && (opts.sampling ?? opts.doSample ?? false);
-    const base: GenerationOptions = sample ? { doSample: true, temperature: 0.2, topP: 0.9, topK: 0 } : { doSample: false };
-    const explicit = Object.fromEntries(Object.entries({
-      maxNewTokens: opts.maxNewTokens, minNewTokens: opts.minNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP,
-      repetitionPenalty: opts.repetitionPenalty, numBeams: opts.numBeams, lengthPenalty: opts.lengthPenalty,
-      earlyStopping: opts.earlyStopping, stopStrings: opts.stopStrings, seed: opts.seed,
-    }).filter(([, v]) => v !== undefined));
-    if (opts.greedy) Object.assign(explicit, { numBeams: 1, repetitionPenalty: 1.0 });
-    return { maxNewTokens: 2048, ...base, ...explicit, eosTokenId: opts.eosTokenId ?? this.eosIds, padTokenId: this.tokenizer.eosTokenId };
+  /** mm_infer: greedy, or sampling with temperature 0.2 and top_p 0.9 unless given. */
+  generationDefaults(mode: GenerationMode): GenerationOptions {
+    return mode === 'sample' ? { doSample: true, temperature: 0.2, topP: 0.9, topK: 0 } : { doSample: false };
   }
 
-  async chat(messages: ChatMessage[], opts: VideoLLaMA2ChatOptions = {}): Promise<ChatResult> {
-    const tStart = performance.now();
-    const prep = await this.prepare(messages, opts);
-    const gen = this.generationOptions(opts);
-    const clock = new GenerationClock();
-    let visionMs = 0;
-    try {
-      const t1 = performance.now();
-      const sp = this.model.prepareInputsEmbeds(prep.inputIds, prep.media, { attentionMask: prep.attentionMask });
-      await sp.inputsEmbeds.data();
-      visionMs = since(t1);
-      try {
-        clock.begin();
-        const r = await generate(asGenerationModel(this.model.llm), { inputsEmbeds: sp.inputsEmbeds, attentionMask: sp.attentionMask }, gen, {
-          decode: (ids) => this.tokenizer.decode(ids, { skipSpecialTokens: true }),
-          onText: opts.onText,
-          onStep: () => clock.token(),
-        });
-        return {
-          text: this.tokenizer.decode(r.tokens, { skipSpecialTokens: true }).trim(),
-          tokenIds: r.tokens,
-          promptTokens: sp.inputsEmbeds.shape[1],
-          finishReason: r.finishReason as FinishReason,
-          timings: { preprocess_ms: prep.preprocessMs, vision_ms: visionMs, ...clock.timings(), total_ms: since(tStart) },
-        };
-      } finally {
-        sp.inputsEmbeds.dispose();
-      }
-    } finally {
-      tf.dispose(prep.media.map((m) => m.pixels));
-    }
+  /** HF generate's eos plus the tokenizer's; pad = eos. */
+  stopIds(): { eosTokenId: number[]; padTokenId?: number } {
+    return { eosTokenId: this.eosIds, padTokenId: this.tokenizer.eosTokenId };
   }
 
-  chatStream(messages: ChatMessage[], opts: VideoLLaMA2ChatOptions = {}): ChatStream {
-    return streamFromChat((onText) => this.chat(messages, { ...opts, onText }));
+  get llm() {
+    return this.model.llm;
   }
 
-  /** One forward pass over the mm_infer prompt; every intermediate under its golden name. */
-  async trace(messages: ChatMessage[], opts: VideoLLaMA2ChatOptions = {}): Promise<Map<string, TracedTensor>> {
-    const prep = await this.prepare(messages, opts);
+  /** The connector output spliced in at the placeholder (`prepare_inputs_labels_for_multimodal`). */
+  embed(prep: VideoLLaMA2Prepared, taps?: Tap | null): Embedded {
+    const sp = this.model.prepareInputsEmbeds(prep.inputIds, prep.media, { attentionMask: prep.attentionMask, taps });
+    return { inputsEmbeds: sp.inputsEmbeds, attentionMask: sp.attentionMask };
+  }
+
+  forward(prep: VideoLLaMA2Prepared, taps: Tap): tf.Tensor {
+    return this.model.forward(prep.inputIds, prep.media, { attentionMask: prep.attentionMask, taps });
+  }
+
+  traceInputs(prep: VideoLLaMA2Prepared): Map<string, TracedTensor> {
     const out = new Map<string, TracedTensor>();
-    try {
-      out.set('input_ids', { data: Int32Array.from(prep.inputIds), shape: [1, prep.inputIds.length], dtype: 'int32' });
-      if (prep.media.length) {
-        const px = prep.media[0].pixels;
-        const shape = prep.modal === 'image' ? [1, ...px.shape.slice(-3)] : px.shape;
-        out.set('pixel_values', { data: Float32Array.from(px.dataSync()), shape, dtype: 'float32' });
-      }
-      const logits = this.model.forward(prep.inputIds, prep.media, {
-        attentionMask: prep.attentionMask,
-        taps: (name, t) => out.set(name, { data: Float32Array.from(t.dataSync()), shape: t.shape, dtype: 'float32' }),
-      });
-      if (!out.has('llm.logits')) out.set('llm.logits', { data: logits.dataSync() as Float32Array, shape: logits.shape, dtype: 'float32' });
-      logits.dispose();
-      return out;
-    } finally {
-      tf.dispose(prep.media.map((m) => m.pixels));
+    out.set('input_ids', { data: Int32Array.from(prep.inputIds), shape: [1, prep.inputIds.length], dtype: 'int32' });
+    if (prep.media.length) {
+      const px = prep.media[0].pixels;
+      const shape = prep.modal === 'image' ? [1, ...px.shape.slice(-3)] : px.shape;
+      out.set('pixel_values', { data: Float32Array.from(px.dataSync()), shape, dtype: 'float32' });
     }
+    return out;
+  }
+
+  /** Decoded without special tokens, stripped (mm_infer). */
+  decodeAnswer(ids: number[]): string {
+    return this.tokenizer.decode(ids, { skipSpecialTokens: true }).trim();
+  }
+
+  decodeStream(ids: number[]): string {
+    return this.tokenizer.decode(ids, { skipSpecialTokens: true });
   }
 
   dispose(): void {

@@ -29,8 +29,6 @@ import { KeyMap } from '../../weights/keymap';
 import { VisionTowerConfig } from '../clip/config';
 import { MistralForCausalLM } from '../mistral/modeling';
 import { Qwen2ForCausalLM } from '../qwen2/modeling';
-import { GenerationOptions } from '../../generation/config';
-import { GenerateCallbacks, GenerationResult, asGenerationModel, generate } from '../../generation/generate';
 import { IMAGE_TOKEN_INDEX, VIDEO_TOKEN_INDEX, AUDIO_TOKEN_INDEX } from './tokenization';
 import { VideoLLaMA2Config, loadVideoLLaMA2Config } from './config';
 import { Connector, aggregate, buildConnector } from './connector';
@@ -298,16 +296,6 @@ export class VideoLLaMA2 extends Module {
     try {
       const padded = sp.attentionMask.some((v) => v === 0);
       return this.llm.forward(sp.inputsEmbeds, { taps: opts.taps, logits: opts.logits, attentionMask: padded ? [sp.attentionMask] : null });
-    } finally {
-      sp.inputsEmbeds.dispose();
-    }
-  }
-
-  /** `generate` with images: splice once, then the shared generation loop over the LLM. */
-  async generate(inputIds: ArrayLike<number>, media: MediaInput[], options: GenerationOptions = {}, callbacks: GenerateCallbacks = {}, splice: Omit<SpliceOptions, 'labels'> = {}): Promise<GenerationResult> {
-    const sp = this.prepareInputsEmbeds(inputIds, media, splice);
-    try {
-      return await generate(asGenerationModel(this.llm), { inputsEmbeds: sp.inputsEmbeds, attentionMask: sp.attentionMask }, options, callbacks);
     } finally {
       sp.inputsEmbeds.dispose();
     }

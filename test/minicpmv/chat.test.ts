@@ -20,8 +20,8 @@ const CHAT_RETURN = '.hph\uFFFD ar</box>s chess';
 describe('MiniCPM-V chat (tiny fixture)', () => {
   let chat: MiniCPMVChat;
   let g: Golden;
-  beforeAll(() => {
-    chat = MiniCPMVChat.fromPretrained(dir, { warn: () => undefined });
+  beforeAll(async () => {
+    chat = await MiniCPMVChat.fromPretrained(dir, { warn: () => undefined });
     g = new Golden(path.join(dir, 'golden.safetensors'));
   });
   afterAll(() => {

@@ -1,0 +1,100 @@
+/**
+ * The family table: one row per model family, keyed by config.json's `model_type` (like mlx-vlm's
+ * per-model folders + its remapping table). A row names where everything of the family lives:
+ * its config parser, model class, processor, key map, chat pipeline, training adapter, bench cases
+ * and CLI extras. The registry, training, bench and the CLI read this table; nothing else switches
+ * on family names. Adding a family = one folder under models/ + one row here
+ * (docs/ADDING_A_MODEL.md).
+ *
+ * Rows load their folder lazily (`require` inside the functions), so using one family never
+ * imports the others.
+ */
+import type { ChatModel } from './chat';
+import type { ModelLoadOptions } from './contract';
+import type { TrainFamily } from '../training/family';
+import type { BenchCase } from '../bench/runner';
+
+/** Options every training adapter accepts (family-specific ones are validated by `trainOptions`). */
+export interface TrainAdapterOptions {
+  samples?: readonly unknown[];
+  dataRoot: string;
+  maxLength?: number;
+  tokenizerDir?: string;
+  warn?: (msg: string) => void;
+  /** Family-specific options (maxSliceNums, numFrames, visionTowerDir, plain, …). */
+  [k: string]: unknown;
+}
+
+/** A CLI flag only some families read, with the option it sets. */
+export interface FamilyFlag {
+  flag: string;
+  option: string;
+  help: string;
+}
+
+export interface FamilyRow {
+  /** The family key (`ChatModel.family`). */
+  name: string;
+  /** Human name for messages. */
+  title: string;
+  /** `model_type` values of config.json that this family loads. */
+  modelTypes: readonly string[];
+  /** Where the parts live (for docs and errors): config parser, model class, processor, key map. */
+  parts: { config: string; model: string; processor: string; keymap: string; chat: string; train: string; bench: string };
+  /** The chat pipeline (model + tokenizer + processors) of a checkpoint directory. */
+  loadChat(dir: string, opts: ModelLoadOptions): Promise<ChatModel>;
+  /** The training adapter (model, data, loss) of a checkpoint directory. */
+  loadTrainer(dir: string, opts: TrainAdapterOptions): Promise<TrainFamily>;
+  /** Training options only this family reads (others are refused for it). */
+  trainOptions: readonly string[];
+  /** Block benchmarks at real dimensions. */
+  benchCases(): BenchCase[];
+  /** Chat/trace/finetune flags only this family reads. */
+  flags: readonly FamilyFlag[];
+}
+
+export const FAMILIES: readonly FamilyRow[] = [
+  {
+    name: 'minicpmv',
+    title: 'MiniCPM-V',
+    modelTypes: ['minicpmv'],
+    parts: {
+      config: 'models/minicpmv/config.ts', model: 'models/minicpmv/modeling.ts', processor: 'models/minicpmv/processing.ts',
+      keymap: 'models/minicpmv/keymap.ts', chat: 'models/minicpmv/chat.ts', train: 'models/minicpmv/train.ts', bench: 'models/minicpmv/bench_cases.ts',
+    },
+    loadChat: (dir, opts) => (require('./minicpmv/chat') as typeof import('./minicpmv/chat')).MiniCPMVChat.fromPretrained(dir, opts),
+    loadTrainer: async (dir, opts) => (require('./minicpmv/train') as typeof import('./minicpmv/train')).MiniCPMVTrainFamily.load(dir, opts as never) as TrainFamily,
+    trainOptions: ['maxSliceNums'],
+    benchCases: () => (require('./minicpmv/bench_cases') as typeof import('./minicpmv/bench_cases')).MINICPMV_BENCH_CASES,
+    flags: [{ flag: 'max-slice-nums', option: 'maxSliceNums', help: 'MiniCPM-V: slices per image' }],
+  },
+  {
+    name: 'videollama2',
+    title: 'VideoLLaMA 2',
+    modelTypes: ['videollama2', 'videollama2_mistral', 'videollama2_qwen2', 'videollama2_mixtral'],
+    parts: {
+      config: 'models/videollama2/config.ts', model: 'models/videollama2/modeling.ts', processor: 'models/clip/image_processing.ts',
+      keymap: 'models/videollama2/keymap.ts', chat: 'models/videollama2/chat.ts', train: 'models/videollama2/train.ts', bench: 'models/videollama2/bench_cases.ts',
+    },
+    loadChat: (dir, opts) => (require('./videollama2/chat') as typeof import('./videollama2/chat')).VideoLLaMA2Chat.fromPretrained(dir, opts),
+    loadTrainer: async (dir, opts) => (await (require('./videollama2/train') as typeof import('./videollama2/train')).VideoLLaMA2TrainFamily.load(dir, opts as never)) as TrainFamily,
+    trainOptions: ['numFrames', 'visionTowerDir', 'plain'],
+    benchCases: () => (require('./videollama2/bench_cases') as typeof import('./videollama2/bench_cases')).VIDEOLLAMA2_CASES,
+    flags: [
+      { flag: 'num-frames', option: 'numFrames', help: 'VideoLLaMA 2: frames sampled from a video' },
+      { flag: 'vision-tower', option: 'visionTowerDir', help: 'VideoLLaMA 2: local directory of the vision tower' },
+    ],
+  },
+];
+
+/** The row of a family key. */
+export function familyRow(name: string): FamilyRow {
+  const r = FAMILIES.find((f) => f.name === name);
+  if (!r) throw new Error(`unknown model family '${name}' (known: ${FAMILIES.map((f) => f.name).join(', ')})`);
+  return r;
+}
+
+/** The row whose `modelTypes` contain `modelType`, or null. */
+export function rowForModelType(modelType: unknown): FamilyRow | null {
+  return typeof modelType === 'string' ? FAMILIES.find((f) => f.modelTypes.includes(modelType)) ?? null : null;
+}
