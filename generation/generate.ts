@@ -217,14 +217,13 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
       logits.dispose();
       processors.apply(seq, scores);
       let token: number;
-      let logprob: number;
       if (c.doSample) {
         warpers.apply(seq, scores);
         token = sampleFromScores(scores, rng);
       } else {
         token = topK(scores, 1).indices[0];
       }
-      logprob = logSoftmax(scores)[token];
+      const logprob = logSoftmax(scores)[token];
       seq.push(token);
       generated.push(token);
       yield { token, logprob };

@@ -22,7 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { LayoutChoice, byMatmul } from './layout';
-import { Module, Param, ParamLayout, register } from './module';
+import { Module, Param, register } from './module';
 
 export type Conv2dImpl = 'pointwise' | 'patch' | 'depthwise' | 'dense';
 

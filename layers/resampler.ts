@@ -35,7 +35,7 @@ import { attend } from './attention';
 import { Tap } from './decoder';
 import { LINEAR_LAYOUT, LayoutChoice, byMatmul } from './layout';
 import { Linear } from './linear';
-import { Module, Param, ParamLayout, register } from './module';
+import { Module, Param, register } from './module';
 import { LayerNorm } from './norms';
 
 // ---------------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ export class Resampler extends Module {
     });
   }
 
-  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+  override call(_inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     throw new Error('Resampler needs tgt_sizes: call forward(x, tgtSizes)');
   }
 

@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
+ 
 
 /** Host computation: x (flat, `n` rows of `inner` values) summed by `ids` into `numSegments` rows. */
 export function segmentSumHost(x: ArrayLike<number>, ids: ArrayLike<number>, numSegments: number, inner: number, dtype: 'float32' | 'int32'): Float32Array | Int32Array {

@@ -57,7 +57,7 @@ export interface ResolvedFfmpeg {
 function npmFfmpegPath(): string | null {
   try {
     // Lazy: the package throws at require time on platforms it has no binary for.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+     
     const p = (require('@ffmpeg-installer/ffmpeg') as { path?: string }).path;
     return p && fs.existsSync(p) ? p : null;
   } catch {

@@ -8,9 +8,9 @@
 import type * as JinjaModule from '@huggingface/jinja' with { 'resolution-mode': 'import' };
 import type * as TokenizersModule from '@huggingface/tokenizers' with { 'resolution-mode': 'import' };
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+ 
 export const jinja = require('@huggingface/jinja') as typeof JinjaModule;
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+ 
 export const hfTokenizers = require('@huggingface/tokenizers') as typeof TokenizersModule;
 
 export type JinjaTemplate = InstanceType<typeof jinja.Template>;

@@ -9,7 +9,6 @@ import { FAMILIES } from '../models/families';
 import { familyOf } from '../models/registry';
 import { RawSample, readDataFile } from './data';
 import { checkOutDir } from './export';
-import { TrainFamily } from './family';
 import { TrainLoopOptions, TrainResult, Trainer, TrainerOptions } from './trainer';
 
 export interface LoadTrainerOptions extends TrainerOptions {

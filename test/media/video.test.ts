@@ -11,7 +11,6 @@ import { SafetensorsFile } from '../../weights/safetensors';
 import { decodeFrames, probeVideo, rgbFilter, selectExpression, streamFrames } from '../../media/video';
 import { reduceRational } from '../../media/mp4_fps';
 import { resolveFfmpeg } from '../../media/ffmpeg';
-import { RgbImage } from '../../media/types';
 import { ffmpegChildren, golden, maxLsb, sha256, testPattern, VIDEO_FIXTURES } from './video_helpers';
 
 const demo3 = path.join(VIDEO_FIXTURES, 'sample_demo_3.mp4');

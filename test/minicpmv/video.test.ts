@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadMiniCpmvVideoFrames, MAX_NUM_FRAMES, minicpmvFrameIndices, uniformSample } from '../../models/minicpmv/video';
 import { decodeFrames, VideoError } from '../../media/video';
-import { golden, sha256, testPattern, VIDEO_FIXTURES } from '../media/video_helpers';
+import { sha256, testPattern, VIDEO_FIXTURES } from '../media/video_helpers';
 
 /*
  * Reference Python code (openbmb/MiniCPM-V-2_6 README "Chat with video", with decord's len() and
