@@ -26,6 +26,11 @@ export interface ChatOptions extends GenerationOptions {
   system?: string;
   /** Streamed answer text, chunk by chunk, as it is generated (beam search: once at the end). */
   onText?: (chunk: string) => void;
+  /**
+   * Cancels the chat: generation checks it once per token and stops with finishReason 'abort',
+   * freeing its tensors (the result holds the tokens generated so far).
+   */
+  signal?: AbortSignal;
 }
 
 export interface ChatTimings {

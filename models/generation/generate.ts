@@ -104,7 +104,7 @@ class PaddingState {
   }
 }
 
-export type FinishReason = 'eos' | 'length' | 'stop_string' | 'max_positions';
+export type FinishReason = 'eos' | 'length' | 'stop_string' | 'max_positions' | 'abort';
 
 export interface GenerationResult {
   /** Generated ids (HF `generate` output minus the prompt; includes the eos token when it stopped on one). */
@@ -174,6 +174,14 @@ function checkLength(model: GenerationModel, promptLen: number): void {
   }
 }
 
+/** With a signal: lets pending I/O (an abort) run, then says whether generation was cancelled. */
+async function aborted(signal: AbortSignal | undefined): Promise<boolean> {
+  if (!signal) return false;
+  if (signal.aborted) return true;
+  await new Promise<void>((r) => setImmediate(r));
+  return signal.aborted;
+}
+
 function lastRow(logits: tf.Tensor3D, row = 0): Float32Array {
   const V = logits.shape[2];
   const all = logits.dataSync() as Float32Array;
@@ -199,6 +207,7 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
   const seq = prompt.ids; // HF input_ids: the prompt ids (none for inputs_embeds) + generated
   const generated: number[] = [];
   try {
+    if (await aborted(options.signal)) return 'abort';
     let logits = model.forwardLast(prompt.embeds, cache, padding?.prompt());
     if (prompt.owned) prompt.embeds.dispose();
     for (;;) {
@@ -224,6 +233,7 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
       }
       if (generated.length >= c.maxNewTokens) return 'length';
       if (promptLen + generated.length >= model.maxPositions) return 'max_positions';
+      if (await aborted(options.signal)) return 'abort';
       const ids = tf.tensor2d([token], [1, 1], 'int32');
       const emb = model.embed(ids);
       ids.dispose();
@@ -254,6 +264,7 @@ export async function beamSearch(model: GenerationModel, input: GenerationInput,
   beamScores[0] = 0;
   let finish: FinishReason = 'length';
   try {
+    if (await aborted(options.signal)) return { tokens: [], finishReason: 'abort', promptTokens: promptLen };
     let logits = model.forwardLast(prompt.embeds, cache, padding?.prompt()); // [1, 1, V]: every beam starts from the same state
     if (prompt.owned) prompt.embeds.dispose();
     cache.selectBatch(new Array(K).fill(0));
@@ -282,6 +293,7 @@ export async function beamSearch(model: GenerationModel, input: GenerationInput,
       const generatedLen = seqs[0].length - promptIds.length;
       if (scorer.done || seqs[0].length >= maxLength) break;
       if (promptLen + generatedLen >= model.maxPositions) { finish = 'max_positions'; break; }
+      if (await aborted(options.signal)) return { tokens: seqs[0].slice(promptIds.length), finishReason: 'abort', promptTokens: promptLen };
       cache.selectBatch(next.beamIndices);
       const ids = tf.tensor2d(next.tokens, [K, 1], 'int32');
       const emb = model.embed(ids);

@@ -192,7 +192,7 @@ export class MiniCPMVChat implements ChatModel {
       topK: opts.topK, topP: opts.topP, repetitionPenalty: opts.repetitionPenalty, numBeams: opts.numBeams,
       lengthPenalty: opts.lengthPenalty, earlyStopping: opts.earlyStopping, stopStrings: opts.stopStrings, seed: opts.seed,
     }).filter(([, v]) => v !== undefined));
-    return { maxNewTokens: 2048, ...base, ...explicit, eosTokenId: opts.eosTokenId ?? terminators, padTokenId: 0 };
+    return { maxNewTokens: 2048, ...base, ...explicit, signal: opts.signal, eosTokenId: opts.eosTokenId ?? terminators, padTokenId: 0 };
   }
 
   /** upstream `_decode_text`. */

@@ -160,7 +160,7 @@ export class VideoLLaMA2Chat implements ChatModel {
       earlyStopping: opts.earlyStopping, stopStrings: opts.stopStrings, seed: opts.seed,
     }).filter(([, v]) => v !== undefined));
     if (opts.greedy) Object.assign(explicit, { numBeams: 1, repetitionPenalty: 1.0 });
-    return { maxNewTokens: 2048, ...base, ...explicit, eosTokenId: opts.eosTokenId ?? this.eosIds, padTokenId: this.tokenizer.eosTokenId };
+    return { maxNewTokens: 2048, ...base, ...explicit, signal: opts.signal, eosTokenId: opts.eosTokenId ?? this.eosIds, padTokenId: this.tokenizer.eosTokenId };
   }
 
   async chat(messages: ChatMessage[], opts: VideoLLaMA2ChatOptions = {}): Promise<ChatResult> {
