@@ -98,3 +98,35 @@ it('clients that disconnect mid-stream or while queued stop generation and leak 
   // a request queued behind the cancelled ones is still served
   expect(await request(3)).toBe(200);
 });
+
+it('request timeout → 504 (generation cancelled); shutdown cancels in-flight work after the grace and resolves', async () => {
+  const { loadChatModel } = await import('../../models/registry');
+  const model = await loadChatModel(MINICPM);
+  const s = await startServer({ models: [{ id: 'm', model }], port: 0, maxTokens: 4000, requestTimeoutMs: 300 });
+  try {
+    const post = (b: Record<string, unknown>) => fetch(`${s.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(b) });
+    const t0 = performance.now();
+    const res = await post({ ...body(2, 4000), stream: false });
+    expect(res.status).toBe(504);
+    expect((await res.json()).error.code).toBe('timeout');
+    expect(performance.now() - t0).toBeLessThan(3000);
+  } finally {
+    await s.shutdown();
+  }
+  const s2 = await startServer({ models: [{ id: 'm', model }], port: 0, maxTokens: 4000 });
+  const res = await fetch(`${s2.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body(1, 4000), stream: true }) });
+  const reader = res.body!.getReader();
+  await reader.read();
+  const t0 = performance.now();
+  await s2.shutdown(200); // 4000 tokens would take far longer than the grace
+  expect(performance.now() - t0).toBeLessThan(5000);
+  let rest = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    rest += Buffer.from(value).toString();
+  }
+  expect(rest).toContain('"code":"shutting_down"');
+  expect(rest.endsWith('data: [DONE]\n\n')).toBe(true);
+  model.dispose();
+});
