@@ -187,7 +187,7 @@ export function createServer(opts: ServerOptions): VlmServer {
     else if (err.validation?.length) {
       const v = err.validation[0];
       const param = paramFromValidation(v.instancePath, v.params as Record<string, unknown>);
-      const what = v.keyword === 'discriminator' ? `must be one of the part types text, image_url, video_url, video` : v.message;
+      const what = v.keyword === 'discriminator' ? 'must be one of the part types text, image_url, video_url, video' : String(v.message).replace(/^must be (\w+),null$/, 'must be $1');
       e = new ApiError(400, `${param ?? 'body'}: ${what}`, 'invalid_request_error', param, 'invalid_value');
     } else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') e = new ApiError(415, `unsupported content type '${_req.headers['content-type'] ?? ''}'; send application/json`, 'invalid_request_error', null, 'unsupported_media_type');
     else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = new ApiError(413, `the request body is larger than the limit of ${o.bodyLimit} bytes`, 'invalid_request_error', null, 'body_too_large');

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { VlmServer, startServer } from '../../server/app';
+import { loadChatModel } from '../../models/registry';
 import { IMAGE, MINICPM, VIDEO, VL2_MISTRAL, VL2_QWEN, cliChatJson, dataUrl, pngHeaderOnly } from './helpers';
 
 let server: VlmServer;
@@ -205,6 +206,5 @@ describe('limits and auth (a second server sharing the loaded model)', () => {
 
 /** The already loaded MiniCPM-V of the main server (not disposed by the second one). */
 async function loadShared() {
-  const { loadChatModel } = await import('../../models/registry');
   return loadChatModel(MINICPM);
 }

@@ -5,6 +5,7 @@
  * that disconnect mid-stream (or while queued) stop their generation and leak nothing.
  */
 import { VlmServer, startServer } from '../../server/app';
+import { loadChatModel } from '../../models/registry';
 import { IMAGE, MINICPM, dataUrl } from './helpers';
 
 let server: VlmServer;
@@ -100,7 +101,6 @@ it('clients that disconnect mid-stream or while queued stop generation and leak 
 });
 
 it('request timeout → 504 (generation cancelled); shutdown cancels in-flight work after the grace and resolves', async () => {
-  const { loadChatModel } = await import('../../models/registry');
   const model = await loadChatModel(MINICPM);
   const s = await startServer({ models: [{ id: 'm', model }], port: 0, maxTokens: 4000, requestTimeoutMs: 300 });
   try {
