@@ -7,8 +7,9 @@
  *   GET  /metrics               Prometheus text
  *   GET  /                      the web page (server/static)
  *
- * `createServer(opts)` builds the app and starts loading the models (`ready` settles when they
- * are loaded); `startServer(opts)` also listens. The server keeps no state besides its queues.
+ * `createServer(opts)` builds the app; `listen()` opens the port and then loads the models
+ * (`ready` settles when they are loaded; `load()` loads without listening); `startServer(opts)`
+ * is createServer + listen. The server keeps no state besides its queues.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -73,8 +74,10 @@ interface Served {
 
 export interface VlmServer {
   app: FastifyInstance;
-  /** Settles when every model is loaded (rejects when one fails to load). */
+  /** Settles when every model is loaded (rejects when one fails to load); loading starts with `listen` or `load`. */
   ready: Promise<void>;
+  /** Starts loading the models without listening (e.g. for `app.inject`); returns `ready`. */
+  load(): Promise<void>;
   metrics: Metrics;
   /** The listening URL (after `listen`). */
   url: string;
@@ -162,7 +165,9 @@ export function createServer(opts: ServerOptions): VlmServer {
   let loaded = false;
   let loadError: string | null = null;
   let draining = false;
+  let startLoading: () => void = () => undefined;
   const ready = (async () => {
+    await new Promise<void>((r) => (startLoading = r));
     for (const [i, spec] of opts.models.entries()) {
       const s = served.get(ids[i])!;
       if ('model' in spec) s.model = spec.model;
@@ -348,14 +353,21 @@ export function createServer(opts: ServerOptions): VlmServer {
   let closing: Promise<void> | null = null;
   const server: VlmServer = {
     app, ready, metrics, url: '',
+    load() {
+      startLoading();
+      return ready;
+    },
     async listen() {
       const addr = await app.listen({ host: o.host, port: o.port });
       server.url = addr;
+      // loading starts once the port is open, so /health answers 'loading' meanwhile
+      setImmediate(startLoading);
       return addr;
     },
     shutdown(graceMs = 10_000) {
       closing ??= (async () => {
         draining = true;
+        startLoading(); // (a server that never listened settles here)
         await ready.catch(() => undefined);
         const queues = [...served.values()].map((s) => s.queue);
         const timer = setTimeout(() => queues.forEach((q) => q.cancelAll('shutdown')), graceMs);

@@ -5,6 +5,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { Cancelled, ModelQueue } from '../../server/queue';
+import { createServer } from '../../server/app';
 import { ApiError } from '../../server/errors';
 import { MINICPM, REPO } from './helpers';
 
@@ -84,5 +85,21 @@ describe('ModelQueue', () => {
     expect(sawAbort).toEqual(new Cancelled('timeout'));
     expect(ran).toBe(false);
     await q.idle();
+  });
+});
+
+describe('createServer', () => {
+  it('/health is 503 "loading" until the weights are loaded, then 200; chat answers 503 meanwhile', async () => {
+    const s = createServer({ models: [{ dir: MINICPM }], port: 0 });
+    const url = await s.app.listen({ host: '127.0.0.1', port: 0 }); // the port without loading
+    const h = await fetch(`${url}/health`);
+    expect(h.status).toBe(503);
+    expect((await h.json()).status).toBe('loading');
+    const c = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: 'x' }] }) });
+    expect(c.status).toBe(503);
+    expect((await c.json()).error.code).toBe('loading');
+    await s.load();
+    expect((await fetch(`${url}/health`)).status).toBe(200);
+    await s.shutdown();
   });
 });
