@@ -283,7 +283,7 @@ export function createServer(opts: ServerOptions): VlmServer {
       if (!loaded) throw new ApiError(503, loadError ? 'the model failed to load' : 'the model is still loading', 'service_unavailable_error', null, 'loading');
       const s = pickModel(body.model);
       modelId = s.id;
-      const mapped = mapOptions(body, o.maxTokens);
+      const mapped = mapOptions(body, o.maxTokens, s.model?.family);
       const messages = await mapMessages(body, limits, files, client.signal);
       const options = { ...mapped.options, maxVideoFrames: o.maxVideoFrames };
       const id = `chatcmpl-${crypto.randomUUID().replace(/-/g, '')}`;

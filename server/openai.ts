@@ -49,7 +49,7 @@ export interface MappedOptions {
 }
 
 /** Generation fields → chat options (validated ranges come from the schema). */
-export function mapOptions(req: ChatCompletionRequest, maxTokensCap: number): MappedOptions {
+export function mapOptions(req: ChatCompletionRequest, maxTokensCap: number, family?: 'minicpmv' | 'videollama2'): MappedOptions {
   const o: ServeChatOptions = {};
   const given = <T>(v: T | null | undefined): v is T => v !== undefined && v !== null;
   if (given(req.max_tokens) && given(req.max_completion_tokens) && req.max_tokens !== req.max_completion_tokens) {
@@ -74,7 +74,7 @@ export function mapOptions(req: ChatCompletionRequest, maxTokensCap: number): Ma
     if (given(req.repetition_penalty)) o.repetitionPenalty = req.repetition_penalty;
   }
   if (given(req.seed)) seed = req.seed;
-  else if (o.sampling !== false) seed = randomInt(0, 2 ** 31 - 1); // used only when the family samples
+  else if (o.sampling === true || (o.sampling === undefined && family !== 'videollama2')) seed = randomInt(0, 2 ** 31 - 1); // only when it samples (VideoLLaMA 2 defaults to greedy)
   o.seed = seed ?? undefined;
   const stop = !given(req.stop) ? [] : typeof req.stop === 'string' ? [req.stop] : req.stop;
   if (stop.length) o.stopStrings = stop;

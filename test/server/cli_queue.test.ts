@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { Cancelled, ModelQueue } from '../../server/queue';
 import { createServer } from '../../server/app';
+import { StopFilter, mapOptions } from '../../server/openai';
 import { ApiError } from '../../server/errors';
 import { MINICPM, REPO } from './helpers';
 
@@ -101,5 +102,24 @@ describe('createServer', () => {
     await s.load();
     expect((await fetch(`${url}/health`)).status).toBe(200);
     await s.shutdown();
+  });
+});
+
+describe('request → chat options', () => {
+  it('temperature 0 is greedy; sampling fields sample; defaults stay the family defaults; stop → stopStrings', () => {
+    expect(mapOptions({ messages: [], temperature: 0, max_tokens: 5 }, 64).options).toEqual({ maxNewTokens: 5, sampling: false, doSample: false, numBeams: 1, repetitionPenalty: 1 });
+    const s = mapOptions({ messages: [], temperature: 0.5, top_k: -1, seed: 3, stop: 'x' }, 64);
+    expect(s.options).toEqual({ maxNewTokens: 64, sampling: true, doSample: true, temperature: 0.5, topK: 0, seed: 3, stopStrings: ['x'] });
+    expect(mapOptions({ messages: [] }, 64, 'videollama2')).toEqual({ options: { maxNewTokens: 64 }, stop: [], maxTokens: 64, seed: null });
+    expect(mapOptions({ messages: [] }, 64, 'minicpmv').seed).toEqual(expect.any(Number));
+    expect(() => mapOptions({ messages: [], max_tokens: 65 }, 64)).toThrow(/at most 64/);
+  });
+
+  it('StopFilter never sends part of a stop string', () => {
+    const f = new StopFilter(['END']);
+    const out = ['ab', 'cE', 'N', 'Dxyz'].map((c) => f.push(c)).join('') + f.flush();
+    expect(out).toBe('abc');
+    const g = new StopFilter(['END']);
+    expect(['ab', 'cE', 'Nx'].map((c) => g.push(c)).join('') + g.flush()).toBe('abcENx');
   });
 });
