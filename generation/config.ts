@@ -26,6 +26,11 @@ export interface GenerationOptions {
   stopStrings?: string[];
   /** RNG seed for sampling (default 0). */
   seed?: number;
+  /**
+   * Cancels generation: checked once per token (the loop yields to the event loop first so an
+   * abort can arrive); generation then stops with finishReason 'abort' and frees its tensors.
+   */
+  signal?: AbortSignal;
 }
 
 export interface ResolvedGenerationConfig {

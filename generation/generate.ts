@@ -104,8 +104,7 @@ class PaddingState {
   }
 }
 
-/** Why generation ended; 'aborted' when the caller's AbortSignal fired (checked once per token). */
-export type FinishReason = 'eos' | 'length' | 'stop_string' | 'max_positions' | 'aborted';
+export type FinishReason = 'eos' | 'length' | 'stop_string' | 'max_positions' | 'abort';
 
 export interface GenerationResult {
   /** Generated ids (HF `generate` output minus the prompt; includes the eos token when it stopped on one). */
@@ -134,16 +133,6 @@ export interface GenerateCallbacks {
   onToken?: (step: StreamStep) => void;
   /** Called once per decoding step (also during beam search), e.g. for timing. */
   onStep?: () => void;
-  /**
-   * Stops generation within one token when aborted (finishReason 'aborted'; tensors freed). With a
-   * signal, each step yields to the event loop so that a disconnect or timeout can be seen.
-   */
-  signal?: AbortSignal;
-}
-
-/** Lets pending I/O callbacks (a client disconnect, a timer) run between two tokens. */
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Builds the HF processor list (repetition penalty) and warpers (temperature → top-k → top-p). */
@@ -185,6 +174,14 @@ function checkLength(model: GenerationModel, promptLen: number): void {
   }
 }
 
+/** With a signal: lets pending I/O (an abort) run, then says whether generation was cancelled. */
+async function aborted(signal: AbortSignal | undefined): Promise<boolean> {
+  if (!signal) return false;
+  if (signal.aborted) return true;
+  await new Promise<void>((r) => setImmediate(r));
+  return signal.aborted;
+}
+
 function lastRow(logits: tf.Tensor3D, row = 0): Float32Array {
   const V = logits.shape[2];
   const all = logits.dataSync() as Float32Array;
@@ -210,6 +207,7 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
   const seq = prompt.ids; // HF input_ids: the prompt ids (none for inputs_embeds) + generated
   const generated: number[] = [];
   try {
+    if (await aborted(options.signal)) return 'abort';
     let logits = model.forwardLast(prompt.embeds, cache, padding?.prompt());
     if (prompt.owned) prompt.embeds.dispose();
     for (;;) {
@@ -234,6 +232,7 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
       }
       if (generated.length >= c.maxNewTokens) return 'length';
       if (promptLen + generated.length >= model.maxPositions) return 'max_positions';
+      if (await aborted(options.signal)) return 'abort';
       const ids = tf.tensor2d([token], [1, 1], 'int32');
       const emb = model.embed(ids);
       ids.dispose();
@@ -247,7 +246,7 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
 }
 
 /** Beam search (HF v4.40 `_beam_search`, batch 1). Returns the best hypothesis' generated ids. */
-export async function beamSearch(model: GenerationModel, input: GenerationInput, options: GenerationOptions = {}, onStep?: () => void, signal?: AbortSignal): Promise<GenerationResult> {
+export async function beamSearch(model: GenerationModel, input: GenerationInput, options: GenerationOptions = {}, onStep?: () => void): Promise<GenerationResult> {
   const c = resolveGenerationConfig(options);
   const K = c.numBeams;
   const prompt = promptEmbeds(model, input);
@@ -264,6 +263,7 @@ export async function beamSearch(model: GenerationModel, input: GenerationInput,
   beamScores[0] = 0;
   let finish: FinishReason = 'length';
   try {
+    if (await aborted(options.signal)) return { tokens: [], finishReason: 'abort', promptTokens: promptLen };
     let logits = model.forwardLast(prompt.embeds, cache, padding?.prompt()); // [1, 1, V]: every beam starts from the same state
     if (prompt.owned) prompt.embeds.dispose();
     cache.selectBatch(new Array(K).fill(0));
@@ -287,13 +287,12 @@ export async function beamSearch(model: GenerationModel, input: GenerationInput,
       };
       const next = scorer.process(seqs, step, c.eosTokenIds, promptIds.length, c.padTokenId);
       onStep?.();
-      if (signal) await yieldToEventLoop();
-      if (signal?.aborted) return { tokens: [], finishReason: 'aborted', promptTokens: promptLen };
       seqs = next.beamIndices.map((b, i) => [...seqs[b], next.tokens[i]]);
       beamScores = Float32Array.from(next.scores);
       const generatedLen = seqs[0].length - promptIds.length;
       if (scorer.done || seqs[0].length >= maxLength) break;
       if (promptLen + generatedLen >= model.maxPositions) { finish = 'max_positions'; break; }
+      if (await aborted(options.signal)) return { tokens: seqs[0].slice(promptIds.length), finishReason: 'abort', promptTokens: promptLen };
       cache.selectBatch(next.beamIndices);
       const ids = tf.tensor2d(next.tokens, [K, 1], 'int32');
       const emb = model.embed(ids);
@@ -324,7 +323,7 @@ export async function generate(model: GenerationModel, input: GenerationInput, o
   const c = resolveGenerationConfig(options);
   const streamer = callbacks.decode && callbacks.onText ? new TextStreamer(callbacks.decode, callbacks.onText) : null;
   if (c.numBeams > 1) {
-    const r = await beamSearch(model, input, options, callbacks.onStep, callbacks.signal);
+    const r = await beamSearch(model, input, options, callbacks.onStep);
     for (const t of r.tokens) callbacks.onToken?.({ token: t, logprob: NaN });
     streamer?.put(r.tokens);
     streamer?.end();
@@ -335,14 +334,6 @@ export async function generate(model: GenerationModel, input: GenerationInput, o
   const it = generateStream(model, input, options, callbacks.decode);
   let finishReason: FinishReason = 'length';
   for (;;) {
-    if (callbacks.signal) {
-      await yieldToEventLoop();
-      if (callbacks.signal.aborted) {
-        await it.return('aborted'); // runs the generator's finally: the KV cache is freed
-        finishReason = 'aborted';
-        break;
-      }
-    }
     const r = await it.next();
     if (r.done) {
       finishReason = r.value;

@@ -26,8 +26,6 @@ export interface ChatOptions extends GenerationOptions {
   system?: string;
   /** Streamed answer text, chunk by chunk, as it is generated (beam search: once at the end). */
   onText?: (chunk: string) => void;
-  /** Aborting stops generation within one token (finishReason 'aborted'); its tensors are freed. */
-  signal?: AbortSignal;
 }
 
 export interface ChatTimings {
@@ -66,6 +64,8 @@ export interface TracedTensor {
 export interface ChatModel {
   /** The family's key in the family table (models/families.ts). */
   readonly family: string;
+  /** Whether the family samples when no option says otherwise (upstream's chat default). */
+  readonly samplesByDefault: boolean;
   chat(messages: ChatMessage[], opts?: ChatOptions): Promise<ChatResult>;
   /** Streams text chunks; `result` resolves when generation ends. */
   chatStream(messages: ChatMessage[], opts?: ChatOptions): ChatStream;

@@ -12,7 +12,7 @@ import { Embedded, GenerationMode, PreparedInputs, Tap, VisionLanguageModel } fr
 
 /** The generation options every family accepts explicitly (they override the family's defaults). */
 const EXPLICIT_KEYS = ['maxNewTokens', 'minNewTokens', 'temperature', 'topK', 'topP', 'repetitionPenalty', 'numBeams',
-  'lengthPenalty', 'earlyStopping', 'stopStrings', 'seed'] as const;
+  'lengthPenalty', 'earlyStopping', 'stopStrings', 'seed', 'signal'] as const;
 
 /** Options of the pipeline beyond generation: the mode switches. */
 export interface PipelineChatOptions extends ChatOptions {
@@ -69,7 +69,6 @@ implements ChatModel, VisionLanguageModel<P, O> {
           decode: (ids) => this.decodeStream(ids),
           onText: opts.onText,
           onStep: () => clock.token(),
-          signal: opts.signal,
         });
         return {
           text: this.decodeAnswer(r.tokens),
