@@ -16,7 +16,7 @@ if (!CHROMIUM) console.warn('test/server/browser.test.ts: skipped — no Chromiu
 maybe('web page in headless Chromium', () => {
   let server: VlmServer;
   let profile: string;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+   
   let context: any;
 
   beforeAll(async () => {
