@@ -210,7 +210,7 @@ static struct {
   size_t scratch_sz[MAXT][2];
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv_start = PTHREAD_COND_INITIALIZER, .cv_done = PTHREAD_COND_INITIALIZER};
 static pthread_mutex_t g_op_mu = PTHREAD_MUTEX_INITIALIZER; /* one API operation at a time */
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 4000 /* ~0.1 ms of pause before sleeping on the condvar */
 
 static void *pool_worker(void *arg) {
   const int tid = (int)(intptr_t)arg;
@@ -449,25 +449,30 @@ typedef struct {
 } mm_ctx;
 
 static void job_matvec(void *vc, int tid, int nth) {
+  (void)tid; (void)nth;
   mm_ctx *c = vc;
   const nw_weight *w = c->w;
   const nw_kernels_t *k = g_kern;
-  int64_t r0, r1;
-  split(w->rows, tid, nth, 16, &r0, &r1);
   const int64_t rows = w->rows, cols = w->cols, nb = cols / QK;
-  for (int64_t r = r0; r < r1; r++) {
-    const uint8_t *wr = w->data + (size_t)r * w->rbytes;
-    const float b = c->bias ? c->bias[r] : 0.f;
-    for (int64_t m = 0; m < c->M; m++) {
-      float s;
-      switch (w->type) {
-        case NW_F32: s = k->dot_f32((const float *)wr, c->x + m * cols, cols); break;
-        case NW_F16: s = k->dot_f16((const uint16_t *)wr, c->x + m * cols, cols); break;
-        case NW_BF16: s = k->dot_bf16((const uint16_t *)wr, c->x + m * cols, cols); break;
-        case NW_Q8_0: s = k->dot_q8(wr, c->xq + m * nb, nb); break;
-        default: s = k->dot_q4(wr, c->xq + m * nb, nb); break;
+  /* dynamic chunks of rows: a thread that gets descheduled (shared cores) doesn't stall the others */
+  for (;;) {
+    const int64_t p = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
+    if (p >= c->npanels) break;
+    const int64_t r0 = p * c->panel, r1 = NW_MIN(rows, r0 + c->panel);
+    for (int64_t r = r0; r < r1; r++) {
+      const uint8_t *wr = w->data + (size_t)r * w->rbytes;
+      const float b = c->bias ? c->bias[r] : 0.f;
+      for (int64_t m = 0; m < c->M; m++) {
+        float s;
+        switch (w->type) {
+          case NW_F32: s = k->dot_f32((const float *)wr, c->x + m * cols, cols); break;
+          case NW_F16: s = k->dot_f16((const uint16_t *)wr, c->x + m * cols, cols); break;
+          case NW_BF16: s = k->dot_bf16((const uint16_t *)wr, c->x + m * cols, cols); break;
+          case NW_Q8_0: s = k->dot_q8(wr, c->xq + m * nb, nb); break;
+          default: s = k->dot_q4(wr, c->xq + m * nb, nb); break;
+        }
+        c->out[m * rows + r] = s + b;
       }
-      c->out[m * rows + r] = s + b;
     }
   }
 }
@@ -754,6 +759,11 @@ static napi_value Matmul(napi_env env, napi_callback_info info) {
       for (int64_t m = 0; m < M; m++) quant_row_xq8(c.x + m * w->cols, xq + m * nb, w->cols);
     }
     c.xq = xq;
+    /* chunks of ~256 KB of weights (at least 16 rows), at least 4 per thread */
+    int64_t chunk = NW_MAX(16, (int64_t)(262144 / (w->rbytes ? w->rbytes : 1)));
+    chunk = NW_MIN(chunk, NW_MAX(16, w->rows / (4 * P.n)));
+    c.panel = chunk;
+    c.npanels = (w->rows + chunk - 1) / chunk;
     pool_run(job_matvec, &c);
   } else if (w->type == NW_F32 && nw_ob.sgemm) {
     /* f32: one multi-threaded OpenBLAS call, no panels needed */
@@ -924,6 +934,19 @@ static napi_value SetMvMax(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* raw storage bytes (e.g. to save a quantized checkpoint, or to test the quantizers) */
+static napi_value ReadBytes(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  nw_weight *w = get_weight(env, a[0], "readBytes");
+  int64_t off; void *p; size_t len;
+  if (!w || !get_int(env, a[1], "readBytes", "byteOffset", &off) || !get_ta(env, a[2], napi_uint8_array, "readBytes", "out", &p, &len, NULL))
+    return NULL;
+  if ((uint64_t)off > w->bytes || len > w->bytes - (size_t)off)
+    RANGE_ERR("tfjs-blas readBytes: %zu bytes from byte %lld are past the end of the weight (%zu bytes)", len, (long long)off, w->bytes);
+  memcpy(p, w->data + off, len);
+  return NULL;
+}
+
 /* test hook: GGML-reference f32 -> fp16 on a Float32Array, into a Uint16Array */
 static napi_value ToF16(napi_env env, napi_callback_info info) {
   ARGS(2);
@@ -963,6 +986,7 @@ napi_status nw_register(napi_env env, napi_value exports) {
     {"cpuFeatures", 0, CpuFeatures, 0, 0, 0, napi_default, 0},
     {"setThreads", 0, SetThreads, 0, 0, 0, napi_default, 0},
     {"setMvMax", 0, SetMvMax, 0, 0, 0, napi_default, 0},
+    {"readBytes", 0, ReadBytes, 0, 0, 0, napi_default, 0},
     {"toF16", 0, ToF16, 0, 0, 0, napi_default, 0},
   };
   return napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
