@@ -10,10 +10,13 @@
  * act: 0 linear, 1 relu, 2 relu6, 3 prelu, 4 leakyrelu, 5 sigmoid, 6 elu.
  * Every offset and length is checked against the views, so a stale or short view throws a
  * RangeError instead of touching memory out of bounds.
+ *
+ * OpenBLAS is dlopen'ed at load time (openblas_dl.c), not linked: without it gemm runs a built-in
+ * (slower) fallback, and the native-weight API (weights.c) keeps working.
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
-#include <cblas.h>
+#include "nw.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -55,6 +58,23 @@ static void apply_act(float *C, int64_t total, int act, float alpha, const float
     case 5: for (int64_t i = 0; i < total; i++) C[i] = 1.f / (1.f + expf(-C[i])); break;
     case 6: for (int64_t i = 0; i < total; i++) if (C[i] < 0) C[i] = expf(C[i]) - 1.f; break;
     default: break;
+  }
+}
+
+/* No OpenBLAS: C = op(A) . op(B) + beta*C. The [M,K] x [N,K]^T case (Linear) uses the kernel
+   table's blocked sgemm; the other layouts a plain loop (correct, not fast). */
+const nw_kernels_t *nw_kern(void);
+static void fallback_gemm(int tA, int tB, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float *C,
+                          float beta) {
+  if (!tA && tB) { nw_kern()->sgemm_nt(M, N, K, A, K, B, K, C, N, beta); return; }
+  for (int64_t i = 0; i < M; i++) {
+    float *c = C + i * N;
+    for (int64_t j = 0; j < N; j++) c[j] = beta == 0.f ? 0.f : beta * c[j];
+    for (int64_t k = 0; k < K; k++) {
+      const float a = tA ? A[k * M + i] : A[i * K + k];
+      if (tB) for (int64_t j = 0; j < N; j++) c[j] += a * B[j * K + k];
+      else nw_kern()->axpy(N, a, B + k * N, c);
+    }
   }
 }
 
@@ -109,13 +129,15 @@ static napi_value Gemm(napi_env env, napi_callback_info info) {
   for (int64_t bi = 0; bi < batch; bi++) {
     const float *Ab = A + (bi % bA) * sA, *Bb = B + (bi % bB) * sB;
     float *Cb = C + bi * sC;
-    if (M == 1) {
+    if (!nw_ob.sgemm) {
+      fallback_gemm(tA, tB, M, N, K, Ab, Bb, Cb, beta);
+    } else if (M == 1) {
       /* matvec: sgemv is the memory-bound path (3.5x faster than sgemm with M == 1).
          c[N] = a[K] . B, B stored [K,N] (tB=0) or [N,K] (tB=1). */
-      cblas_sgemv(CblasRowMajor, tB ? CblasNoTrans : CblasTrans, tB ? (int)N : (int)K,
+      nw_ob.sgemv(CblasRowMajor, tB ? CblasNoTrans : CblasTrans, tB ? (int)N : (int)K,
                   tB ? (int)K : (int)N, 1.f, Bb, ldb, Ab, 1, beta, Cb, 1);
     } else {
-      cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
+      nw_ob.sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
                   (int)M, (int)N, (int)K, 1.f, Ab, lda, Bb, ldb, beta, Cb, (int)N);
     }
   }
@@ -128,7 +150,7 @@ static napi_value SetThreads(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, &v, NULL, NULL));
   int n = (int)as_i64(env, v);
   if (n < 1) n = 1;
-  openblas_set_num_threads(n);
+  if (nw_ob.set_num_threads) nw_ob.set_num_threads(n);
   return NULL;
 }
 
@@ -136,16 +158,26 @@ static napi_value Info(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value o, s;
   CHECK(napi_create_object(env, &o));
-  napi_create_string_utf8(env, openblas_get_corename(), NAPI_AUTO_LENGTH, &s);
+  napi_create_string_utf8(env, nw_ob.get_corename ? nw_ob.get_corename() : "none", NAPI_AUTO_LENGTH, &s);
   napi_set_named_property(env, o, "core", s);
-  napi_create_string_utf8(env, openblas_get_config(), NAPI_AUTO_LENGTH, &s);
+  napi_create_string_utf8(env, nw_ob.get_config ? nw_ob.get_config() : "no OpenBLAS (built-in fallback)", NAPI_AUTO_LENGTH, &s);
   napi_set_named_property(env, o, "config", s);
-  napi_create_int32(env, openblas_get_num_threads(), &s);
+  napi_create_int32(env, nw_ob.get_num_threads ? nw_ob.get_num_threads() : 1, &s);
   napi_set_named_property(env, o, "threads", s);
+  napi_get_boolean(env, nw_ob.sgemm != NULL, &s);
+  napi_set_named_property(env, o, "openblas", s);
+  napi_create_string_utf8(env, nw_ob.error, NAPI_AUTO_LENGTH, &s);
+  napi_set_named_property(env, o, "openblasError", s);
+  napi_create_string_utf8(env, nw_kern()->name, NAPI_AUTO_LENGTH, &s);
+  napi_set_named_property(env, o, "kernels", s);
   return o;
 }
 
+napi_status nw_register(napi_env env, napi_value exports); /* weights.c */
+
 NAPI_MODULE_INIT() {
+  nw_openblas_load();
+  if (nw_register(env, exports) != napi_ok) return NULL;
   napi_property_descriptor d[] = {
     {"gemm", 0, Gemm, 0, 0, 0, napi_default, 0},
     {"setNumThreads", 0, SetThreads, 0, 0, 0, napi_default, 0},

@@ -1,0 +1,214 @@
+/**
+ * NativeWeight: a [rows, cols] matrix (torch Linear layout [out, in]) that lives outside the wasm
+ * heap, in memory owned by the optional `tfjs-blas` addon: zero-copy in a read-only mmap of a
+ * checkpoint file (f32 / f16 / bf16 exactly as safetensors stores them) or in an owned buffer
+ * (any type, including GGML q8_0 / q4_0 blocks). See native/tfjs-blas/README.md for the addon API.
+ *
+ * `matmul` is an ordinary tfjs op (works inside tf.tidy, differentiable w.r.t. x and bias through
+ * tf.customGrad; the weight itself is frozen). It reads x with dataSync() and creates the output
+ * with tf.tensor, so it works on every backend; on wasm that costs two copies across the heap
+ * boundary (measured in the final report of the native-weights work: small next to the matmul).
+ */
+import * as tf from '@tensorflow/tfjs';
+import path from 'node:path';
+
+export type NativeType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+export const NATIVE_TYPES: readonly NativeType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
+
+/** Opaque handles created by the addon (napi externals). */
+export type NativeMapping = { readonly __tfjsBlasMapping: unique symbol };
+export type NativeHandle = { readonly __tfjsBlasWeight: unique symbol };
+
+export interface NativeWeightInfo {
+  type: NativeType;
+  rows: number;
+  cols: number;
+  bytes: number;
+  mapped: boolean;
+  freed: boolean;
+  path?: string;
+}
+
+export interface CpuFeatures {
+  avx2: boolean; fma: boolean; f16c: boolean;
+  avx512f: boolean; avx512bw: boolean; avx512vl: boolean; avx512vnni: boolean;
+  /** kernel table in use: 'scalar' | 'avx2' | 'avx512' */
+  kernels: string;
+  avx512Built: boolean;
+  openblas: boolean;
+  /** pool size (0 until the first parallel call) */
+  threads: number;
+  /** matmul runs the matrix-vector path for M <= mvMax, the panel/sgemm path above */
+  mvMax: number;
+}
+
+/** The native-weight part of the `tfjs-blas` addon (its `gemm`/`setNumThreads`/`info` are in wasm_kernels.ts). */
+export interface NativeAddon {
+  mapFile(path: string): NativeMapping;
+  mappingInfo(m: NativeMapping): { path: string; size: number; weights: number };
+  weightFromMap(m: NativeMapping, byteOffset: number, type: NativeType, rows: number, cols: number): NativeHandle;
+  weightFromBuffer(type: NativeType, rows: number, cols: number, data: ArrayBufferView): NativeHandle;
+  quantize(src: NativeHandle | Float32Array, type: NativeType, rows?: number, cols?: number): NativeHandle;
+  matmul(w: NativeHandle, x: Float32Array, xOff: number, M: number, out: Float32Array, outOff: number,
+    bias?: Float32Array | null, biasOff?: number): void;
+  matmulT(w: NativeHandle, dy: Float32Array, dyOff: number, M: number, out: Float32Array, outOff: number): void;
+  gather(w: NativeHandle, ids: Int32Array, out: Float32Array, outOff: number): void;
+  dequantize(w: NativeHandle, rowStart: number, rowCount: number, out: Float32Array, outOff?: number): void;
+  readBytes(w: NativeHandle, byteOffset: number, out: Uint8Array): void;
+  weightInfo(w: NativeHandle): NativeWeightInfo;
+  free(w: NativeHandle): void;
+  cpuFeatures(): CpuFeatures;
+  setThreads(n: number): void;
+  setMvMax(n: number): void;
+  toF16(src: Float32Array, dst: Uint16Array): void;
+  info(): { core: string; config: string; threads: number; openblas: boolean; openblasError: string; kernels: string };
+}
+
+let cached: { addon: NativeAddon | null; reason?: string } | undefined;
+
+/**
+ * Loads the addon: the installed `tfjs-blas` package, else the in-repo build (native/tfjs-blas,
+ * from the sources or from dist/). `{ addon: null, reason }` when it is not built or too old.
+ */
+export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string } {
+  if (cached) return cached;
+  const candidates = ['tfjs-blas', path.resolve(__dirname, '..', 'native', 'tfjs-blas'),
+    path.resolve(__dirname, '..', '..', 'native', 'tfjs-blas')];
+  const errors: string[] = [];
+  for (const c of candidates) {
+    try {
+      const a = require(c) as Partial<NativeAddon>;
+      if (typeof a.matmul !== 'function' || typeof a.weightFromMap !== 'function') {
+        errors.push(`${c}: built without the native-weight API (rebuild: cd native/tfjs-blas && node scripts/install.js)`);
+        continue;
+      }
+      return (cached = { addon: a as NativeAddon });
+    } catch (e) {
+      errors.push(`${c}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  return (cached = { addon: null, reason: `tfjs-blas native addon not available (${errors.join('; ')})` });
+}
+
+function need(): NativeAddon {
+  const { addon, reason } = loadNativeAddon();
+  if (!addon) throw new Error(reason);
+  return addon;
+}
+
+/** Float32Array view of a float32 tensor's values (dataSync; a copy on wasm, zero-copy on cpu). */
+function f32data(t: tf.Tensor, what: string): Float32Array {
+  if (t.dtype !== 'float32') throw new Error(`NativeWeight: ${what} must be float32 (got ${t.dtype})`);
+  return t.dataSync() as Float32Array;
+}
+
+export class NativeWeight {
+  readonly type: NativeType;
+  /** [rows, cols] = torch Linear [out, in] */
+  readonly shape: [number, number];
+  readonly bytes: number;
+  private handle: NativeHandle | null;
+  private readonly addon: NativeAddon;
+
+  private constructor(addon: NativeAddon, handle: NativeHandle) {
+    this.addon = addon;
+    this.handle = handle;
+    const i = addon.weightInfo(handle);
+    this.type = i.type;
+    this.shape = [i.rows, i.cols];
+    this.bytes = i.bytes;
+  }
+
+  get rows(): number { return this.shape[0]; }
+  get cols(): number { return this.shape[1]; }
+  get disposed(): boolean { return this.handle === null; }
+  /** The addon handle (for direct addon calls). */
+  get native(): NativeHandle {
+    if (!this.handle) throw new Error(`NativeWeight [${this.shape}] ${this.type} was disposed`);
+    return this.handle;
+  }
+  info(): NativeWeightInfo { return this.addon.weightInfo(this.native); }
+
+  /** Memory-maps a file read-only (keep the mapping object while creating weights; each weight keeps the file mapped). */
+  static mapFile(file: string): NativeMapping { return need().mapFile(file); }
+
+  /** Zero-copy view of `rows*cols` values of `type` at `byteOffset` in a mapped file. */
+  static fromMap(mapping: NativeMapping, byteOffset: number, type: NativeType, rows: number, cols: number): NativeWeight {
+    const a = need();
+    return new NativeWeight(a, a.weightFromMap(mapping, byteOffset, type, rows, cols));
+  }
+
+  /** Copies raw storage bytes (or f32 values for 'f32') into native memory. */
+  static fromBuffer(type: NativeType, rows: number, cols: number, data: ArrayBufferView): NativeWeight {
+    const a = need();
+    return new NativeWeight(a, a.weightFromBuffer(type, rows, cols, data));
+  }
+
+  /** Converts a weight (e.g. a mapped bf16 one) or a [rows, cols] Float32Array to `type`, row by row. */
+  static quantize(src: NativeWeight | Float32Array, type: NativeType, shape?: [number, number]): NativeWeight {
+    const a = need();
+    if (src instanceof NativeWeight) return new NativeWeight(a, a.quantize(src.native, type));
+    if (!shape) throw new Error('NativeWeight.quantize: a Float32Array source needs its [rows, cols] shape');
+    return new NativeWeight(a, a.quantize(src, type, shape[0], shape[1]));
+  }
+
+  /** y[..., rows] = x[..., cols] · Wᵀ (+ bias[rows]). Differentiable w.r.t. x and bias. */
+  matmul(x: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+    const [rows, cols] = this.shape;
+    const h = this.native;
+    const a = this.addon;
+    if (x.rank < 1 || x.shape[x.rank - 1] !== cols)
+      throw new Error(`NativeWeight.matmul: x has shape [${x.shape}], expected [..., ${cols}]`);
+    if (bias && (bias.size !== rows || bias.shape[bias.rank - 1] !== rows))
+      throw new Error(`NativeWeight.matmul: bias has shape [${bias.shape}], expected [${rows}]`);
+    const outShape = [...x.shape.slice(0, -1), rows];
+    const M = x.size / cols;
+    const forward = (xt: tf.Tensor, bt?: tf.Tensor): tf.Tensor => {
+      const out = new Float32Array(M * rows);
+      a.matmul(h, f32data(xt, 'x'), 0, M, out, 0, bt ? f32data(bt, 'bias') : null, 0);
+      return tf.tensor(out, outShape, 'float32');
+    };
+    const dx = (dy: tf.Tensor): tf.Tensor => {
+      const g = new Float32Array(M * cols);
+      a.matmulT(h, f32data(dy, 'dy'), 0, M, g, 0);
+      return tf.tensor(g, x.shape, 'float32');
+    };
+    if (bias) {
+      const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+        const xt = args[0] as tf.Tensor, bt = args[1] as tf.Tensor;
+        return {
+          value: forward(xt, bt),
+          gradFunc: (dy: tf.Tensor) => [dx(dy), tf.tidy(() => tf.reshape(tf.sum(tf.reshape(dy, [-1, rows]), 0), bt.shape))],
+        };
+      });
+      return (f as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor)(x, bias);
+    }
+    const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+      const xt = args[0] as tf.Tensor;
+      return { value: forward(xt), gradFunc: (dy: tf.Tensor) => dx(dy) };
+    });
+    return (f as (a: tf.Tensor) => tf.Tensor)(x);
+  }
+
+  /** Rows of W as float32: ids [...] -> [..., cols] (embedding lookup; no gradient). */
+  gather(ids: tf.Tensor): tf.Tensor {
+    if (ids.dtype !== 'int32') throw new Error(`NativeWeight.gather: ids must be int32 (got ${ids.dtype})`);
+    const idv = ids.dataSync() as Int32Array;
+    const out = new Float32Array(idv.length * this.cols);
+    this.addon.gather(this.native, idv, out, 0);
+    return tf.tensor(out, [...ids.shape, this.cols], 'float32');
+  }
+
+  /** Rows [rowStart, rowStart+rowCount) dequantized to f32 (row-major). */
+  toFloat32(rowStart = 0, rowCount = this.rows - rowStart): Float32Array {
+    const out = new Float32Array(rowCount * this.cols);
+    this.addon.dequantize(this.native, rowStart, rowCount, out, 0);
+    return out;
+  }
+
+  /** Frees the native memory now (idempotent; the GC finalizer would do it later). */
+  dispose(): void {
+    if (this.handle) this.addon.free(this.handle);
+    this.handle = null;
+  }
+}

@@ -1,0 +1,273 @@
+/*
+ * Kernel bodies, compiled three times (kernels_scalar.c, kernels_avx2.c, kernels_avx512.c) with
+ * different ISA flags; SFX(name) gives each copy its own symbol names. Intrinsics are guarded by
+ * the compiler's ISA macros, so the scalar copy is plain C. Weight pointers may be unaligned
+ * (a mapped safetensors tensor starts wherever the file puts it): only unaligned loads are used.
+ */
+#include "nw.h"
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX2__)
+static inline float SFX(hsum8)(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+static inline __m256 SFX(ld_f16x8)(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+static inline __m256 SFX(ld_bf16x8)(const uint16_t *p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+/* 32 q4_0 nibbles -> 32 int8 in [-8, 7], weight order 0..31 */
+static inline __m256i SFX(unpack_q4)(const uint8_t *qs) {
+  __m128i t = _mm_loadu_si128((const __m128i *)qs);
+  __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+  return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+/* 8 int32 partial sums of w (int8) . x (int8) */
+static inline __m256i SFX(dot_i8)(__m256i w, __m256i x) {
+  const __m256i aw = _mm256_sign_epi8(w, w), sx = _mm256_sign_epi8(x, w);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
+#endif
+}
+#endif
+
+static float SFX(dot_f32)(const float *w, const float *x, int64_t n) {
+  int64_t i = 0;
+  float s = 0.f;
+#if defined(__AVX512F__)
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+  }
+  for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+  s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__)
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+  s = SFX(hsum8)(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+  for (; i < n; i++) { float wv; memcpy(&wv, w + i, 4); s += wv * x[i]; }
+  return s;
+}
+
+static float SFX(dot_f16)(const uint16_t *w, const float *x, int64_t n) {
+  int64_t i = 0;
+  float s = 0.f;
+#if defined(__AVX512F__)
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i))), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i + 16))), _mm512_loadu_ps(x + i + 16), a1);
+  }
+  s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__)
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(SFX(ld_f16x8)(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(SFX(ld_f16x8)(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(SFX(ld_f16x8)(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(SFX(ld_f16x8)(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(SFX(ld_f16x8)(w + i), _mm256_loadu_ps(x + i), a0);
+  s = SFX(hsum8)(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+  for (; i < n; i++) s += nw_f16_to_f32(nw_ld16((const uint8_t *)(w + i))) * x[i];
+  return s;
+}
+
+static float SFX(dot_bf16)(const uint16_t *w, const float *x, int64_t n) {
+  int64_t i = 0;
+  float s = 0.f;
+#if defined(__AVX512F__)
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  for (; i + 32 <= n; i += 32) {
+    __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i))), 16));
+    __m512 w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i + 16))), 16));
+    a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), a1);
+  }
+  s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__)
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(SFX(ld_bf16x8)(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(SFX(ld_bf16x8)(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(SFX(ld_bf16x8)(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(SFX(ld_bf16x8)(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(SFX(ld_bf16x8)(w + i), _mm256_loadu_ps(x + i), a0);
+  s = SFX(hsum8)(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+  for (; i < n; i++) s += nw_bf16_to_f32(nw_ld16((const uint8_t *)(w + i))) * x[i];
+  return s;
+}
+
+static float SFX(dot_q8)(const uint8_t *w, const xq8_t *x, int64_t nb) {
+  int64_t b = 0;
+  float s = 0.f;
+#if defined(__AVX2__)
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  for (; b + 2 <= nb; b += 2) {
+    const uint8_t *w0 = w + b * Q8_0_BYTES, *w1 = w0 + Q8_0_BYTES;
+    __m256i p0 = SFX(dot_i8)(_mm256_loadu_si256((const __m256i *)(w0 + 2)), _mm256_loadu_si256((const __m256i *)x[b].qs));
+    __m256i p1 = SFX(dot_i8)(_mm256_loadu_si256((const __m256i *)(w1 + 2)), _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
+  }
+  s = SFX(hsum8)(_mm256_add_ps(a0, a1));
+#endif
+  for (; b < nb; b++) {
+    const uint8_t *wb = w + b * Q8_0_BYTES;
+    int32_t acc = 0;
+    for (int j = 0; j < QK; j++) acc += (int32_t)(int8_t)wb[2 + j] * x[b].qs[j];
+    s += nw_f16_to_f32(nw_ld16(wb)) * x[b].d * (float)acc;
+  }
+  return s;
+}
+
+static float SFX(dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb) {
+  int64_t b = 0;
+  float s = 0.f;
+#if defined(__AVX2__)
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  for (; b + 2 <= nb; b += 2) {
+    const uint8_t *w0 = w + b * Q4_0_BYTES, *w1 = w0 + Q4_0_BYTES;
+    __m256i p0 = SFX(dot_i8)(SFX(unpack_q4)(w0 + 2), _mm256_loadu_si256((const __m256i *)x[b].qs));
+    __m256i p1 = SFX(dot_i8)(SFX(unpack_q4)(w1 + 2), _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
+  }
+  s = SFX(hsum8)(_mm256_add_ps(a0, a1));
+#endif
+  for (; b < nb; b++) {
+    const uint8_t *wb = w + b * Q4_0_BYTES;
+    int32_t acc = 0;
+    for (int j = 0; j < QK / 2; j++) {
+      acc += ((int32_t)(wb[2 + j] & 0x0F) - 8) * x[b].qs[j];
+      acc += ((int32_t)(wb[2 + j] >> 4) - 8) * x[b].qs[j + QK / 2];
+    }
+    s += nw_f16_to_f32(nw_ld16(wb)) * x[b].d * (float)acc;
+  }
+  return s;
+}
+
+static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n) {
+  int64_t i = 0;
+  switch (type) {
+    case NW_F32: memcpy(dst, src, (size_t)n * 4); return;
+    case NW_F16:
+#if defined(__AVX2__)
+      for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, SFX(ld_f16x8)((const uint16_t *)src + i));
+#endif
+      for (; i < n; i++) dst[i] = nw_f16_to_f32(nw_ld16(src + 2 * i));
+      return;
+    case NW_BF16:
+#if defined(__AVX2__)
+      for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, SFX(ld_bf16x8)((const uint16_t *)src + i));
+#endif
+      for (; i < n; i++) dst[i] = nw_bf16_to_f32(nw_ld16(src + 2 * i));
+      return;
+    case NW_Q8_0:
+      for (int64_t b = 0; b < n / QK; b++) {
+        const uint8_t *wb = src + b * Q8_0_BYTES;
+        const float d = nw_f16_to_f32(nw_ld16(wb));
+        float *o = dst + b * QK;
+#if defined(__AVX2__)
+        const __m256 vd = _mm256_set1_ps(d);
+        for (int j = 0; j < QK; j += 8) {
+          __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(wb + 2 + j)));
+          _mm256_storeu_ps(o + j, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(q)));
+        }
+#else
+        for (int j = 0; j < QK; j++) o[j] = (float)(int8_t)wb[2 + j] * d;
+#endif
+      }
+      return;
+    case NW_Q4_0:
+      for (int64_t b = 0; b < n / QK; b++) {
+        const uint8_t *wb = src + b * Q4_0_BYTES;
+        const float d = nw_f16_to_f32(nw_ld16(wb));
+        float *o = dst + b * QK;
+#if defined(__AVX2__)
+        const __m256 vd = _mm256_set1_ps(d);
+        __m256i q = SFX(unpack_q4)(wb + 2);
+        __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+        _mm256_storeu_ps(o + 0, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+        _mm256_storeu_ps(o + 8, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+        _mm256_storeu_ps(o + 16, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+        _mm256_storeu_ps(o + 24, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+#else
+        for (int j = 0; j < QK / 2; j++) {
+          o[j] = (float)((int)(wb[2 + j] & 0x0F) - 8) * d;
+          o[j + QK / 2] = (float)((int)(wb[2 + j] >> 4) - 8) * d;
+        }
+#endif
+      }
+      return;
+  }
+}
+
+static void SFX(axpy)(int64_t n, float a, const float *x, float *y) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  const __m256 va = _mm256_set1_ps(a);
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+  for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* Fallback panel GEMM (no OpenBLAS): C = A . B^T + beta*C, 4x2 register tiles of dot products. */
+static void SFX(sgemm_nt)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                          float *C, int64_t ldc, float beta) {
+  const int64_t KB = 512; /* K blocking keeps 4 A rows + 2 B rows of a block in L1 */
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+  for (int64_t k0 = 0; k0 < K; k0 += KB) {
+    const int64_t kn = K - k0 < KB ? K - k0 : KB;
+    int64_t i = 0;
+#if defined(__AVX2__)
+    for (; i + 4 <= M; i += 4) {
+      int64_t j = 0;
+      for (; j + 2 <= N; j += 2) {
+        const float *a0 = A + i * lda + k0, *b0 = B + j * ldb + k0, *b1 = b0 + ldb;
+        __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+        __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + 8 <= kn; k += 8) {
+          __m256 vb0 = _mm256_loadu_ps(b0 + k), vb1 = _mm256_loadu_ps(b1 + k), va;
+          va = _mm256_loadu_ps(a0 + k); c00 = _mm256_fmadd_ps(va, vb0, c00); c01 = _mm256_fmadd_ps(va, vb1, c01);
+          va = _mm256_loadu_ps(a0 + lda + k); c10 = _mm256_fmadd_ps(va, vb0, c10); c11 = _mm256_fmadd_ps(va, vb1, c11);
+          va = _mm256_loadu_ps(a0 + 2 * lda + k); c20 = _mm256_fmadd_ps(va, vb0, c20); c21 = _mm256_fmadd_ps(va, vb1, c21);
+          va = _mm256_loadu_ps(a0 + 3 * lda + k); c30 = _mm256_fmadd_ps(va, vb0, c30); c31 = _mm256_fmadd_ps(va, vb1, c31);
+        }
+        float s[8] = {SFX(hsum8)(c00), SFX(hsum8)(c01), SFX(hsum8)(c10), SFX(hsum8)(c11),
+                      SFX(hsum8)(c20), SFX(hsum8)(c21), SFX(hsum8)(c30), SFX(hsum8)(c31)};
+        for (; k < kn; k++)
+          for (int r = 0; r < 4; r++) { s[2 * r] += a0[r * lda + k] * b0[k]; s[2 * r + 1] += a0[r * lda + k] * b1[k]; }
+        for (int r = 0; r < 4; r++) { C[(i + r) * ldc + j] += s[2 * r]; C[(i + r) * ldc + j + 1] += s[2 * r + 1]; }
+      }
+      for (; j < N; j++)
+        for (int r = 0; r < 4; r++) C[(i + r) * ldc + j] += SFX(dot_f32)(B + j * ldb + k0, A + (i + r) * lda + k0, kn);
+    }
+#endif
+    for (; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] += SFX(dot_f32)(B + j * ldb + k0, A + i * lda + k0, kn);
+  }
+}
+
+const nw_kernels_t SFX(nw_kernels) = {
+  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy),
+};

@@ -1,0 +1,71 @@
+/*
+ * Shared definitions for the native-weight part of tfjs-blas: storage types, GGML block layouts,
+ * the per-ISA kernel table (filled by kernels_{scalar,avx2,avx512}.c, chosen at run time with
+ * __builtin_cpu_supports), and the dlopen'ed OpenBLAS entry points.
+ */
+#ifndef NW_H
+#define NW_H
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { NW_F32 = 0, NW_F16 = 1, NW_BF16 = 2, NW_Q8_0 = 3, NW_Q4_0 = 4, NW_NTYPES = 5 };
+#define QK 32
+#define Q8_0_BYTES 34 /* { uint16 d (fp16); int8 qs[32] } */
+#define Q4_0_BYTES 18 /* { uint16 d (fp16); uint8 qs[16] }: low nibble = j, high nibble = j+16 */
+
+/* Activations quantized for the int8 dot products (internal format, not GGML's: d kept in f32). */
+typedef struct { float d; int8_t qs[QK]; } xq8_t;
+
+extern float nw_f16_table[65536];
+static inline float nw_f16_to_f32(uint16_t h) { return nw_f16_table[h]; }
+static inline float nw_bf16_to_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+static inline uint16_t nw_ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+typedef struct {
+  const char *name;
+  /* dot of one weight row with an f32 vector (n elements) */
+  float (*dot_f32)(const float *w, const float *x, int64_t n);
+  float (*dot_f16)(const uint16_t *w, const float *x, int64_t n);
+  float (*dot_bf16)(const uint16_t *w, const float *x, int64_t n);
+  /* dot of one quantized row (nb blocks) with activations quantized to xq8_t */
+  float (*dot_q8)(const uint8_t *w, const xq8_t *x, int64_t nb);
+  float (*dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb);
+  /* one row of any storage type to f32 */
+  void (*dequant_row)(int type, const uint8_t *src, float *dst, int64_t n);
+  /* C[M,N] = A[M,K] . B[N,K]^T + beta*C (row-major; the no-OpenBLAS panel path) */
+  void (*sgemm_nt)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                   float *C, int64_t ldc, float beta);
+  /* y[0:n] += a * x[0:n] */
+  void (*axpy)(int64_t n, float a, const float *x, float *y);
+} nw_kernels_t;
+
+extern const nw_kernels_t nw_kernels_scalar;
+extern const nw_kernels_t nw_kernels_avx2;
+#ifdef NW_HAVE_AVX512
+extern const nw_kernels_t nw_kernels_avx512;
+#endif
+
+/* OpenBLAS, dlopen'ed at load time (NULL pointers when absent). */
+typedef void (*ob_sgemm_t)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
+typedef void (*ob_sgemv_t)(int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
+typedef struct {
+  void *handle;
+  ob_sgemm_t sgemm;
+  ob_sgemv_t sgemv;
+  void (*set_num_threads)(int);
+  int (*get_num_threads)(void);
+  char *(*get_corename)(void);
+  char *(*get_config)(void);
+  int (*get_parallel)(void);
+  char error[256];
+} nw_openblas_t;
+extern nw_openblas_t nw_ob;
+void nw_openblas_load(void);
+enum { CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 };
+
+/* reference (scalar, bit-exact) conversions, weights.c */
+uint16_t nw_f32_to_f16(float f);
+uint16_t nw_f32_to_bf16(float f);
+
+#endif

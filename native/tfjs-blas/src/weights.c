@@ -1,0 +1,993 @@
+/*
+ * Native weights for tfjs-vlm: matrices [rows, cols] (torch Linear [out, in]) that live outside the
+ * wasm heap, either zero-copy in a read-only mmap of a checkpoint file or in an owned 64-byte
+ * aligned buffer, stored as f32, f16, bf16 (as in safetensors) or GGML q8_0 / q4_0 blocks.
+ *
+ * Kernels (kern.h) come in scalar / AVX2+FMA+F16C / AVX-512(+VNNI) builds, chosen at run time.
+ * Work runs on a persistent pthread pool (VLM_THREADS, default all cores), split by output rows.
+ *   matmul  M <= mvMax (decode): every thread streams its own row range of W once; q8_0/q4_0 use
+ *           int8 dot products against x quantized to 32-blocks (as llama.cpp's vec_dot_q*_q8_0),
+ *           f16/bf16/f32 convert in registers and use f32 FMAs.
+ *   matmul  M > mvMax (prefill): panels of W rows dequantized to f32 in per-thread scratch, then
+ *           sgemm(x, panel^T) with OpenBLAS at 1 thread per worker (or the built-in sgemm).
+ * The quantizers are scalar ports of GGML's quantize_row_q8_0_ref / quantize_row_q4_0_ref (this
+ * file is compiled with -ffp-contract=off so x*id + 8.5f is never fused).
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include "nw.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_PAUSE() _mm_pause()
+#else
+#define CPU_PAUSE() ((void)0)
+#endif
+
+/* ------------------------------------------------------------------------------------------- */
+/* conversions                                                                                  */
+/* ------------------------------------------------------------------------------------------- */
+
+float nw_f16_table[65536];
+
+static float f16_bits_to_f32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  uint32_t u;
+  if (e == 0) {
+    if (m == 0) u = sign;
+    else { /* subnormal: m * 2^-24 */
+      float f = (float)m * (1.0f / 16777216.0f);
+      memcpy(&u, &f, 4);
+      u |= sign;
+    }
+  } else if (e == 31) u = sign | 0x7f800000 | (m << 13);
+  else u = sign | ((e + 112) << 23) | (m << 13);
+  float f; memcpy(&f, &u, 4);
+  return f;
+}
+
+/* IEEE round-to-nearest-even, identical to F16C vcvtps2ph with imm 0 (GGML_FP32_TO_FP16 on x86). */
+uint16_t nw_f32_to_f16(float f) {
+  uint32_t x; memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
+  if (ax > 0x7f800000) return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff)); /* NaN stays NaN (quiet) */
+  if (ax >= 0x477ff000) return (uint16_t)(sign | 0x7c00);                      /* >= 65520 -> inf */
+  if (ax < 0x38800000) {                                                        /* below 2^-14: subnormal */
+    const uint32_t e = ax >> 23;
+    if (e < 102) return (uint16_t)sign;
+    const uint32_t m = (ax & 0x7fffff) | 0x800000, shift = 126 - e;
+    uint32_t q = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1))) q++;
+    return (uint16_t)(sign | q);
+  }
+  const uint32_t r = ax - 0x38000000;
+  uint32_t q = r >> 13;
+  const uint32_t rem = r & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (q & 1))) q++;
+  return (uint16_t)(sign | q);
+}
+
+/* round-to-nearest-even, NaN kept quiet (as torch's float -> bfloat16) */
+uint16_t nw_f32_to_bf16(float f) {
+  uint32_t x; memcpy(&x, &f, 4);
+  if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40);
+  return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+#define NW_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define NW_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* GGML quantize_row_q8_0_ref, one row (n % 32 == 0) */
+static void quant_row_q8_0(const float *x, uint8_t *y, int64_t n) {
+  for (int64_t b = 0; b < n / QK; b++, x += QK, y += Q8_0_BYTES) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK; j++) amax = NW_MAX(amax, fabsf(x[j]));
+    const float d = amax / ((1 << 7) - 1);
+    const float id = d ? 1.0f / d : 0.0f;
+    const uint16_t h = nw_f32_to_f16(d);
+    memcpy(y, &h, 2);
+    for (int j = 0; j < QK; j++) {
+      const float x0 = x[j] * id;
+      y[2 + j] = (uint8_t)(int8_t)roundf(x0);
+    }
+  }
+}
+
+/* GGML quantize_row_q4_0_ref, one row (n % 32 == 0) */
+static void quant_row_q4_0(const float *x, uint8_t *y, int64_t n) {
+  for (int64_t b = 0; b < n / QK; b++, x += QK, y += Q4_0_BYTES) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < QK; j++) {
+      const float v = x[j];
+      if (amax < fabsf(v)) { amax = fabsf(v); max = v; }
+    }
+    const float d = max / -8;
+    const float id = d ? 1.0f / d : 0.0f;
+    const uint16_t h = nw_f32_to_f16(d);
+    memcpy(y, &h, 2);
+    for (int j = 0; j < QK / 2; j++) {
+      const float x0 = x[j] * id;
+      const float x1 = x[QK / 2 + j] * id;
+      const uint8_t xi0 = (uint8_t)NW_MIN(15, (int8_t)(x0 + 8.5f));
+      const uint8_t xi1 = (uint8_t)NW_MIN(15, (int8_t)(x1 + 8.5f));
+      y[2 + j] = (uint8_t)(xi0 | (xi1 << 4));
+    }
+  }
+}
+
+/* activations for the int8 dot products (scale kept in f32) */
+static void quant_row_xq8(const float *x, xq8_t *y, int64_t n) {
+  for (int64_t b = 0; b < n / QK; b++, x += QK) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK; j++) amax = NW_MAX(amax, fabsf(x[j]));
+    const float d = amax / 127.f, id = d ? 1.0f / d : 0.0f;
+    y[b].d = d;
+    for (int j = 0; j < QK; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
+  }
+}
+
+static void quant_row(int type, const float *x, uint8_t *y, int64_t n) {
+  switch (type) {
+    case NW_F32: memcpy(y, x, (size_t)n * 4); break;
+    case NW_F16: for (int64_t i = 0; i < n; i++) { uint16_t h = nw_f32_to_f16(x[i]); memcpy(y + 2 * i, &h, 2); } break;
+    case NW_BF16: for (int64_t i = 0; i < n; i++) { uint16_t h = nw_f32_to_bf16(x[i]); memcpy(y + 2 * i, &h, 2); } break;
+    case NW_Q8_0: quant_row_q8_0(x, y, n); break;
+    case NW_Q4_0: quant_row_q4_0(x, y, n); break;
+  }
+}
+
+static const char *TYPE_NAMES[NW_NTYPES] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
+static size_t row_bytes(int type, int64_t cols) {
+  switch (type) {
+    case NW_F32: return (size_t)cols * 4;
+    case NW_F16: case NW_BF16: return (size_t)cols * 2;
+    case NW_Q8_0: return (size_t)(cols / QK) * Q8_0_BYTES;
+    default: return (size_t)(cols / QK) * Q4_0_BYTES;
+  }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* ISA dispatch                                                                                 */
+/* ------------------------------------------------------------------------------------------- */
+
+static const nw_kernels_t *g_kern = &nw_kernels_scalar;
+const nw_kernels_t *nw_kern(void) { return g_kern; }
+static struct { int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512vnni; } g_cpu;
+
+static void select_kernels(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  g_cpu.avx2 = __builtin_cpu_supports("avx2");
+  g_cpu.fma = __builtin_cpu_supports("fma");
+  g_cpu.f16c = 0;
+  { /* __builtin_cpu_supports has no "f16c" in older compilers: CPUID.1:ECX bit 29 */
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    g_cpu.f16c = (c >> 29) & 1;
+  }
+  g_cpu.avx512f = __builtin_cpu_supports("avx512f");
+  g_cpu.avx512bw = __builtin_cpu_supports("avx512bw");
+  g_cpu.avx512vl = __builtin_cpu_supports("avx512vl");
+  g_cpu.avx512vnni = __builtin_cpu_supports("avx512vnni");
+  if (g_cpu.avx2 && g_cpu.fma && g_cpu.f16c) g_kern = &nw_kernels_avx2;
+#ifdef NW_HAVE_AVX512
+  if (g_kern == &nw_kernels_avx2 && g_cpu.avx512f && g_cpu.avx512bw && g_cpu.avx512vl && g_cpu.avx512vnni)
+    g_kern = &nw_kernels_avx512;
+#endif
+#endif
+  const char *force = getenv("TFJS_BLAS_ISA"); /* scalar|avx2|avx512: only downgrades */
+  if (force && strcmp(force, "scalar") == 0) g_kern = &nw_kernels_scalar;
+  if (force && strcmp(force, "avx2") == 0 && g_kern != &nw_kernels_scalar) g_kern = &nw_kernels_avx2;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* persistent thread pool                                                                       */
+/* ------------------------------------------------------------------------------------------- */
+
+#define MAXT 256
+typedef void (*job_fn)(void *ctx, int tid, int nth);
+static struct {
+  int n; /* threads including the caller */
+  pthread_t th[MAXT];
+  pthread_mutex_t mu;
+  pthread_cond_t cv_start, cv_done;
+  job_fn fn;
+  void *ctx;
+  unsigned long gen, start_gen;
+  int pending, quit, started;
+  void *scratch[MAXT][2];
+  size_t scratch_sz[MAXT][2];
+} P = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv_start = PTHREAD_COND_INITIALIZER, .cv_done = PTHREAD_COND_INITIALIZER};
+static pthread_mutex_t g_op_mu = PTHREAD_MUTEX_INITIALIZER; /* one API operation at a time */
+#define SPIN_ITERS 4000 /* ~0.1 ms of pause before sleeping on the condvar */
+
+static void *pool_worker(void *arg) {
+  const int tid = (int)(intptr_t)arg;
+  unsigned long my = P.start_gen; /* the generation when the pool started: a job posted before this
+                                     thread got scheduled is still seen as new */
+  for (;;) {
+    for (int i = 0; i < SPIN_ITERS && __atomic_load_n(&P.gen, __ATOMIC_ACQUIRE) == my; i++) CPU_PAUSE();
+    pthread_mutex_lock(&P.mu);
+    while (P.gen == my && !P.quit) pthread_cond_wait(&P.cv_start, &P.mu);
+    if (P.quit) { pthread_mutex_unlock(&P.mu); return NULL; }
+    my = P.gen;
+    job_fn fn = P.fn; void *ctx = P.ctx; const int n = P.n;
+    pthread_mutex_unlock(&P.mu);
+    fn(ctx, tid, n);
+    if (__atomic_sub_fetch(&P.pending, 1, __ATOMIC_ACQ_REL) == 0) {
+      pthread_mutex_lock(&P.mu);
+      pthread_cond_signal(&P.cv_done);
+      pthread_mutex_unlock(&P.mu);
+    }
+  }
+}
+
+static void pool_stop(void) {
+  if (!P.started) return;
+  pthread_mutex_lock(&P.mu);
+  P.quit = 1;
+  pthread_cond_broadcast(&P.cv_start);
+  pthread_mutex_unlock(&P.mu);
+  for (int i = 1; i < P.n; i++) pthread_join(P.th[i], NULL);
+  P.quit = 0;
+  P.started = 0;
+}
+
+static int pool_start(int n) {
+  if (n < 1) n = 1;
+  if (n > MAXT) n = MAXT;
+  P.n = n;
+  P.start_gen = P.gen;
+  for (int i = 1; i < n; i++)
+    if (pthread_create(&P.th[i], NULL, pool_worker, (void *)(intptr_t)i) != 0) { P.n = i; break; }
+  P.started = 1;
+  return P.n;
+}
+
+static void ensure_pool(void) {
+  if (P.started) return;
+  const char *e = getenv("VLM_THREADS");
+  long n = e ? strtol(e, NULL, 10) : 0;
+  if (n < 1) n = sysconf(_SC_NPROCESSORS_ONLN);
+  pool_start((int)n);
+}
+
+static void pool_run(job_fn fn, void *ctx) {
+  ensure_pool();
+  if (P.n == 1) { fn(ctx, 0, 1); return; }
+  pthread_mutex_lock(&P.mu);
+  P.fn = fn; P.ctx = ctx;
+  __atomic_store_n(&P.pending, P.n - 1, __ATOMIC_RELEASE);
+  __atomic_add_fetch(&P.gen, 1, __ATOMIC_ACQ_REL);
+  pthread_cond_broadcast(&P.cv_start);
+  pthread_mutex_unlock(&P.mu);
+  fn(ctx, 0, P.n);
+  for (int i = 0; i < SPIN_ITERS && __atomic_load_n(&P.pending, __ATOMIC_ACQUIRE) != 0; i++) CPU_PAUSE();
+  pthread_mutex_lock(&P.mu);
+  while (__atomic_load_n(&P.pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&P.cv_done, &P.mu);
+  pthread_mutex_unlock(&P.mu);
+}
+
+/* per-thread scratch (slot 0: dequantized panel, slot 1: matmulT accumulator); NULL on OOM */
+static void *scratch(int tid, int slot, size_t bytes) {
+  if (P.scratch_sz[tid][slot] < bytes) {
+    free(P.scratch[tid][slot]);
+    P.scratch[tid][slot] = NULL;
+    P.scratch_sz[tid][slot] = 0;
+    if (posix_memalign(&P.scratch[tid][slot], 64, bytes) != 0) return NULL;
+    P.scratch_sz[tid][slot] = bytes;
+  }
+  return P.scratch[tid][slot];
+}
+
+/* contiguous share of [0, n) for thread tid, boundaries on multiples of `align` */
+static void split(int64_t n, int tid, int nth, int64_t align, int64_t *a, int64_t *b) {
+  int64_t units = (n + align - 1) / align;
+  *a = NW_MIN(n, units * tid / nth * align);
+  *b = NW_MIN(n, units * (tid + 1) / nth * align);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* mappings and weights                                                                         */
+/* ------------------------------------------------------------------------------------------- */
+
+typedef struct { int refs; uint8_t *base; size_t size; char *path; } nw_map;
+typedef struct {
+  int type; int64_t rows, cols;
+  size_t rbytes, bytes;
+  const uint8_t *data;
+  void *owned;
+  nw_map *map;
+  int freed;
+} nw_weight;
+
+static const napi_type_tag TAG_MAP = {0x7466a5b1c2d3e4f5ULL, 0x0a1b2c3d4e5f6071ULL};
+static const napi_type_tag TAG_W = {0x7466a5b1c2d3e4f6ULL, 0x1a2b3c4d5e6f7081ULL};
+
+static void map_unref(nw_map *m) {
+  if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    if (m->base) munmap(m->base, m->size);
+    free(m->path);
+    free(m);
+  }
+}
+static void map_finalize(napi_env env, void *data, void *hint) { (void)env; (void)hint; map_unref((nw_map *)data); }
+
+static void weight_release(napi_env env, nw_weight *w) {
+  if (w->freed) return;
+  w->freed = 1;
+  if (w->owned) {
+    free(w->owned);
+    int64_t dummy;
+    if (env) napi_adjust_external_memory(env, -(int64_t)w->bytes, &dummy);
+  }
+  if (w->map) map_unref(w->map);
+  w->owned = NULL; w->map = NULL; w->data = NULL;
+}
+static void weight_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  weight_release(env, (nw_weight *)data);
+  free(data);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* N-API helpers                                                                                */
+/* ------------------------------------------------------------------------------------------- */
+
+static void throwf(napi_env env, int range, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap; va_start(ap, fmt); vsnprintf(buf, sizeof buf, fmt, ap); va_end(ap);
+  if (range) napi_throw_range_error(env, NULL, buf); else napi_throw_type_error(env, NULL, buf);
+}
+#define RANGE_ERR(...) do { throwf(env, 1, __VA_ARGS__); return NULL; } while (0)
+#define TYPE_ERR(...) do { throwf(env, 0, __VA_ARGS__); return NULL; } while (0)
+#define ARGS(n) size_t argc = n; napi_value a[n]; \
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok) return NULL; \
+  for (size_t i_ = argc; i_ < n; i_++) napi_get_undefined(env, &a[i_]);
+
+static int get_int(napi_env env, napi_value v, const char *fn, const char *name, int64_t *out) {
+  napi_valuetype t; double d;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number || napi_get_value_double(env, v, &d) != napi_ok ||
+      d != floor(d) || d < 0 || d > 9007199254740991.0) {
+    throwf(env, t == napi_number, "tfjs-blas %s: %s must be a non-negative integer", fn, name);
+    return 0;
+  }
+  *out = (int64_t)d;
+  return 1;
+}
+static int is_nullish(napi_env env, napi_value v) {
+  napi_valuetype t; napi_typeof(env, v, &t);
+  return t == napi_null || t == napi_undefined;
+}
+/* typed array of the given kind (or any kind with want < 0): data pointer and element count */
+static int get_ta(napi_env env, napi_value v, int want, const char *fn, const char *name, void **p, size_t *len,
+                  size_t *bytelen) {
+  bool is = false;
+  napi_typedarray_type tt; size_t n; void *data; napi_value ab; size_t off;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, v, &tt, &n, &data, &ab, &off) != napi_ok || (want >= 0 && (int)tt != want)) {
+    throwf(env, 0, "tfjs-blas %s: %s must be a%s", fn, name,
+           want == napi_float32_array ? " Float32Array" : want == napi_int32_array ? "n Int32Array" : " typed array");
+    return 0;
+  }
+  static const size_t esz[] = {1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8};
+  *p = data; *len = n;
+  if (bytelen) *bytelen = n * ((size_t)tt < sizeof esz / sizeof esz[0] ? esz[tt] : 1);
+  return 1;
+}
+static int get_type(napi_env env, napi_value v, const char *fn, int *type) {
+  char s[16] = {0}; size_t n = 0;
+  if (napi_get_value_string_utf8(env, v, s, sizeof s, &n) == napi_ok)
+    for (int t = 0; t < NW_NTYPES; t++) if (strcmp(s, TYPE_NAMES[t]) == 0) { *type = t; return 1; }
+  throwf(env, 0, "tfjs-blas %s: type must be one of 'f32', 'f16', 'bf16', 'q8_0', 'q4_0' (got '%s')", fn, s);
+  return 0;
+}
+static nw_weight *get_weight(napi_env env, napi_value v, const char *fn) {
+  bool ok = false; void *p = NULL; napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_check_object_type_tag(env, v, &TAG_W, &ok) != napi_ok ||
+      !ok || napi_get_value_external(env, v, &p) != napi_ok) {
+    throwf(env, 0, "tfjs-blas %s: expected a native weight (from weightFromMap/weightFromBuffer/quantize)", fn);
+    return NULL;
+  }
+  nw_weight *w = (nw_weight *)p;
+  if (w->freed) { throwf(env, 1, "tfjs-blas %s: the weight [%lld, %lld] %s was freed", fn, (long long)w->rows, (long long)w->cols, TYPE_NAMES[w->type]); return NULL; }
+  return w;
+}
+static int check_shape(napi_env env, const char *fn, int type, int64_t rows, int64_t cols) {
+  if (rows < 1 || cols < 1) { throwf(env, 1, "tfjs-blas %s: rows and cols must be >= 1 (got %lld x %lld)", fn, (long long)rows, (long long)cols); return 0; }
+  if ((type == NW_Q8_0 || type == NW_Q4_0) && cols % QK != 0) {
+    throwf(env, 1, "tfjs-blas %s: %s needs cols to be a multiple of 32 (got %lld)", fn, TYPE_NAMES[type], (long long)cols);
+    return 0;
+  }
+  if (rows > INT32_MAX || cols > INT32_MAX) { throwf(env, 1, "tfjs-blas %s: rows and cols must be < 2^31", fn); return 0; }
+  return 1;
+}
+static napi_value wrap_weight(napi_env env, nw_weight *w) {
+  napi_value ext;
+  if (napi_create_external(env, w, weight_finalize, NULL, &ext) != napi_ok || napi_type_tag_object(env, ext, &TAG_W) != napi_ok) {
+    weight_release(env, w); free(w);
+    napi_throw_error(env, NULL, "tfjs-blas: could not create the weight object");
+    return NULL;
+  }
+  return ext;
+}
+static nw_weight *new_owned(napi_env env, int type, int64_t rows, int64_t cols) {
+  nw_weight *w = calloc(1, sizeof *w);
+  if (!w) return NULL;
+  w->type = type; w->rows = rows; w->cols = cols;
+  w->rbytes = row_bytes(type, cols); w->bytes = w->rbytes * (size_t)rows;
+  if (posix_memalign(&w->owned, 64, w->bytes ? w->bytes : 64) != 0) { free(w); return NULL; }
+  w->data = w->owned;
+  int64_t dummy;
+  napi_adjust_external_memory(env, (int64_t)w->bytes, &dummy);
+  return w;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* jobs                                                                                         */
+/* ------------------------------------------------------------------------------------------- */
+
+static int g_mv_max = 4; /* matmul uses the matrix-vector path for M <= g_mv_max (setMvMax / TFJS_BLAS_MV_MAX) */
+
+typedef struct {
+  const nw_weight *w;
+  const float *x; const xq8_t *xq; int64_t M;
+  float *out; const float *bias;
+  int64_t panel, npanels; int next; int err;
+  int use_ob;
+} mm_ctx;
+
+static void job_matvec(void *vc, int tid, int nth) {
+  (void)tid; (void)nth;
+  mm_ctx *c = vc;
+  const nw_weight *w = c->w;
+  const nw_kernels_t *k = g_kern;
+  const int64_t rows = w->rows, cols = w->cols, nb = cols / QK;
+  /* dynamic chunks of rows: a thread that gets descheduled (shared cores) doesn't stall the others */
+  for (;;) {
+    const int64_t p = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
+    if (p >= c->npanels) break;
+    const int64_t r0 = p * c->panel, r1 = NW_MIN(rows, r0 + c->panel);
+    for (int64_t r = r0; r < r1; r++) {
+      const uint8_t *wr = w->data + (size_t)r * w->rbytes;
+      const float b = c->bias ? c->bias[r] : 0.f;
+      for (int64_t m = 0; m < c->M; m++) {
+        float s;
+        switch (w->type) {
+          case NW_F32: s = k->dot_f32((const float *)wr, c->x + m * cols, cols); break;
+          case NW_F16: s = k->dot_f16((const uint16_t *)wr, c->x + m * cols, cols); break;
+          case NW_BF16: s = k->dot_bf16((const uint16_t *)wr, c->x + m * cols, cols); break;
+          case NW_Q8_0: s = k->dot_q8(wr, c->xq + m * nb, nb); break;
+          default: s = k->dot_q4(wr, c->xq + m * nb, nb); break;
+        }
+        c->out[m * rows + r] = s + b;
+      }
+    }
+  }
+}
+
+/* panel of rows [r0, r0+n) as f32 rows (cols each): the weight itself for f32, else scratch */
+static const float *panel_f32(const nw_weight *w, int tid, int64_t r0, int64_t n) {
+  if (w->type == NW_F32) return (const float *)(w->data + (size_t)r0 * w->rbytes);
+  float *s = scratch(tid, 0, (size_t)n * (size_t)w->cols * 4);
+  if (!s) return NULL;
+  for (int64_t i = 0; i < n; i++) g_kern->dequant_row(w->type, w->data + (size_t)(r0 + i) * w->rbytes, s + i * w->cols, w->cols);
+  return s;
+}
+
+static void job_panels(void *vc, int tid, int nth) {
+  (void)nth;
+  mm_ctx *c = vc;
+  const nw_weight *w = c->w;
+  const int64_t rows = w->rows, cols = w->cols;
+  for (;;) {
+    const int64_t p = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
+    if (p >= c->npanels) break;
+    const int64_t r0 = p * c->panel, n = NW_MIN(c->panel, rows - r0);
+    const float *B = panel_f32(w, tid, r0, n);
+    if (!B) { c->err = 1; return; }
+    float *C = c->out + r0;
+    if (c->use_ob)
+      nw_ob.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->M, (int)n, (int)cols, 1.f, c->x, (int)cols, B,
+                  (int)cols, 0.f, C, (int)rows);
+    else
+      g_kern->sgemm_nt(c->M, n, cols, c->x, cols, B, cols, C, rows, 0.f);
+    if (c->bias)
+      for (int64_t m = 0; m < c->M; m++) for (int64_t j = 0; j < n; j++) C[m * rows + j] += c->bias[r0 + j];
+  }
+}
+
+typedef struct {
+  const nw_weight *w;
+  const float *dy; int64_t M;
+  float *out;
+  int64_t panel, npanels; int next; int err; int use_ob;
+  float *acc[MAXT];
+} mt_ctx;
+
+static void job_matmulT(void *vc, int tid, int nth) {
+  (void)nth;
+  mt_ctx *c = vc;
+  const nw_weight *w = c->w;
+  const int64_t rows = w->rows, cols = w->cols, M = c->M;
+  float *acc = tid == 0 ? c->out : scratch(tid, 1, (size_t)(M * cols) * 4);
+  c->acc[tid] = acc;
+  if (!acc) { c->err = 1; return; }
+  memset(acc, 0, (size_t)(M * cols) * 4);
+  for (;;) {
+    const int64_t p = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
+    if (p >= c->npanels) break;
+    const int64_t r0 = p * c->panel, n = NW_MIN(c->panel, rows - r0);
+    const float *B = panel_f32(w, tid, r0, n);
+    if (!B) { c->err = 1; return; }
+    if (c->use_ob)
+      nw_ob.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)cols, (int)n, 1.f, c->dy + r0, (int)rows, B,
+                  (int)cols, 1.f, acc, (int)cols);
+    else
+      for (int64_t i = 0; i < n; i++)
+        for (int64_t m = 0; m < M; m++) {
+          const float g = c->dy[m * rows + r0 + i];
+          if (g != 0.f) g_kern->axpy(cols, g, B + i * cols, acc + m * cols);
+        }
+  }
+}
+
+typedef struct { const nw_weight *w; float *out; const int32_t *ids; int64_t n, r0; } rows_ctx;
+static void job_rows(void *vc, int tid, int nth) {
+  rows_ctx *c = vc;
+  int64_t a, b;
+  split(c->n, tid, nth, 1, &a, &b);
+  for (int64_t i = a; i < b; i++) {
+    const int64_t r = c->ids ? c->ids[i] : c->r0 + i;
+    g_kern->dequant_row(c->w->type, c->w->data + (size_t)r * c->w->rbytes, c->out + i * c->w->cols, c->w->cols);
+  }
+}
+
+typedef struct { const nw_weight *src; const float *srcf; nw_weight *dst; int err; } q_ctx;
+static void job_quantize(void *vc, int tid, int nth) {
+  q_ctx *c = vc;
+  nw_weight *d = c->dst;
+  int64_t a, b;
+  split(d->rows, tid, nth, 1, &a, &b);
+  float *row = NULL;
+  if (!c->srcf && c->src->type != NW_F32) {
+    row = scratch(tid, 0, (size_t)d->cols * 4);
+    if (!row) { c->err = 1; return; }
+  }
+  for (int64_t r = a; r < b; r++) {
+    const float *x;
+    if (c->srcf) x = c->srcf + r * d->cols;
+    else if (c->src->type == NW_F32 && ((uintptr_t)(c->src->data + (size_t)r * c->src->rbytes) & 3) == 0)
+      x = (const float *)(c->src->data + (size_t)r * c->src->rbytes);
+    else {
+      if (!row && !(row = scratch(tid, 0, (size_t)d->cols * 4))) { c->err = 1; return; }
+      g_kern->dequant_row(c->src->type, c->src->data + (size_t)r * c->src->rbytes, row, d->cols);
+      x = row;
+    }
+    quant_row(d->type, x, (uint8_t *)d->owned + (size_t)r * d->rbytes, d->cols);
+  }
+}
+
+/* number of panels a multiple of the thread count, panel rows a multiple of 16, at most maxp */
+static void plan_panels(int64_t rows, int64_t maxp, int64_t *panel, int64_t *npanels) {
+  const int nth = P.n < 1 ? 1 : P.n;
+  int64_t np = (rows + maxp - 1) / maxp;
+  np = (np + nth - 1) / nth * nth;
+  int64_t p = (rows + np - 1) / np;
+  p = (p + 15) / 16 * 16;
+  *panel = p;
+  *npanels = (rows + p - 1) / p;
+}
+
+/* OpenBLAS at one thread while our pool runs panels in parallel (no oversubscription) */
+static int ob_begin(void) {
+  if (!nw_ob.sgemm) return 0;
+  int prev = nw_ob.get_num_threads ? nw_ob.get_num_threads() : 1;
+  if (P.n > 1 && nw_ob.set_num_threads && prev != 1) nw_ob.set_num_threads(1);
+  return prev;
+}
+static void ob_end(int prev) { if (nw_ob.sgemm && P.n > 1 && nw_ob.set_num_threads && prev != 1) nw_ob.set_num_threads(prev); }
+
+/* ------------------------------------------------------------------------------------------- */
+/* API                                                                                          */
+/* ------------------------------------------------------------------------------------------- */
+
+static napi_value MapFile(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  char path[4096]; size_t n = 0;
+  if (napi_get_value_string_utf8(env, a[0], path, sizeof path, &n) != napi_ok || n == 0)
+    TYPE_ERR("tfjs-blas mapFile: path must be a non-empty string");
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) RANGE_ERR("tfjs-blas mapFile: cannot open '%s': %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0) { int e = errno; close(fd); RANGE_ERR("tfjs-blas mapFile: cannot stat '%s': %s", path, strerror(e)); }
+  if (!S_ISREG(st.st_mode)) { close(fd); RANGE_ERR("tfjs-blas mapFile: '%s' is not a regular file", path); }
+  void *base = NULL;
+  if (st.st_size > 0) {
+    base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) { int e = errno; close(fd); RANGE_ERR("tfjs-blas mapFile: mmap of '%s' failed: %s", path, strerror(e)); }
+  }
+  close(fd);
+  nw_map *m = calloc(1, sizeof *m);
+  m->refs = 1; m->base = base; m->size = (size_t)st.st_size; m->path = strdup(path);
+  napi_value ext;
+  if (napi_create_external(env, m, map_finalize, NULL, &ext) != napi_ok || napi_type_tag_object(env, ext, &TAG_MAP) != napi_ok) {
+    map_unref(m);
+    napi_throw_error(env, NULL, "tfjs-blas mapFile: could not create the mapping object");
+    return NULL;
+  }
+  return ext;
+}
+
+static nw_map *get_map(napi_env env, napi_value v, const char *fn) {
+  bool ok = false; void *p = NULL; napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_check_object_type_tag(env, v, &TAG_MAP, &ok) != napi_ok ||
+      !ok || napi_get_value_external(env, v, &p) != napi_ok) {
+    throwf(env, 0, "tfjs-blas %s: expected a mapping from mapFile()", fn);
+    return NULL;
+  }
+  return (nw_map *)p;
+}
+
+static napi_value MappingInfo(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  nw_map *m = get_map(env, a[0], "mappingInfo");
+  if (!m) return NULL;
+  napi_value o, v;
+  napi_create_object(env, &o);
+  napi_create_string_utf8(env, m->path, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, o, "path", v);
+  napi_create_double(env, (double)m->size, &v); napi_set_named_property(env, o, "size", v);
+  napi_create_int32(env, m->refs - 1, &v); napi_set_named_property(env, o, "weights", v);
+  return o;
+}
+
+static napi_value WeightFromMap(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  const char *fn = "weightFromMap";
+  nw_map *m = get_map(env, a[0], fn);
+  int64_t off, rows, cols; int type;
+  if (!m || !get_int(env, a[1], fn, "byteOffset", &off) || !get_type(env, a[2], fn, &type) ||
+      !get_int(env, a[3], fn, "rows", &rows) || !get_int(env, a[4], fn, "cols", &cols) || !check_shape(env, fn, type, rows, cols))
+    return NULL;
+  const size_t rb = row_bytes(type, cols), bytes = rb * (size_t)rows;
+  if ((uint64_t)off > m->size || bytes > m->size - (size_t)off)
+    RANGE_ERR("tfjs-blas weightFromMap: %s [%lld, %lld] at byte %lld needs %zu bytes, past the end of '%s' (%zu bytes)",
+              TYPE_NAMES[type], (long long)rows, (long long)cols, (long long)off, bytes, m->path, m->size);
+  nw_weight *w = calloc(1, sizeof *w);
+  w->type = type; w->rows = rows; w->cols = cols; w->rbytes = rb; w->bytes = bytes;
+  w->data = m->base + off; w->map = m;
+  __atomic_add_fetch(&m->refs, 1, __ATOMIC_ACQ_REL);
+  return wrap_weight(env, w);
+}
+
+static napi_value WeightFromBuffer(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  const char *fn = "weightFromBuffer";
+  int type; int64_t rows, cols; void *p; size_t len, blen;
+  if (!get_type(env, a[0], fn, &type) || !get_int(env, a[1], fn, "rows", &rows) || !get_int(env, a[2], fn, "cols", &cols) ||
+      !check_shape(env, fn, type, rows, cols) || !get_ta(env, a[3], -1, fn, "data", &p, &len, &blen))
+    return NULL;
+  const size_t need = row_bytes(type, cols) * (size_t)rows;
+  if (blen != need)
+    RANGE_ERR("tfjs-blas weightFromBuffer: %s [%lld, %lld] needs exactly %zu bytes, the buffer has %zu", TYPE_NAMES[type],
+              (long long)rows, (long long)cols, need, blen);
+  nw_weight *w = new_owned(env, type, rows, cols);
+  if (!w) RANGE_ERR("tfjs-blas weightFromBuffer: out of memory allocating %zu bytes", need);
+  memcpy(w->owned, p, need);
+  return wrap_weight(env, w);
+}
+
+static napi_value Quantize(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  const char *fn = "quantize";
+  int type;
+  q_ctx c = {0};
+  int64_t rows, cols;
+  bool is_ta = false;
+  napi_is_typedarray(env, a[0], &is_ta);
+  if (is_ta) {
+    void *p; size_t len;
+    if (!get_ta(env, a[0], napi_float32_array, fn, "src", &p, &len, NULL) || !get_type(env, a[1], fn, &type) ||
+        !get_int(env, a[2], fn, "rows (needed for a Float32Array source)", &rows) ||
+        !get_int(env, a[3], fn, "cols (needed for a Float32Array source)", &cols) || !check_shape(env, fn, type, rows, cols))
+      return NULL;
+    if ((uint64_t)rows * (uint64_t)cols != len)
+      RANGE_ERR("tfjs-blas quantize: a [%lld, %lld] source needs %lld floats, the Float32Array has %zu", (long long)rows,
+                (long long)cols, (long long)(rows * cols), len);
+    c.srcf = p;
+  } else {
+    c.src = get_weight(env, a[0], fn);
+    if (!c.src || !get_type(env, a[1], fn, &type)) return NULL;
+    rows = c.src->rows; cols = c.src->cols;
+    if (!check_shape(env, fn, type, rows, cols)) return NULL;
+  }
+  c.dst = new_owned(env, type, rows, cols);
+  if (!c.dst) RANGE_ERR("tfjs-blas quantize: out of memory allocating %zu bytes", row_bytes(type, cols) * (size_t)rows);
+  pthread_mutex_lock(&g_op_mu);
+  pool_run(job_quantize, &c);
+  pthread_mutex_unlock(&g_op_mu);
+  if (c.err) { weight_release(env, c.dst); free(c.dst); RANGE_ERR("tfjs-blas quantize: out of memory (scratch)"); }
+  return wrap_weight(env, c.dst);
+}
+
+static napi_value Matmul(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  const char *fn = "matmul";
+  nw_weight *w = get_weight(env, a[0], fn);
+  float *x, *out, *bias = NULL; size_t lx, lo, lb = 0;
+  int64_t xOff, M, outOff, biasOff = 0;
+  if (!w || !get_ta(env, a[1], napi_float32_array, fn, "x", (void **)&x, &lx, NULL) || !get_int(env, a[2], fn, "xOff", &xOff) ||
+      !get_int(env, a[3], fn, "M", &M) || !get_ta(env, a[4], napi_float32_array, fn, "out", (void **)&out, &lo, NULL) ||
+      !get_int(env, a[5], fn, "outOff", &outOff))
+    return NULL;
+  if (!is_nullish(env, a[6])) {
+    if (!get_ta(env, a[6], napi_float32_array, fn, "bias", (void **)&bias, &lb, NULL) ||
+        (!is_nullish(env, a[7]) && !get_int(env, a[7], fn, "biasOff", &biasOff)))
+      return NULL;
+    if ((uint64_t)biasOff + (uint64_t)w->rows > lb)
+      RANGE_ERR("tfjs-blas matmul: bias needs %lld floats from offset %lld, the array has %zu", (long long)w->rows, (long long)biasOff, lb);
+    bias += biasOff;
+  }
+  if ((uint64_t)xOff + (uint64_t)M * (uint64_t)w->cols > lx)
+    RANGE_ERR("tfjs-blas matmul: x needs M*cols = %lld*%lld floats from offset %lld, the array has %zu", (long long)M,
+              (long long)w->cols, (long long)xOff, lx);
+  if ((uint64_t)outOff + (uint64_t)M * (uint64_t)w->rows > lo)
+    RANGE_ERR("tfjs-blas matmul: out needs M*rows = %lld*%lld floats from offset %lld, the array has %zu", (long long)M,
+              (long long)w->rows, (long long)outOff, lo);
+  if (M == 0) return NULL;
+  if (M > INT32_MAX) RANGE_ERR("tfjs-blas matmul: M must be < 2^31");
+  mm_ctx c = {.w = w, .x = x + xOff, .M = M, .out = out + outOff, .bias = bias};
+  pthread_mutex_lock(&g_op_mu);
+  ensure_pool();
+  if (M <= g_mv_max) {
+    xq8_t *xq = NULL;
+    if (w->type == NW_Q8_0 || w->type == NW_Q4_0) {
+      const int64_t nb = w->cols / QK;
+      xq = scratch(0, 1, (size_t)(M * nb) * sizeof(xq8_t));
+      if (!xq) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
+      for (int64_t m = 0; m < M; m++) quant_row_xq8(c.x + m * w->cols, xq + m * nb, w->cols);
+    }
+    c.xq = xq;
+    /* chunks of ~256 KB of weights (at least 16 rows), at least 4 per thread */
+    int64_t chunk = NW_MAX(16, (int64_t)(262144 / (w->rbytes ? w->rbytes : 1)));
+    chunk = NW_MIN(chunk, NW_MAX(16, w->rows / (4 * P.n)));
+    c.panel = chunk;
+    c.npanels = (w->rows + chunk - 1) / chunk;
+    pool_run(job_matvec, &c);
+  } else if (w->type == NW_F32 && nw_ob.sgemm) {
+    /* f32: one multi-threaded OpenBLAS call, no panels needed */
+    const int prev = nw_ob.get_num_threads ? nw_ob.get_num_threads() : 0;
+    if (nw_ob.set_num_threads && prev != P.n) nw_ob.set_num_threads(P.n);
+    float *C = c.out;
+    if (bias) for (int64_t m = 0; m < M; m++) memcpy(C + m * w->rows, bias, (size_t)w->rows * 4);
+    nw_ob.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)w->rows, (int)w->cols, 1.f, c.x, (int)w->cols,
+                (const float *)w->data, (int)w->cols, bias ? 1.f : 0.f, C, (int)w->rows);
+    if (nw_ob.set_num_threads && prev > 0 && prev != P.n) nw_ob.set_num_threads(prev);
+  } else {
+    plan_panels(w->rows, 256, &c.panel, &c.npanels);
+    c.use_ob = nw_ob.sgemm != NULL;
+    const int prev = ob_begin();
+    pool_run(job_panels, &c);
+    ob_end(prev);
+  }
+  pthread_mutex_unlock(&g_op_mu);
+  if (c.err) RANGE_ERR("tfjs-blas matmul: out of memory (scratch)");
+  return NULL;
+}
+
+static napi_value MatmulT(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  const char *fn = "matmulT";
+  nw_weight *w = get_weight(env, a[0], fn);
+  float *dy, *out; size_t ld, lo;
+  int64_t dyOff, M, outOff;
+  if (!w || !get_ta(env, a[1], napi_float32_array, fn, "dy", (void **)&dy, &ld, NULL) || !get_int(env, a[2], fn, "dyOff", &dyOff) ||
+      !get_int(env, a[3], fn, "M", &M) || !get_ta(env, a[4], napi_float32_array, fn, "out", (void **)&out, &lo, NULL) ||
+      !get_int(env, a[5], fn, "outOff", &outOff))
+    return NULL;
+  if ((uint64_t)dyOff + (uint64_t)M * (uint64_t)w->rows > ld)
+    RANGE_ERR("tfjs-blas matmulT: dy needs M*rows = %lld*%lld floats from offset %lld, the array has %zu", (long long)M,
+              (long long)w->rows, (long long)dyOff, ld);
+  if ((uint64_t)outOff + (uint64_t)M * (uint64_t)w->cols > lo)
+    RANGE_ERR("tfjs-blas matmulT: out needs M*cols = %lld*%lld floats from offset %lld, the array has %zu", (long long)M,
+              (long long)w->cols, (long long)outOff, lo);
+  if (M == 0) return NULL;
+  if (M > INT32_MAX) RANGE_ERR("tfjs-blas matmulT: M must be < 2^31");
+  mt_ctx c = {.w = w, .dy = dy + dyOff, .M = M, .out = out + outOff};
+  pthread_mutex_lock(&g_op_mu);
+  ensure_pool();
+  plan_panels(w->rows, M > g_mv_max ? 256 : 64, &c.panel, &c.npanels);
+  c.use_ob = nw_ob.sgemm != NULL && M > g_mv_max;
+  const int prev = ob_begin();
+  pool_run(job_matmulT, &c);
+  ob_end(prev);
+  if (!c.err)
+    for (int t = 1; t < P.n; t++)
+      if (c.acc[t]) g_kern->axpy(M * w->cols, 1.f, c.acc[t], c.out);
+  pthread_mutex_unlock(&g_op_mu);
+  if (c.err) RANGE_ERR("tfjs-blas matmulT: out of memory (scratch)");
+  return NULL;
+}
+
+static napi_value Gather(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  const char *fn = "gather";
+  nw_weight *w = get_weight(env, a[0], fn);
+  int32_t *ids; float *out; size_t nid, lo; int64_t outOff;
+  if (!w || !get_ta(env, a[1], napi_int32_array, fn, "ids", (void **)&ids, &nid, NULL) ||
+      !get_ta(env, a[2], napi_float32_array, fn, "out", (void **)&out, &lo, NULL) || !get_int(env, a[3], fn, "outOff", &outOff))
+    return NULL;
+  for (size_t i = 0; i < nid; i++)
+    if (ids[i] < 0 || ids[i] >= w->rows)
+      RANGE_ERR("tfjs-blas gather: ids[%zu] = %d is out of range [0, %lld)", i, ids[i], (long long)w->rows);
+  if ((uint64_t)outOff + (uint64_t)nid * (uint64_t)w->cols > lo)
+    RANGE_ERR("tfjs-blas gather: out needs %zu*%lld floats from offset %lld, the array has %zu", nid, (long long)w->cols,
+              (long long)outOff, lo);
+  rows_ctx c = {.w = w, .out = out + outOff, .ids = ids, .n = (int64_t)nid};
+  pthread_mutex_lock(&g_op_mu);
+  pool_run(job_rows, &c);
+  pthread_mutex_unlock(&g_op_mu);
+  return NULL;
+}
+
+static napi_value Dequantize(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  const char *fn = "dequantize";
+  nw_weight *w = get_weight(env, a[0], fn);
+  int64_t r0, n, outOff = 0; float *out; size_t lo;
+  if (!w || !get_int(env, a[1], fn, "rowStart", &r0) || !get_int(env, a[2], fn, "rowCount", &n) ||
+      !get_ta(env, a[3], napi_float32_array, fn, "out", (void **)&out, &lo, NULL))
+    return NULL;
+  if (!is_nullish(env, a[4]) && !get_int(env, a[4], fn, "outOff", &outOff)) return NULL;
+  if (r0 + n > w->rows) RANGE_ERR("tfjs-blas dequantize: rows [%lld, %lld) are out of range [0, %lld)", (long long)r0, (long long)(r0 + n), (long long)w->rows);
+  if ((uint64_t)outOff + (uint64_t)n * (uint64_t)w->cols > lo)
+    RANGE_ERR("tfjs-blas dequantize: out needs %lld*%lld floats from offset %lld, the array has %zu", (long long)n,
+              (long long)w->cols, (long long)outOff, lo);
+  rows_ctx c = {.w = w, .out = out + outOff, .n = n, .r0 = r0};
+  pthread_mutex_lock(&g_op_mu);
+  pool_run(job_rows, &c);
+  pthread_mutex_unlock(&g_op_mu);
+  return NULL;
+}
+
+static napi_value WeightInfo(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  bool ok = false; void *p = NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, a[0], &t) != napi_ok || t != napi_external || napi_check_object_type_tag(env, a[0], &TAG_W, &ok) != napi_ok || !ok)
+    TYPE_ERR("tfjs-blas weightInfo: expected a native weight");
+  napi_get_value_external(env, a[0], &p);
+  nw_weight *w = p;
+  napi_value o, v;
+  napi_create_object(env, &o);
+  napi_create_string_utf8(env, TYPE_NAMES[w->type], NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, o, "type", v);
+  napi_create_double(env, (double)w->rows, &v); napi_set_named_property(env, o, "rows", v);
+  napi_create_double(env, (double)w->cols, &v); napi_set_named_property(env, o, "cols", v);
+  napi_create_double(env, (double)w->bytes, &v); napi_set_named_property(env, o, "bytes", v);
+  napi_get_boolean(env, w->map != NULL, &v); napi_set_named_property(env, o, "mapped", v);
+  napi_get_boolean(env, w->freed != 0, &v); napi_set_named_property(env, o, "freed", v);
+  if (w->map) { napi_create_string_utf8(env, w->map->path, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, o, "path", v); }
+  return o;
+}
+
+static napi_value Free(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  bool ok = false; void *p = NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, a[0], &t) != napi_ok || t != napi_external || napi_check_object_type_tag(env, a[0], &TAG_W, &ok) != napi_ok || !ok)
+    TYPE_ERR("tfjs-blas free: expected a native weight");
+  napi_get_value_external(env, a[0], &p);
+  pthread_mutex_lock(&g_op_mu);
+  weight_release(env, (nw_weight *)p);
+  pthread_mutex_unlock(&g_op_mu);
+  return NULL;
+}
+
+static napi_value CpuFeatures(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value o, v;
+  napi_create_object(env, &o);
+#define B(name) napi_get_boolean(env, g_cpu.name != 0, &v); napi_set_named_property(env, o, #name, v);
+  B(avx2) B(fma) B(f16c) B(avx512f) B(avx512bw) B(avx512vl) B(avx512vnni)
+#undef B
+  napi_create_string_utf8(env, g_kern->name, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, o, "kernels", v);
+#ifdef NW_HAVE_AVX512
+  napi_get_boolean(env, true, &v);
+#else
+  napi_get_boolean(env, false, &v);
+#endif
+  napi_set_named_property(env, o, "avx512Built", v);
+  napi_get_boolean(env, nw_ob.sgemm != NULL, &v); napi_set_named_property(env, o, "openblas", v);
+  napi_create_int32(env, P.started ? P.n : 0, &v); napi_set_named_property(env, o, "threads", v);
+  napi_create_int32(env, g_mv_max, &v); napi_set_named_property(env, o, "mvMax", v);
+  return o;
+}
+
+static napi_value SetThreads(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int64_t n;
+  if (!get_int(env, a[0], "setThreads", "n", &n)) return NULL;
+  if (n < 1 || n > MAXT) RANGE_ERR("tfjs-blas setThreads: n must be in [1, %d]", MAXT);
+  pthread_mutex_lock(&g_op_mu);
+  pool_stop();
+  pool_start((int)n);
+  pthread_mutex_unlock(&g_op_mu);
+  return NULL;
+}
+
+static napi_value SetMvMax(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int64_t n;
+  if (!get_int(env, a[0], "setMvMax", "n", &n)) return NULL;
+  g_mv_max = (int)NW_MIN(n, 1 << 20);
+  return NULL;
+}
+
+/* raw storage bytes (e.g. to save a quantized checkpoint, or to test the quantizers) */
+static napi_value ReadBytes(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  nw_weight *w = get_weight(env, a[0], "readBytes");
+  int64_t off; void *p; size_t len;
+  if (!w || !get_int(env, a[1], "readBytes", "byteOffset", &off) || !get_ta(env, a[2], napi_uint8_array, "readBytes", "out", &p, &len, NULL))
+    return NULL;
+  if ((uint64_t)off > w->bytes || len > w->bytes - (size_t)off)
+    RANGE_ERR("tfjs-blas readBytes: %zu bytes from byte %lld are past the end of the weight (%zu bytes)", len, (long long)off, w->bytes);
+  memcpy(p, w->data + off, len);
+  return NULL;
+}
+
+/* test hook: GGML-reference f32 -> fp16 on a Float32Array, into a Uint16Array */
+static napi_value ToF16(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  float *x; uint16_t *y; size_t lx, ly;
+  if (!get_ta(env, a[0], napi_float32_array, "toF16", "src", (void **)&x, &lx, NULL) ||
+      !get_ta(env, a[1], napi_uint16_array, "toF16", "dst", (void **)&y, &ly, NULL))
+    return NULL;
+  if (ly < lx) RANGE_ERR("tfjs-blas toF16: dst is shorter than src");
+  for (size_t i = 0; i < lx; i++) y[i] = nw_f32_to_f16(x[i]);
+  return NULL;
+}
+
+static void cleanup_hook(void *arg) { (void)arg; }
+
+napi_status nw_register(napi_env env, napi_value exports) {
+  static int inited = 0;
+  if (!inited) {
+    for (uint32_t i = 0; i < 65536; i++) nw_f16_table[i] = f16_bits_to_f32((uint16_t)i);
+    select_kernels();
+    const char *mv = getenv("TFJS_BLAS_MV_MAX");
+    if (mv) g_mv_max = atoi(mv);
+    inited = 1;
+  }
+  napi_add_env_cleanup_hook(env, cleanup_hook, NULL);
+  napi_property_descriptor d[] = {
+    {"mapFile", 0, MapFile, 0, 0, 0, napi_default, 0},
+    {"mappingInfo", 0, MappingInfo, 0, 0, 0, napi_default, 0},
+    {"weightFromMap", 0, WeightFromMap, 0, 0, 0, napi_default, 0},
+    {"weightFromBuffer", 0, WeightFromBuffer, 0, 0, 0, napi_default, 0},
+    {"quantize", 0, Quantize, 0, 0, 0, napi_default, 0},
+    {"matmul", 0, Matmul, 0, 0, 0, napi_default, 0},
+    {"matmulT", 0, MatmulT, 0, 0, 0, napi_default, 0},
+    {"gather", 0, Gather, 0, 0, 0, napi_default, 0},
+    {"dequantize", 0, Dequantize, 0, 0, 0, napi_default, 0},
+    {"weightInfo", 0, WeightInfo, 0, 0, 0, napi_default, 0},
+    {"free", 0, Free, 0, 0, 0, napi_default, 0},
+    {"cpuFeatures", 0, CpuFeatures, 0, 0, 0, napi_default, 0},
+    {"setThreads", 0, SetThreads, 0, 0, 0, napi_default, 0},
+    {"setMvMax", 0, SetMvMax, 0, 0, 0, napi_default, 0},
+    {"readBytes", 0, ReadBytes, 0, 0, 0, napi_default, 0},
+    {"toF16", 0, ToF16, 0, 0, 0, napi_default, 0},
+  };
+  return napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
+}
