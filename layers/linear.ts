@@ -76,11 +76,12 @@ export class Embedding extends Module {
   readonly dim: number;
   weight: Param;
 
-  constructor(numEmbeddings: number, dim: number) {
+  /** `opts.native: false` keeps the table a float32 tfjs tensor (position embeddings, read whole). */
+  constructor(numEmbeddings: number, dim: number, opts: { native?: boolean } = {}) {
     super();
     this.numEmbeddings = numEmbeddings;
     this.dim = dim;
-    this.weight = new Param([numEmbeddings, dim], { maxChunkBytes: MAX_CHUNK_BYTES, storable: 'gather' });
+    this.weight = new Param([numEmbeddings, dim], { maxChunkBytes: MAX_CHUNK_BYTES, storable: opts.native === false ? undefined : 'gather' });
   }
 
   /** ids int32 [...] → [..., dim]. Ids outside [0, num) are an error naming the first bad one. */

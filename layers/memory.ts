@@ -43,3 +43,8 @@ export function assertFitsBackend(bytes: number, what: string, largestTensorByte
 export function weightHeapFactor(ctx: BackendContext): number {
   return ctx.backend === 'wasm' && !ctx.nativeMatmul ? 2 : 1;
 }
+
+/** Bytes of float32 weights the active backend can take (wasm: the heap budget; others: unbounded here). */
+export function backendWeightBudget(): number {
+  return tf.getBackend() === 'wasm' ? wasmBudgetBytes() : Infinity;
+}

@@ -19,6 +19,7 @@ export const MODEL_OPTIONS = {
   'max-slice-nums': { type: 'string', arg: 'N', help: 'MiniCPM-V: slices per image (default from preprocessor_config.json; 2 for video)' },
   'num-frames': { type: 'string', arg: 'N', help: 'VideoLLaMA 2: frames sampled from a video (default: config num_frames)' },
   'vision-tower': { type: 'string', arg: 'DIR', help: 'VideoLLaMA 2: local directory of the vision tower named by mm_vision_tower' },
+  quantize: { type: 'string', arg: 'Q', help: 'weight storage: f32 | stored (mapped as released) | f16 | bf16 | q8_0 | q4_0 (default: f32 when it fits the backend, else stored)' },
 } as const;
 
 /** Generation flags → options understood by both families' chat(). */

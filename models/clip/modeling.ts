@@ -100,7 +100,7 @@ export class CLIPVisionEmbeddings extends Module {
     const E = cfg.hiddenSize;
     this.class_embedding = new Param([E]);
     this.patch_embedding = new Conv2d(cfg.numChannels, E, cfg.patchSize, { stride: cfg.patchSize, bias: false });
-    this.position_embedding = new Embedding(patchGrid(cfg).patches + 1, E);
+    this.position_embedding = new Embedding(patchGrid(cfg).patches + 1, E, { native: false });
   }
 
   /** pixels [B, C, S, S] → [B, 1 + N, E]. */

@@ -25,6 +25,8 @@ import { Module, register } from '../../layers/module';
 import { Resampler } from '../../layers/resampler';
 import { Checkpoint } from '../../weights/checkpoint';
 import { LoadReport, loadWeights } from '../../weights/load';
+import { plannerFor } from '../../weights/native_plan';
+import { backendWeightBudget } from '../../layers/memory';
 import { Qwen2ForCausalLM } from '../qwen2/modeling';
 import { MiniCPMVConfig, loadMiniCPMVConfig, resamplerHeads, visionLayerCount } from './config';
 import { MINICPMV_KEYMAP } from './keymap';
@@ -96,10 +98,10 @@ export class MiniCPMV extends Module {
    * `model.safetensors.index.json`), strictly: a missing, unexpected or wrong-shape tensor throws
    * a WeightLoadError listing all of them. `warn` gets config keys nobody reads.
    */
-  static fromPretrained(dir: string, opts: { warn?: (msg: string) => void } = {}): MiniCPMV {
-    const model = new MiniCPMV(loadMiniCPMVConfig(dir, opts.warn));
+  static fromPretrained(dir: string, opts: { warn?: (msg: string) => void; log?: (msg: string) => void; quantize?: string } = {}): MiniCPMV {
+    const model = new MiniCPMV(loadMiniCPMVConfig(dir, opts.warn ?? opts.log));
     try {
-      model.load(dir);
+      model.load(dir, { quantize: opts.quantize, log: opts.log ?? opts.warn });
     } catch (e) {
       model.dispose();
       throw e;
@@ -108,10 +110,11 @@ export class MiniCPMV extends Module {
   }
 
   /** Strictly loads every parameter from a checkpoint directory or file (MINICPMV_KEYMAP). */
-  load(dirOrFile: string): LoadReport {
+  load(dirOrFile: string, opts: { quantize?: string; log?: (msg: string) => void } = {}): LoadReport {
     const ck = Checkpoint.open(dirOrFile);
     try {
-      return loadWeights(this, [{ checkpoint: ck, keymap: MINICPMV_KEYMAP }], { what: 'MiniCPMV' });
+      const storage = plannerFor(this, opts.quantize, ck, { log: opts.log, backendBudget: backendWeightBudget() });
+      return loadWeights(this, [{ checkpoint: ck, keymap: MINICPMV_KEYMAP }], { what: 'MiniCPMV', storage });
     } finally {
       ck.close();
     }

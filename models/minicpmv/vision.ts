@@ -147,7 +147,7 @@ export class SiglipNavitEmbeddings extends Module {
     super();
     this.numPatchesPerSide = Math.floor(cfg.image_size / cfg.patch_size);
     this.patch_embedding = new NavitPatchEmbedding(cfg.num_channels, cfg.hidden_size, cfg.patch_size);
-    this.position_embedding = new Embedding(this.numPatchesPerSide ** 2, cfg.hidden_size);
+    this.position_embedding = new Embedding(this.numPatchesPerSide ** 2, cfg.hidden_size, { native: false });
   }
 
   /** pixels [B, C, P, N·P], position ids int32 [B, N] → [B, N, E]. */

@@ -32,7 +32,7 @@ export class SiglipVisionEmbeddings extends Module {
     super();
     this.cfg = cfg;
     this.patch_embedding = new Conv2d(cfg.numChannels, cfg.hiddenSize, cfg.patchSize, { stride: cfg.patchSize, bias: true });
-    this.position_embedding = new Embedding(patchGrid(cfg).patches, cfg.hiddenSize);
+    this.position_embedding = new Embedding(patchGrid(cfg).patches, cfg.hiddenSize, { native: false });
   }
 
   /** pixels [B, C, S, S] → [B, N, E]. */

@@ -24,6 +24,8 @@ import * as tf from '@tensorflow/tfjs';
 import { CausalLM, Tap } from '../../layers/decoder';
 import { Module, register } from '../../layers/module';
 import { WeightSource, loadWeights, LoadReport } from '../../weights/load';
+import { plannerFor } from '../../weights/native_plan';
+import { backendWeightBudget } from '../../layers/memory';
 import { Checkpoint } from '../../weights/checkpoint';
 import { KeyMap } from '../../weights/keymap';
 import { VisionTowerConfig } from '../clip/config';
@@ -58,6 +60,8 @@ export interface FromPretrainedOptions extends ResolveTowerOptions {
   towerWeights?: 'auto' | 'main' | 'tower';
   /** Receives notes (ignored config keys, which tower weights were used). Default: console.warn. */
   log?: (msg: string) => void;
+  /** Weight storage (weights/native_plan.ts): f32 | stored | f16 | bf16 | q8_0 | q4_0; default by size. */
+  quantize?: string;
 }
 
 export interface SpliceOptions {
@@ -121,7 +125,7 @@ export class VideoLLaMA2 extends Module {
     const towerConfig = loadTowerConfig(towerDir, config.mm_vision_tower, log);
     const model = new VideoLLaMA2(config, towerConfig);
     try {
-      model.loadFrom(dir, towerDir, opts.towerWeights ?? 'auto', log);
+      model.loadFrom(dir, towerDir, opts.towerWeights ?? 'auto', log, opts.quantize);
     } catch (e) {
       model.dispose();
       throw e;
@@ -140,7 +144,7 @@ export class VideoLLaMA2 extends Module {
   }
 
   /** Strict load from the model checkpoint and, for tower weights, the main one or the tower dir's. */
-  loadFrom(dir: string, towerDir: string, towerWeights: 'auto' | 'main' | 'tower' = 'auto', log: (msg: string) => void = () => {}): LoadReport {
+  loadFrom(dir: string, towerDir: string, towerWeights: 'auto' | 'main' | 'tower' = 'auto', log: (msg: string) => void = () => {}, quantize?: string): LoadReport {
     const main = Checkpoint.open(dir);
     let tower: Checkpoint | null = null;
     try {
@@ -157,7 +161,8 @@ export class VideoLLaMA2 extends Module {
         sources.push({ checkpoint: tower, keymap: this.towerKeyMap(), only: ['vision_tower.'] });
         log(`vision tower weights from ${tower.source}${mainHasTower ? ` (the model checkpoint's model.vision_tower.* tensors are not used)` : ''}`);
       }
-      return loadWeights(this, sources, { what: `VideoLLaMA2 (${this.config.model_type})` });
+      const storage = plannerFor(this, quantize, sources.map((s) => s.checkpoint), { log, backendBudget: backendWeightBudget() });
+      return loadWeights(this, sources, { what: `VideoLLaMA2 (${this.config.model_type})`, storage });
     } finally {
       main.close();
       tower?.close();
