@@ -25,9 +25,12 @@ import path from 'node:path';
 
 /** A user file that cannot be used as an input or output (exit code 2 in the CLI). */
 export class FileInputError extends Error {
-  constructor(message: string) {
+  /** The errno code when the system refused (ENOENT, EACCES, ...); undefined when we refused. */
+  readonly code?: string;
+  constructor(message: string, code?: string) {
     super(message);
     this.name = 'FileInputError';
+    this.code = code;
   }
 }
 
@@ -89,17 +92,36 @@ export function checkInputFile(file: string, kind: FileKind, label?: string): nu
   return st.size;
 }
 
+/** Checks that `file` is an existing regular file (no size limit: e.g. a video streamed by ffmpeg). */
+export function checkRegularFile(file: string, label?: string): void {
+  const who = label ? `${label}: ${file}` : file;
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new FileInputError(`${who}: ${code === 'ENOENT' ? 'no such file' : `cannot access (${code ?? (e as Error).message})`}`);
+  }
+  if (!st.isFile()) throw new FileInputError(`${who}: is ${describeType(st)}, not a regular file; refusing to read it`);
+}
+
 /** Reads a regular file of `kind` with its size bound (see the file header). */
 export function readBounded(file: string, kind: FileKind, label?: string): Buffer {
-  checkInputFile(file, kind, label);
   const who = label ? `${label}: ${file}` : file;
+  try {
+    fs.statSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new FileInputError(`${who}: cannot read (${code ?? (e as Error).message})`, code);
+  }
+  checkInputFile(file, kind, label);
   const limit = sizeLimit(kind);
   let fd: number;
   try {
     // O_NONBLOCK: a file swapped for a FIFO after the stat cannot block the open
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (e) {
-    throw new FileInputError(`${who}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new FileInputError(`${who}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, (e as NodeJS.ErrnoException).code);
   }
   try {
     const st = fs.fstatSync(fd);
@@ -117,7 +139,7 @@ export function readBounded(file: string, kind: FileKind, label?: string): Buffe
     return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total);
   } catch (e) {
     if (e instanceof FileInputError) throw e;
-    throw new FileInputError(`${who}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new FileInputError(`${who}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, (e as NodeJS.ErrnoException).code);
   } finally {
     fs.closeSync(fd);
   }
@@ -299,26 +321,25 @@ export function cleanupTemps(): void {
 
 function onSignal(sig: NodeJS.Signals): void {
   cleanupTemps();
+  // Someone else handles this signal too: leave the decision to them.
+  if (process.listenerCount(sig) > 1) return;
   process.removeListener('SIGINT', onSignal);
   process.removeListener('SIGTERM', onSignal);
   installed = false;
-  // die of the same signal, as if we had no handler (exit status 128 + n for the parent)
+  // die of the same signal, as if we had no handler (the parent sees 128 + n)
   process.kill(process.pid, sig);
 }
 
+/**
+ * Installed with the first temporary and kept for the life of the process (removing the last
+ * listener while a signal is pending would swallow it); with no temporary left the handler
+ * only re-raises the signal.
+ */
 function install(): void {
   if (installed) return;
   installed = true;
-  // Listeners are only added while a temporary exists, so SIGINT keeps its default behaviour otherwise.
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-}
-
-function uninstall(): void {
-  if (!installed || temps.size) return;
-  process.removeListener('SIGINT', onSignal);
-  process.removeListener('SIGTERM', onSignal);
-  installed = false;
 }
 
 process.on('exit', cleanupTemps);
@@ -332,7 +353,12 @@ export function trackTemp(p: string): void {
 /** Unregisters a temporary (renamed into place or removed). */
 export function untrackTemp(p: string): void {
   temps.delete(path.resolve(p));
-  uninstall();
+}
+
+/** Removes a temporary (file or directory) now and unregisters it. */
+export function discardTemp(p: string): void {
+  fs.rmSync(p, { recursive: true, force: true });
+  untrackTemp(p);
 }
 
 /** Tracked temporaries (for tests). */

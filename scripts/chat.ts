@@ -11,7 +11,7 @@ import { Command, ParsedOptions, UsageError, flag, num, requireStr, str, strList
 export const MODEL_OPTIONS = {
   model: { type: 'string', arg: 'DIR', help: 'checkpoint directory (config.json, safetensors, tokenizer, preprocessor config)' },
   image: { type: 'string', multiple: true, arg: 'FILE', help: 'image file (PNG, JPEG, WebP)' },
-  video: { type: 'string', arg: 'FILE', help: 'video file (decoded with ffmpeg)' },
+  video: { type: 'string', multiple: true, arg: 'FILE', help: 'video file (decoded with ffmpeg; VideoLLaMA 2 takes one image or one video)' },
   prompt: { type: 'string', arg: 'TEXT', help: 'the question' },
   system: { type: 'string', arg: 'TEXT', help: 'system prompt' },
   'max-slice-nums': { type: 'string', arg: 'N', help: 'MiniCPM-V: slices per image (default from preprocessor_config.json; 2 for video)' },
@@ -74,7 +74,7 @@ export const command: Command = {
   async run(opts) {
     const prompt = requireStr(opts, 'prompt');
     const images = strList(opts, 'image');
-    const video = str(opts, 'video');
+    const video = strList(opts, 'video');
     const gen = generationFlags(opts);
     const json = flag(opts, 'json');
     const tLoad = performance.now();

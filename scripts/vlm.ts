@@ -2,7 +2,8 @@
  * `vlm` — the command-line entry. Subcommands live one per file in scripts/ and only parse
  * arguments and call the library.
  */
-import { Command, UsageError, commandHelp, parseCommand, str } from './cli';
+import { Command, UsageError, commandHelp, exitCodeFor, parseCommand, str } from './cli';
+export { exitCodeFor } from './cli';
 import { COMMANDS } from './commands';
 import { describeBackend, initBackend } from '../layers/backend';
 
@@ -88,7 +89,7 @@ if (require.main === module) {
     (e: Error) => {
       const debug = process.env.VLM_DEBUG === '1';
       process.stderr.write(`vlm: error: ${debug ? e.stack : e.message}\n`);
-      process.exitCode = e instanceof UsageError ? 2 : 1;
+      process.exitCode = exitCodeFor(e);
     },
   );
 }

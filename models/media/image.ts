@@ -29,6 +29,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 
 import { RgbImage } from './types';
+import { FileInputError, readBounded } from '../../io/files';
 
 /** Largest accepted image, in pixels: 2 × PIL `Image.MAX_IMAGE_PIXELS` (= int(1024·1024·1024 // 4 // 3)). */
 export const MAX_IMAGE_PIXELS = 178_956_970;
@@ -79,9 +80,11 @@ function readImageFile(file: string): Buffer {
   }
   if (st.isDirectory()) throw new ImageLoadError(file, 'is a directory, not an image file');
   try {
-    return fs.readFileSync(file);
+    // a regular file within the image size limit (VLM_MAX_IMAGE_BYTES), read with that bound
+    return readBounded(file, 'image');
   } catch (e) {
-    throw new ImageLoadError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const fe = e as FileInputError;
+    throw new ImageLoadError(file, fe.code ? `cannot read (${fe.code})` : fe.message.slice(file.length + 2));
   }
 }
 

@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readJsonFile, AddedTokenSpec } from './tokenizer_config';
 import { TokenizerLoadError } from './types';
+import { readBoundedText } from '../../io/files';
 
 /** `PRETOKENIZE_REGEX` of transformers' models/qwen2/tokenization_qwen2.py (also the Rust Split pattern). */
 export const QWEN2_PRETOKENIZE_REGEX =
@@ -46,7 +47,7 @@ export function readVocabJson(file: string): Map<string, number> {
 export function readMergesTxt(file: string, vocab: ReadonlyMap<string, number>): [string, string][] {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readBoundedText(file, 'config');
   } catch (e) {
     throw new TokenizerLoadError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }

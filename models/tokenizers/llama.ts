@@ -21,6 +21,7 @@ import { SentencePieceBpe, SPIECE_UNDERLINE } from './sentencepiece_bpe';
 import { parseSentencePieceModel } from './sentencepiece_model';
 import { AddedTokenSpec, TokenizerSettings, allSpecialTokens, completeAddedTokens, readTokenizerSettings } from './tokenizer_config';
 import { DecodeOptions, EncodeOptions, TokenizerLoadError } from './types';
+import { readBounded } from '../../io/files';
 
 /** LlamaTokenizer's special-token defaults (used for keys tokenizer_config.json lacks). */
 export const LLAMA_SPECIAL_DEFAULTS = { unk_token: '<unk>', bos_token: '<s>', eos_token: '</s>' };
@@ -78,7 +79,7 @@ export class LlamaTokenizer extends BaseTokenizer {
     const file = path.join(dir, 'tokenizer.model');
     let buf: Buffer;
     try {
-      buf = fs.readFileSync(file);
+      buf = readBounded(file, 'config');
     } catch (e) {
       throw new TokenizerLoadError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }

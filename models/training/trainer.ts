@@ -236,10 +236,10 @@ export class Trainer<E = unknown, B = unknown> {
   }
 
   /** Writes the model (all parameters, trained or not) as a checkpoint directory; see export.ts. */
-  save(outDir: string, extraFiles: Record<string, string> = {}): string {
+  save(outDir: string, extraFiles: Record<string, string> = {}, stagingDir?: string): string {
     const o = this.family.exportOptions();
     return exportCheckpoint(this.family.model, this.family.keymap, this.family.dir, outDir, {
-      ...o, extraFiles: { ...o.extraFiles, ...extraFiles },
+      ...o, extraFiles: { ...o.extraFiles, ...extraFiles }, stagingDir,
       metadata: { 'tfjs-vlm': 'finetune', tune: this.tune.join(','), steps: String(this.stepCount) },
     });
   }
