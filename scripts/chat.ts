@@ -32,7 +32,7 @@ export function generationFlags(opts: ParsedOptions): Record<string, unknown> {
   g.temperature = num(opts, 'temperature', { min: 0, exclusiveMin: true });
   g.topP = num(opts, 'top-p', { min: 0, max: 1, exclusiveMin: true });
   g.topK = num(opts, 'top-k', { int: true, min: 0 });
-  g.seed = num(opts, 'seed', { int: true });
+  g.seed = num(opts, 'seed', { int: true, min: 0, max: Number.MAX_SAFE_INTEGER });
   if (greedy) g.greedy = true;
   if (beams !== undefined) {
     g.numBeams = beams;
@@ -68,7 +68,7 @@ export const command: Command = {
     temperature: { type: 'string', arg: 'T', help: 'sampling temperature (> 0)' },
     'top-p': { type: 'string', arg: 'P', help: 'nucleus sampling (0, 1]' },
     'top-k': { type: 'string', arg: 'K', help: 'top-k sampling (0 = off)' },
-    seed: { type: 'string', arg: 'S', help: 'sampling seed (integer; same seed, same answer)' },
+    seed: { type: 'string', arg: 'S', help: 'sampling seed: an integer in [0, 2^53 - 1] (same seed, same answer)' },
     json: { type: 'boolean', help: 'print one JSON object {"text", "token_ids", "prompt_tokens", "timings"}' },
   },
   async run(opts) {

@@ -76,6 +76,8 @@ export async function main(argv: string[]): Promise<number> {
   if (cmd.usesBackend !== false || str(opts, 'backend') !== undefined) {
     const info = await initBackend({ backend: str(opts, 'backend') });
     if (process.env.VLM_DEBUG === '1') process.stderr.write(`${describeBackend(info)}\n`);
+    // an automatic fallback past a failed wasm start is worth one line
+    for (const n of info.notes) if (n.startsWith('wasm failed')) process.stderr.write(`vlm: note: ${n}; using the ${info.backend} backend\n`);
   }
   const rc = await cmd.run(opts, positionals);
   return typeof rc === 'number' ? rc : 0;

@@ -130,6 +130,10 @@ export async function decodeImage(bytes: Uint8Array, opts: LoadImageOptions = {}
     const sz = sniffSize(bytes);
     if (sz && (sz[0] === 0 || sz[1] === 0)) throw new ImageLoadError(name, `image has zero size (${sz[0]}x${sz[1]})`);
     const msg = (e as Error).message.trim();
+    if (bytes.length >= 26 && bytes[0] === 0x42 && bytes[1] === 0x4d) {
+      // 'BM' + a header: a Windows bitmap, which libvips (sharp) does not decode
+      throw new ImageLoadError(name, `BMP images are not supported (supported: ${SUPPORTED_IMAGE_FORMATS.join(', ')}); convert it first, e.g. to PNG`);
+    }
     const ext = path.extname(name).toLowerCase();
     const hint = /unsupported image format/i.test(msg)
       ? ` - the content is not a known image format${ext ? ` (despite the '${ext}' extension)` : ''}`
