@@ -17,6 +17,10 @@ export const MODEL_OPTIONS = {
   'max-slice-nums': { type: 'string', arg: 'N', help: 'MiniCPM-V: slices per image (default from preprocessor_config.json; 2 for video)' },
   'num-frames': { type: 'string', arg: 'N', help: 'VideoLLaMA 2: frames sampled from a video (default: config num_frames)' },
   'vision-tower': { type: 'string', arg: 'DIR', help: 'VideoLLaMA 2: local directory of the vision tower named by mm_vision_tower' },
+  'parse-special': {
+    type: 'boolean',
+    help: "parse chat-control tokens typed in --prompt/--system (<|im_start|>, </s>, ...) as control ids, as upstream does (default: they are plain text)",
+  },
 } as const;
 
 /** Generation flags → options understood by both families' chat(). */
@@ -43,6 +47,7 @@ export function generationFlags(opts: ParsedOptions): Record<string, unknown> {
     g.sampling = true;
     g.doSample = true;
   }
+  if (flag(opts, 'parse-special')) g.parseSpecial = true;
   g.maxSliceNums = num(opts, 'max-slice-nums', { int: true, min: 1 });
   g.numFrames = num(opts, 'num-frames', { int: true, min: 1 });
   return Object.fromEntries(Object.entries(g).filter(([, v]) => v !== undefined));
