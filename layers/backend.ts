@@ -184,6 +184,15 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
     }
     if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend failed to initialize');
     await tf.ready();
+    // the cpu backend's first write prints a multi-line "install tfjs-node" banner: we report the
+    // backend ourselves (--version, VLM_DEBUG), so consume that first write quietly
+    const warn = console.warn;
+    console.warn = () => undefined;
+    try {
+      tf.tensor1d([0]).dispose();
+    } finally {
+      console.warn = warn;
+    }
     info.backend = 'cpu';
     break;
   }

@@ -221,3 +221,19 @@ describe('probe table: bad images, videos and flags give clear errors with exit 
     });
   }
 });
+
+describe('11. wasm start-up under a limited address space', () => {
+  const entry = path.join(__dirname, '..', '..', 'dist', 'scripts', 'vlm.js');
+  (fs.existsSync(entry) ? it : it.skip)('ulimit -v: one clear line (an error with --backend wasm, a note and the cpu backend otherwise)', () => {
+    const vlm = path.join(__dirname, '..', '..', 'bin', 'vlm.js');
+    const runLimited = (args: string) => require('node:child_process').spawnSync('bash', ['-c', `ulimit -v 8000000; exec node ${vlm} ${args}`], { encoding: 'utf8', timeout: 120000, env: { ...process.env, VLM_BACKEND: '' } });
+    const r = runLimited('--version --backend wasm');
+    if (r.status === 0) return; // wasm fits in this address-space limit on this machine: nothing to check
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^vlm: error: the wasm backend failed to initialize: .*Out of memory.*ulimit -v/)]);
+    expect(r.stderr).not.toMatch(/RuntimeError|Aborted|    at /);
+    const a = runLimited(`chat --model ${MC} --image ${IMG} --prompt hi --max-new-tokens 2 --greedy`);
+    expect(a.status).toBe(0);
+    expect(a.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^vlm: note: wasm failed: .*; using the cpu backend$/)]);
+  });
+});
