@@ -8,11 +8,11 @@ if (!fs.existsSync(entry)) {
   process.stderr.write(`vlm: ${entry} is missing; run 'npm run build' in ${path.join(__dirname, '..')}\n`);
   process.exit(1);
 }
-const { main } = require(entry);
+const { main, exitCodeFor } = require(entry);
 main(process.argv.slice(2)).then(
   (rc) => { process.exitCode = rc; },
   (e) => {
     process.stderr.write(`vlm: error: ${process.env.VLM_DEBUG === '1' ? e.stack : e.message}\n`);
-    process.exitCode = e && e.name === 'UsageError' ? 2 : 1;
+    process.exitCode = exitCodeFor(e);
   },
 );

@@ -83,7 +83,7 @@ export function resolveGenerationConfig(opts: GenerationOptions = {}): ResolvedG
   if (!(c.topP > 0 && c.topP <= 1)) throw bad('top_p', 'must be in (0, 1]', c.topP);
   if (!(c.repetitionPenalty > 0) || !Number.isFinite(c.repetitionPenalty)) throw bad('repetition_penalty', 'must be > 0', c.repetitionPenalty);
   if (!Number.isFinite(c.lengthPenalty)) throw bad('length_penalty', 'must be a finite number', c.lengthPenalty);
-  if (!Number.isInteger(c.seed)) throw bad('seed', 'must be an integer', c.seed);
+  if (!Number.isSafeInteger(c.seed) || c.seed < 0) throw bad('seed', 'must be an integer in [0, 2^53 - 1]', c.seed);
   for (const id of c.eosTokenIds) if (!Number.isInteger(id) || id < 0) throw bad('eos_token_id', 'must be non-negative integers', c.eosTokenIds);
   if (c.doSample && c.numBeams > 1) throw new Error('beam sampling (do_sample with num_beams > 1) is not supported; use one of them');
   if (c.stopStrings.some((s) => typeof s !== 'string' || s.length === 0)) throw bad('stop_strings', 'must be non-empty strings', c.stopStrings);

@@ -8,8 +8,9 @@ import { softmax } from './logits_process';
 export class Rng {
   private s: Uint32Array;
   constructor(seed: number) {
-    if (!Number.isInteger(seed)) throw new Error(`seed has to be an integer, got ${seed}`);
-    // splitmix32 to spread the seed over the 128-bit state
+    checkSeed(seed);
+    // splitmix32 to spread the seed over the 128-bit state: the low 32 bits as before; the high
+    // 21 bits (seeds up to 2^53 - 1) are mixed in so distinct seeds give distinct streams
     let x = seed >>> 0;
     const next = () => {
       x = (x + 0x9e3779b9) >>> 0;
@@ -19,6 +20,12 @@ export class Rng {
       return (z ^ (z >>> 16)) >>> 0;
     };
     this.s = new Uint32Array([next(), next(), next(), next()]);
+    const hi = Math.floor(seed / 4294967296);
+    if (hi) {
+      const m = mixHigh(hi);
+      for (let i = 0; i < 4; i++) this.s[i] ^= m[i];
+      if (!(this.s[0] | this.s[1] | this.s[2] | this.s[3])) this.s[0] = 1;
+    }
   }
 
   /** Uniform 32-bit integer. */
@@ -40,6 +47,30 @@ export class Rng {
     const hi = this.nextU32() >>> 5, lo = this.nextU32() >>> 6;
     return (hi * 67108864 + lo) / 9007199254740992;
   }
+}
+
+/** Largest accepted seed: 2^53 - 1 (every integer up to it is exact in a JS number). */
+export const MAX_SEED = Number.MAX_SAFE_INTEGER;
+
+/** Seeds are integers in [0, 2^53 - 1]; anything else is an error (never wrapped or defaulted). */
+export function checkSeed(seed: unknown): asserts seed is number {
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0) {
+    throw new Error(`seed must be an integer in [0, ${MAX_SEED}] (2^53 - 1), got ${JSON.stringify(seed) ?? String(seed)}`);
+  }
+}
+
+/** Four words derived from the high part of a seed (a second splitmix32 stream). */
+export function mixHigh(hi: number): Uint32Array {
+  let x = (hi ^ 0x6a09e667) >>> 0;
+  const out = new Uint32Array(4);
+  for (let i = 0; i < 4; i++) {
+    x = (x + 0x9e3779b9) >>> 0;
+    let z = x;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    out[i] = (z ^ (z >>> 16)) >>> 0;
+  }
+  return out;
 }
 
 function rotl(x: number, k: number): number {

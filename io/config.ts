@@ -4,7 +4,7 @@
  * collected so loaders can log them instead of dropping them silently. The caller's object is
  * never mutated.
  */
-import fs from 'node:fs';
+import { readBoundedText } from '../io/files';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -17,7 +17,7 @@ export class ConfigError extends Error {
 export function readJson(file: string): Record<string, unknown> {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readBoundedText(file, 'config');
   } catch (e) {
     throw new ConfigError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }

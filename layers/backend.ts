@@ -107,12 +107,33 @@ async function initWasm(opts: BackendOptions, info: BackendInfo): Promise<void> 
   } else {
     tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
   }
-  const ok = await withReportedCores(threads, async () => {
-    const r = await tf.setBackend('wasm');
-    await tf.ready();
-    return r;
-  });
-  if (!ok) throw new Error('the wasm backend failed to initialize');
+  // The emscripten runtime and tfjs print raw traces (console.*) when instantiation fails, e.g.
+  // `RuntimeError: Aborted(RangeError: WebAssembly.instantiate(): Out of memory ...)` under
+  // `ulimit -v`: keep them and report one line instead.
+  const printed: string[] = [];
+  const saved = { log: console.log, warn: console.warn, error: console.error };
+  const keep = (...a: unknown[]) => {
+    printed.push(a.map((x) => (x instanceof Error ? x.message : String(x))).join(' '));
+  };
+  console.log = console.warn = console.error = keep;
+  let ok = false;
+  try {
+    ok = await withReportedCores(threads, async () => {
+      const r = await tf.setBackend('wasm');
+      await tf.ready();
+      return r;
+    });
+  } catch (e) {
+    printed.push((e as Error).message);
+  } finally {
+    Object.assign(console, saved);
+  }
+  if (!ok) {
+    const cause = printed.map((l) => /WebAssembly\.[\w]+\(\): [^)\n]*/.exec(l)?.[0]).find(Boolean) ?? printed.find((l) => l.trim())?.split('\n')[0];
+    const hint = cause && /out of memory/i.test(cause) ? ' (a limited address space, e.g. ulimit -v, leaves no room for wasm memory; raise it or use --backend cpu)' : '';
+    throw new Error(`the wasm backend failed to initialize${cause ? `: ${cause}` : ''}${hint}`);
+  }
+  for (const l of printed) if (l.trim()) saved.warn(l);
   unrefWasmWorkers();
   info.threads = wasm.getThreadsCount();
   info.kernels.push(...registerCpuFallbacks(WASM_MISSING_KERNELS).map((k) => `${k}(cpu)`));
@@ -167,6 +188,15 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
     }
     if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend failed to initialize');
     await tf.ready();
+    // the cpu backend's first write prints a multi-line "install tfjs-node" banner: we report the
+    // backend ourselves (--version, VLM_DEBUG), so consume that first write quietly
+    const warn = console.warn;
+    console.warn = () => undefined;
+    try {
+      tf.tensor1d([0]).dispose();
+    } finally {
+      console.warn = warn;
+    }
     info.backend = 'cpu';
     break;
   }

@@ -29,6 +29,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 
 import { RgbImage } from './types';
+import { FileInputError, readBounded } from '../io/files';
 
 /** Largest accepted image, in pixels: 2 × PIL `Image.MAX_IMAGE_PIXELS` (= int(1024·1024·1024 // 4 // 3)). */
 export const MAX_IMAGE_PIXELS = 178_956_970;
@@ -79,9 +80,11 @@ function readImageFile(file: string): Buffer {
   }
   if (st.isDirectory()) throw new ImageLoadError(file, 'is a directory, not an image file');
   try {
-    return fs.readFileSync(file);
+    // a regular file within the image size limit (VLM_MAX_IMAGE_BYTES), read with that bound
+    return readBounded(file, 'image');
   } catch (e) {
-    throw new ImageLoadError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const fe = e as FileInputError;
+    throw new ImageLoadError(file, fe.code ? `cannot read (${fe.code})` : fe.message.slice(file.length + 2));
   }
 }
 
@@ -127,6 +130,10 @@ export async function decodeImage(bytes: Uint8Array, opts: LoadImageOptions = {}
     const sz = sniffSize(bytes);
     if (sz && (sz[0] === 0 || sz[1] === 0)) throw new ImageLoadError(name, `image has zero size (${sz[0]}x${sz[1]})`);
     const msg = (e as Error).message.trim();
+    if (bytes.length >= 26 && bytes[0] === 0x42 && bytes[1] === 0x4d) {
+      // 'BM' + a header: a Windows bitmap, which libvips (sharp) does not decode
+      throw new ImageLoadError(name, `BMP images are not supported (supported: ${SUPPORTED_IMAGE_FORMATS.join(', ')}); convert it first, e.g. to PNG`);
+    }
     const ext = path.extname(name).toLowerCase();
     const hint = /unsupported image format/i.test(msg)
       ? ` - the content is not a known image format${ext ? ` (despite the '${ext}' extension)` : ''}`

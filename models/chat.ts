@@ -24,6 +24,12 @@ export interface ChatMessage {
 export interface ChatOptions extends GenerationOptions {
   /** System prompt (overrides a leading system message). */
   system?: string;
+  /**
+   * Parse chat-control tokens (`<|im_start|>`, `</s>`, `<unk>`, ...) written in user, system and
+   * message text as control ids, as upstream does. Default false: user-supplied text is plain
+   * text and only the template's own tokens are special (no template injection).
+   */
+  parseSpecial?: boolean;
   /** Streamed answer text, chunk by chunk, as it is generated (beam search: once at the end). */
   onText?: (chunk: string) => void;
 }

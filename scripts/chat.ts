@@ -13,13 +13,17 @@ import { Command, ParsedOptions, UsageError, flag, num, requireStr, str, strList
 export const MODEL_OPTIONS = {
   model: { type: 'string', arg: 'DIR', help: 'checkpoint directory (config.json, safetensors, tokenizer, preprocessor config)' },
   image: { type: 'string', multiple: true, arg: 'FILE', help: 'image file (PNG, JPEG, WebP)' },
-  video: { type: 'string', arg: 'FILE', help: 'video file (decoded with ffmpeg)' },
+  video: { type: 'string', multiple: true, arg: 'FILE', help: 'video file (decoded with ffmpeg; VideoLLaMA 2 takes one image or one video)' },
   prompt: { type: 'string', arg: 'TEXT', help: 'the question' },
   system: { type: 'string', arg: 'TEXT', help: 'system prompt' },
   'max-slice-nums': { type: 'string', arg: 'N', help: 'MiniCPM-V: slices per image (default from preprocessor_config.json; 2 for video)' },
   'num-frames': { type: 'string', arg: 'N', help: 'VideoLLaMA 2: frames sampled from a video (default: config num_frames)' },
   'vision-tower': { type: 'string', arg: 'DIR', help: 'VideoLLaMA 2: local directory of the vision tower named by mm_vision_tower' },
   quantize: { type: 'string', arg: 'Q', help: 'weight storage: f32 | stored (mapped as released) | f16 | bf16 | q8_0 | q4_0 (default: f32 when it fits the backend, else stored)' },
+  'parse-special': {
+    type: 'boolean',
+    help: "parse chat-control tokens typed in --prompt/--system (<|im_start|>, </s>, ...) as control ids, as upstream does (default: they are plain text)",
+  },
 } as const;
 
 /** Generation flags → options understood by both families' chat(). */
@@ -35,7 +39,7 @@ export function generationFlags(opts: ParsedOptions): Record<string, unknown> {
   g.temperature = num(opts, 'temperature', { min: 0, exclusiveMin: true });
   g.topP = num(opts, 'top-p', { min: 0, max: 1, exclusiveMin: true });
   g.topK = num(opts, 'top-k', { int: true, min: 0 });
-  g.seed = num(opts, 'seed', { int: true });
+  g.seed = num(opts, 'seed', { int: true, min: 0, max: Number.MAX_SAFE_INTEGER });
   if (greedy) g.greedy = true;
   if (beams !== undefined) {
     g.numBeams = beams;
@@ -46,6 +50,7 @@ export function generationFlags(opts: ParsedOptions): Record<string, unknown> {
     g.sampling = true;
     g.doSample = true;
   }
+  if (flag(opts, 'parse-special')) g.parseSpecial = true;
   g.maxSliceNums = num(opts, 'max-slice-nums', { int: true, min: 1 });
   g.numFrames = num(opts, 'num-frames', { int: true, min: 1 });
   return Object.fromEntries(Object.entries(g).filter(([, v]) => v !== undefined));
@@ -78,13 +83,13 @@ export const command: Command = {
     temperature: { type: 'string', arg: 'T', help: 'sampling temperature (> 0)' },
     'top-p': { type: 'string', arg: 'P', help: 'nucleus sampling (0, 1]' },
     'top-k': { type: 'string', arg: 'K', help: 'top-k sampling (0 = off)' },
-    seed: { type: 'string', arg: 'S', help: 'sampling seed (integer; same seed, same answer)' },
+    seed: { type: 'string', arg: 'S', help: 'sampling seed: an integer in [0, 2^53 - 1] (same seed, same answer)' },
     json: { type: 'boolean', help: 'print one JSON object {"text", "token_ids", "prompt_tokens", "timings"}' },
   },
   async run(opts) {
     const prompt = requireStr(opts, 'prompt');
     const images = strList(opts, 'image');
-    const video = str(opts, 'video');
+    const video = strList(opts, 'video');
     const gen = generationFlags(opts);
     const json = flag(opts, 'json');
     const tLoad = performance.now();

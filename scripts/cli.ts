@@ -37,16 +37,65 @@ export class UsageError extends Error {
   }
 }
 
+/**
+ * The exit-code scheme of every command: 0 success; 2 bad arguments or unusable input files
+ * (missing, unreadable, too large, not a regular file, corrupt image/video/config/checkpoint,
+ * refused output target); 1 a runtime failure (out of memory, a write that failed midway,
+ * ffmpeg missing or crashing, an internal error).
+ */
+export function exitCodeFor(e: unknown): 1 | 2 {
+  const err = e as { name?: string; code?: string } | null;
+  switch (err?.name) {
+    case 'UsageError':
+    case 'FileInputError':
+    case 'ImageLoadError':
+    case 'ConfigError':
+    case 'TokenizerLoadError':
+    case 'ChatTemplateError':
+    case 'SafetensorsError':
+    case 'WeightLoadError':
+      return 2;
+    case 'VideoError':
+      return ['ffmpeg_missing', 'ffmpeg_failed', 'timeout'].includes(String(err?.code)) ? 1 : 2;
+    default:
+      return 1;
+  }
+}
+
 export const COMMON_OPTIONS: Record<string, OptionSpec> = {
   backend: { type: 'string', arg: 'NAME', help: 'tfjs backend: tfjs-node-gpu, tfjs-node, wasm or cpu (default: best available; env VLM_BACKEND)' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 };
 
+/**
+ * `--top-k -3`: node's parseArgs calls a value that starts with '-' ambiguous. A string option
+ * followed by a negative number is joined (`--top-k=-3`) so the value reaches our validation.
+ */
+export function joinNegativeValues(argv: string[], options: Record<string, OptionSpec>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const name = a.startsWith('--') && !a.includes('=') ? a.slice(2) : undefined;
+    const next = argv[i + 1];
+    if (name !== undefined && options[name]?.type === 'string' && next !== undefined && /^-(\d|\.\d|inf|nan)/i.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
 export function parseCommand(cmd: Command, argv: string[]): { opts: ParsedOptions; positionals: string[] } {
   const options = { ...COMMON_OPTIONS, ...cmd.options };
   try {
     const { values, positionals } = parseArgs({
-      args: argv,
+      args: joinNegativeValues(argv, options),
       options: Object.fromEntries(Object.entries(options).map(([k, o]) => [k, { type: o.type, multiple: !!o.multiple, ...(o.short ? { short: o.short } : {}) }])),
       allowPositionals: true,
       strict: true,

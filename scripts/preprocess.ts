@@ -11,8 +11,9 @@
  *   {"sliced_grid": [cols, rows] | null, "tgt_sizes": [[h, w], ...], "placeholder": "..."}
  * (the placeholder of image index 0, with `<image_id>0</image_id>` when the config uses ids).
  */
-import fs from 'node:fs';
 import path from 'node:path';
+
+import { checkOutputTarget } from '../io/files';
 
 import { Command, ParsedOptions, UsageError, flag, num, requireStr } from './cli';
 import { loadImage } from '../media/image';
@@ -56,9 +57,8 @@ export const command: Command = {
     const imageFile = requireStr(opts, 'image');
     const out = requireStr(opts, 'out');
     const maxSliceNums = num(opts, 'max-slice-nums', { int: true, min: 1 });
-    const outDir = path.dirname(path.resolve(out));
-    if (!fs.existsSync(outDir) || !fs.statSync(outDir).isDirectory()) throw new UsageError(`--out: directory ${outDir} does not exist`);
-    if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new UsageError(`--out: ${out} is a directory`);
+    // Before any work: never write over an input or into the model directory, never replace a device.
+    checkOutputTarget(out, { inputs: [imageFile, path.join(modelDir, 'preprocessor_config.json')], inputDirs: [modelDir] });
 
     let processor: MiniCPMVImageProcessor;
     try {
@@ -68,7 +68,7 @@ export const command: Command = {
     }
     const image = await loadImage(imageFile).catch(asUsage);
     const inputs = processor.preprocess(image, { maxSliceNums });
-    writeSafetensors(out, preprocessTensors(inputs), { producer: 'tfjs-vlm preprocess', image: path.basename(imageFile) });
+    writeSafetensors(out, preprocessTensors(inputs), { producer: 'tfjs-vlm preprocess', image: path.basename(imageFile) }, { flag: '--out' });
 
     if (flag(opts, 'json')) {
       process.stdout.write(JSON.stringify(preprocessSummary(inputs)) + '\n');

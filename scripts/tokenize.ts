@@ -11,16 +11,16 @@
  * With --json stdout carries exactly one `{"ids": [...]}` line per input (a contract for scripts);
  * without it, a human-readable listing.
  */
-import fs from 'node:fs';
 
 import { Command, ParsedOptions, UsageError, flag, requireStr, str } from './cli';
 import { Tokenizer, TokenizerLoadError, loadTokenizer } from '../tokenizers';
+import { readBoundedText } from '../io/files';
 
 /** Reads a --file: one JSON string per line (a final empty line is allowed); errors name the line. */
 export function readJsonLines(file: string): string[] {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readBoundedText(file, 'text');
   } catch (e) {
     throw new UsageError(`--file: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }

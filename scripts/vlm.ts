@@ -2,7 +2,8 @@
  * `vlm` — the command-line entry. Subcommands live one per file in scripts/ and only parse
  * arguments and call the library.
  */
-import { Command, UsageError, commandHelp, parseCommand, str } from './cli';
+import { Command, UsageError, commandHelp, exitCodeFor, parseCommand, str } from './cli';
+export { exitCodeFor } from './cli';
 import { COMMANDS } from './commands';
 import { describeBackend, initBackend } from '../layers/backend';
 
@@ -75,6 +76,8 @@ export async function main(argv: string[]): Promise<number> {
   if (cmd.usesBackend !== false || str(opts, 'backend') !== undefined) {
     const info = await initBackend({ backend: str(opts, 'backend') });
     if (process.env.VLM_DEBUG === '1') process.stderr.write(`${describeBackend(info)}\n`);
+    // an automatic fallback past a failed wasm start is worth one line
+    for (const n of info.notes) if (n.startsWith('wasm failed')) process.stderr.write(`vlm: note: ${n}; using the ${info.backend} backend\n`);
   }
   const rc = await cmd.run(opts, positionals);
   return typeof rc === 'number' ? rc : 0;
@@ -88,7 +91,7 @@ if (require.main === module) {
     (e: Error) => {
       const debug = process.env.VLM_DEBUG === '1';
       process.stderr.write(`vlm: error: ${debug ? e.stack : e.message}\n`);
-      process.exitCode = e instanceof UsageError ? 2 : 1;
+      process.exitCode = exitCodeFor(e);
     },
   );
 }

@@ -22,6 +22,10 @@ export abstract class BaseTokenizer implements Tokenizer {
   }
 
   abstract encode(text: string, opts?: EncodeOptions): number[];
+
+  addedTokenContents(): readonly string[] {
+    return this.added.map((t) => t.content);
+  }
   abstract decode(ids: ArrayLike<number>, opts?: DecodeOptions): string;
   abstract tokenToId(token: string): number | undefined;
   abstract idToToken(id: number): string | undefined;

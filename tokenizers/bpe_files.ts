@@ -11,10 +11,10 @@
  * The slow `Qwen2Tokenizer` (what the test vectors were made with) does the same steps in Python:
  * NFC in `prepare_for_tokenization`, the same regex, the same merge ranks.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { readJsonFile, AddedTokenSpec } from './tokenizer_config';
 import { TokenizerLoadError } from './types';
+import { readBoundedText } from '../io/files';
 
 /** `PRETOKENIZE_REGEX` of transformers' models/qwen2/tokenization_qwen2.py (also the Rust Split pattern). */
 export const QWEN2_PRETOKENIZE_REGEX =
@@ -46,7 +46,7 @@ export function readVocabJson(file: string): Map<string, number> {
 export function readMergesTxt(file: string, vocab: ReadonlyMap<string, number>): [string, string][] {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readBoundedText(file, 'config');
   } catch (e) {
     throw new TokenizerLoadError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }

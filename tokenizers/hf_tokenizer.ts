@@ -173,7 +173,55 @@ export class HfJsTokenizer extends BaseTokenizer {
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
+    if (opts.splitSpecialTokens) {
+      const ids = this.encodePlain(text);
+      if (opts.addSpecialTokens ?? true) {
+        const wrap = this.lib.encode('', { add_special_tokens: true }).ids;
+        const bos = wrap.length && wrap[0] === this.bosTokenId ? [wrap[0]] : [];
+        return [...bos, ...ids, ...wrap.slice(bos.length)];
+      }
+      return ids;
+    }
     return this.lib.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+  }
+
+  /**
+   * `split_special_tokens=True` for the library tokenizer (which always matches added tokens):
+   * runs without an added token go through as they are; an added token's text is cut into
+   * pieces that contain none (first character, rest), each tokenized by the model.
+   */
+  private encodePlain(text: string): number[] {
+    const contents = this.addedTokenContents().filter((c) => c.length > 0);
+    const has = (s: string) => contents.some((c) => s.includes(c));
+    const ids: number[] = [];
+    const enc = (s: string) => {
+      if (!s) return;
+      if (!has(s)) {
+        ids.push(...this.lib.encode(s, { add_special_tokens: false }).ids);
+        return;
+      }
+      // the leftmost-longest added token in s
+      let at = -1, len = 0;
+      for (const c of contents) {
+        const i = s.indexOf(c);
+        if (i >= 0 && (at < 0 || i < at || (i === at && c.length > len))) {
+          at = i;
+          len = c.length;
+        }
+      }
+      enc(s.slice(0, at));
+      const lit = s.slice(at, at + len);
+      let k = 1;
+      while (k < lit.length && (has(lit.slice(0, k)) || has(lit.slice(k)))) k++;
+      if (k >= lit.length) for (const ch of lit) ids.push(...this.lib.encode(ch, { add_special_tokens: false }).ids);
+      else {
+        enc(lit.slice(0, k));
+        enc(lit.slice(k));
+      }
+      enc(s.slice(at + len));
+    };
+    enc(text);
+    return ids;
   }
 
   decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {

@@ -13,7 +13,6 @@
  * (`add_prefix_space`), and a chunk that starts with a space is encoded as `<unk>` + chunk
  * with the `<unk>` pieces removed, so no spurious `▁` appears after special tokens.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { AddedTokenSplitter } from './added_tokens';
 import { BaseTokenizer } from './base';
@@ -21,6 +20,7 @@ import { SentencePieceBpe, SPIECE_UNDERLINE } from './sentencepiece_bpe';
 import { parseSentencePieceModel } from './sentencepiece_model';
 import { AddedTokenSpec, TokenizerSettings, allSpecialTokens, completeAddedTokens, readTokenizerSettings } from './tokenizer_config';
 import { DecodeOptions, EncodeOptions, TokenizerLoadError } from './types';
+import { readBounded } from '../io/files';
 
 /** LlamaTokenizer's special-token defaults (used for keys tokenizer_config.json lacks). */
 export const LLAMA_SPECIAL_DEFAULTS = { unk_token: '<unk>', bos_token: '<s>', eos_token: '</s>' };
@@ -78,7 +78,7 @@ export class LlamaTokenizer extends BaseTokenizer {
     const file = path.join(dir, 'tokenizer.model');
     let buf: Buffer;
     try {
-      buf = fs.readFileSync(file);
+      buf = readBounded(file, 'config');
     } catch (e) {
       throw new TokenizerLoadError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
@@ -104,18 +104,18 @@ export class LlamaTokenizer extends BaseTokenizer {
   // -------------------------------------------------------------------------------------------
 
   /** Token strings of `text` (HF `tokenizer.tokenize`), without BOS/EOS. */
-  tokenize(text: string): string[] {
-    if (this.legacy || text.length === 0) return this.tokenizeChunks(text);
+  tokenize(text: string, splitSpecial = this.splitSpecialTokens): string[] {
+    if (this.legacy || text.length === 0) return this.tokenizeChunks(text, splitSpecial);
     let t = text.replaceAll(SPIECE_UNDERLINE, ' ');
     if (this.addPrefixSpace) t = SPIECE_UNDERLINE + t;
-    const tokens = this.tokenizeChunks(t);
+    const tokens = this.tokenizeChunks(t, splitSpecial);
     if (tokens.length > 1 && tokens[0] === SPIECE_UNDERLINE && this.allSpecial.has(tokens[1])) return tokens.slice(1);
     return tokens;
   }
 
   /** `PreTrainedTokenizer.tokenize`: added tokens split out, the rest through `_tokenize`. */
-  private tokenizeChunks(text: string): string[] {
-    const parts = this.splitSpecialTokens ? (text ? [text] : []) : this.splitter.split(text);
+  private tokenizeChunks(text: string, splitSpecial: boolean): string[] {
+    const parts = splitSpecial ? (text ? [text] : []) : this.splitter.split(text);
     const out: string[] = [];
     for (const p of parts) {
       if (typeof p !== 'string') out.push(p.content);
@@ -132,7 +132,8 @@ export class LlamaTokenizer extends BaseTokenizer {
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    const ids = this.tokenize(text).map((t) => this.splitter.byContent.get(t)?.id ?? this.sp.pieceToId(t));
+    const split = opts.splitSpecialTokens ?? this.splitSpecialTokens;
+    const ids = this.tokenize(text, split).map((t) => (split ? undefined : this.splitter.byContent.get(t)?.id) ?? this.sp.pieceToId(t));
     if (opts.addSpecialTokens ?? true) {
       const bos = this.bosTokenId, eos = this.eosTokenId;
       if (this.addBosToken && bos !== undefined) ids.unshift(bos);

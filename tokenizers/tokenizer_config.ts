@@ -15,9 +15,9 @@
  *   when the vocabulary has the string and a new id after it otherwise
  *   (`PreTrainedTokenizer.__init__` -> `_add_tokens(all_special_tokens_extended)`).
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { TokenizerLoadError } from './types';
+import { readBoundedText } from '../io/files';
 
 /** One added token with the HF `AddedToken` flags. */
 export interface AddedTokenSpec {
@@ -67,7 +67,7 @@ export interface TokenizerSettings {
 export function readJsonFile(file: string): unknown | null {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readBoundedText(file, 'config');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new TokenizerLoadError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);

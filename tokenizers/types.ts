@@ -22,6 +22,11 @@ export interface EncodeOptions {
    * Default true.
    */
   addSpecialTokens?: boolean;
+  /**
+   * HF `split_special_tokens=True`: added/special tokens written in the text are not matched;
+   * the text is tokenized as plain characters. Default false.
+   */
+  splitSpecialTokens?: boolean;
 }
 
 export interface DecodeOptions {
@@ -53,6 +58,8 @@ export interface Tokenizer {
    * tokenizers do.
    */
   decode(ids: ArrayLike<number>, opts?: DecodeOptions): string;
+  /** Contents of the added tokens (special or not) that `encode` matches in text. */
+  addedTokenContents(): readonly string[];
   /** Id of a token string (added tokens first, then the model vocabulary), or undefined. */
   tokenToId(token: string): number | undefined;
   /** Token string of an id (added tokens first, then the model vocabulary), or undefined. */

@@ -9,6 +9,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { readBoundedText } from '../io/files';
 
 /** One sample as read from the file: an object; the family's dataset checks the keys. */
 export type RawSample = Record<string, unknown>;
@@ -20,7 +21,7 @@ export type RawSample = Record<string, unknown>;
 export function readDataFile(file: string): RawSample[] {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readBoundedText(file, 'data');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new Error(`training data file ${file}: cannot read it (${code ?? (e as Error).message})`);

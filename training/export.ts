@@ -13,6 +13,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { FileInputError, makeTempDirNear, untrackTemp } from '../io/files';
 import { Module, Param } from '../layers/module';
 import { Checkpoint } from '../weights/checkpoint';
 import { KeyMap, toModuleKey } from '../weights/keymap';
@@ -34,13 +35,48 @@ export interface ExportOptions {
   copyDirs?: string[];
   /** A tokenizer directory used instead of the source's: its files replace the source's copies. */
   tokenizerDir?: string;
+  /** A staging directory made by `prepareExportDir` (default: made here). */
+  stagingDir?: string;
 }
 
-/** Checks that `outDir` can receive an export (absent, or an empty directory). */
-export function checkOutDir(outDir: string): void {
+/**
+ * Checks that `outDir` can receive an export (absent, or an empty directory) and is not inside
+ * one of `inputDirs` (the model, tokenizer or data directories).
+ */
+export function checkOutDir(outDir: string, inputDirs: string[] = []): void {
+  const real = (p: string) => {
+    try {
+      return fs.realpathSync(p);
+    } catch {
+      return path.resolve(p);
+    }
+  };
+  for (const d of inputDirs) {
+    const rel = path.relative(real(d), real(outDir));
+    if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel))) {
+      throw new FileInputError(`--out: ${outDir} lies inside the input directory ${d}; choose a directory outside it`);
+    }
+  }
   if (!fs.existsSync(outDir)) return;
-  if (!fs.statSync(outDir).isDirectory()) throw new Error(`--out: ${outDir} exists and is not a directory`);
-  if (fs.readdirSync(outDir).length) throw new Error(`--out: ${outDir} is not empty; choose a new directory (nothing is overwritten)`);
+  if (!fs.statSync(outDir).isDirectory()) throw new FileInputError(`--out: ${outDir} exists and is not a directory`);
+  if (fs.readdirSync(outDir).length) throw new FileInputError(`--out: ${outDir} is not empty; choose a new directory (nothing is overwritten)`);
+}
+
+/**
+ * Checks `outDir` and creates the staging directory the export is assembled in (next to it,
+ * `.<name>.partial-XXXXXX`, tracked: removed on error, SIGINT/SIGTERM and exit). Called before
+ * training, so an unusable `--out` fails first, naming the flag. Parents are created.
+ */
+export function prepareExportDir(outDir: string, inputDirs: string[] = []): string {
+  checkOutDir(outDir, inputDirs);
+  const parent = path.dirname(path.resolve(outDir));
+  try {
+    fs.mkdirSync(parent, { recursive: true });
+    return makeTempDirNear(outDir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new FileInputError(`--out: cannot create ${outDir}: directory ${parent} is not writable or cannot be created (${code})`);
+  }
 }
 
 /** The tensors of `model.safetensors` for `model` in the layout and keys of `source`. */
@@ -69,11 +105,9 @@ export function checkpointTensors(model: Module, keymap: KeyMap, source: Checkpo
  * Returns the path of the weights file.
  */
 export function exportCheckpoint(model: Module, keymap: KeyMap, sourceDir: string, outDir: string, opts: ExportOptions = {}): string {
-  checkOutDir(outDir);
-  const parent = path.dirname(path.resolve(outDir));
-  fs.mkdirSync(parent, { recursive: true });
-  const tmp = fs.mkdtempSync(path.join(parent, `.${path.basename(outDir)}.partial-`));
+  const tmp = opts.stagingDir ?? prepareExportDir(outDir);
   try {
+    checkOutDir(outDir);
     for (const f of fs.readdirSync(sourceDir)) {
       const src = path.join(sourceDir, f);
       if (fs.statSync(src).isFile() && copied(f)) fs.copyFileSync(src, path.join(tmp, f));
@@ -94,10 +128,16 @@ export function exportCheckpoint(model: Module, keymap: KeyMap, sourceDir: strin
       source.close();
     }
     writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt', ...opts.metadata });
-    if (fs.existsSync(outDir)) fs.rmdirSync(outDir); // empty (checked above)
+    if (fs.existsSync(outDir)) {
+      // an existing empty directory: keep its permissions (the staging one has the umask's)
+      fs.chmodSync(tmp, fs.statSync(outDir).mode & 0o7777);
+      fs.rmdirSync(outDir);
+    }
     fs.renameSync(tmp, outDir);
+    untrackTemp(tmp);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
+    untrackTemp(tmp);
     throw e;
   }
   return path.join(outDir, 'model.safetensors');

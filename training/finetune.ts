@@ -8,7 +8,8 @@ import path from 'node:path';
 import { FAMILIES } from '../models/families';
 import { familyOf } from '../models/registry';
 import { RawSample, readDataFile } from './data';
-import { checkOutDir } from './export';
+import { prepareExportDir } from './export';
+import { discardTemp } from '../io/files';
 import { TrainLoopOptions, TrainResult, Trainer, TrainerOptions } from './trainer';
 
 export interface LoadTrainerOptions extends TrainerOptions {
@@ -72,7 +73,7 @@ export async function loadTrainer(modelDir: string, opts: LoadTrainerOptions = {
   const misplaced = Object.entries(specific).filter(([k, v]) => v !== undefined && v !== false && !row.trainOptions.includes(k)).map(([k]) => k);
   if (misplaced.length) {
     const owners = [...new Set(misplaced.map((k) => FAMILIES.find((f) => f.trainOptions.includes(k))?.title ?? 'no family\'s'))];
-    throw new Error(`${misplaced.join(', ')}: ${owners.join(' / ')} option${misplaced.length > 1 ? 's' : ''}; this is a ${row.title} checkpoint`);
+    throw new Error(`${misplaced.join(', ')} (${owners.join(' / ')} options; this is a ${row.title} checkpoint)`);
   }
   const fam = await row.loadTrainer(modelDir, { samples, dataRoot, maxLength: opts.maxLength, tokenizerDir: opts.tokenizerDir, warn: opts.warn, ...specific });
   try {
@@ -85,8 +86,16 @@ export async function loadTrainer(modelDir: string, opts: LoadTrainerOptions = {
 
 /** Trains `opts.model` on `opts.data` and writes `opts.out`. The model is freed at the end. */
 export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
-  if (opts.out) checkOutDir(opts.out); // fail before training, not after
-  const trainer = await loadTrainer(opts.model, opts);
+  // Fail before training, not after: check --out and create its staging directory now.
+  const inputDirs = [opts.model, ...(opts.tokenizerDir ? [opts.tokenizerDir] : [])];
+  const staging = opts.out ? prepareExportDir(opts.out, inputDirs) : undefined;
+  let trainer: Trainer;
+  try {
+    trainer = await loadTrainer(opts.model, opts);
+  } catch (e) {
+    if (staging) discardTemp(staging);
+    throw e;
+  }
   try {
     const r = await trainer.train(opts);
     const result: FinetuneResult = {
@@ -98,9 +107,12 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
         optimizer: { name: 'adamw_torch', lr: trainer.optimizer.lr, betas: trainer.optimizer.betas, eps: trainer.optimizer.eps, weight_decay: trainer.optimizer.weightDecay },
         gradient_accumulation_steps: trainer.gradAccumSteps, max_grad_norm: trainer.maxGradNorm, batch_size: opts.batchSize ?? 1, seed: opts.seed ?? 42,
       };
-      result.saved = trainer.save(opts.out, { 'finetune_log.json': JSON.stringify(log, null, 1) + '\n' });
+      result.saved = trainer.save(opts.out, { 'finetune_log.json': JSON.stringify(log, null, 1) + '\n' }, staging);
     }
     return result;
+  } catch (e) {
+    if (staging) discardTemp(staging);
+    throw e;
   } finally {
     trainer.dispose();
   }

@@ -20,6 +20,7 @@ import { AdamW, AdamWOptions } from './adamw';
 import { exportCheckpoint } from './export';
 import { TrainFamily } from './family';
 import { TrainableParam, countScalars, selectTrainable, toCheckpointTensor } from './params';
+import { checkSeed, mixHigh } from '../generation/sampling';
 
 export interface TrainerOptions extends AdamWOptions {
   /** Trainable parts by module or checkpoint prefix (default: the family's upstream default). */
@@ -66,7 +67,8 @@ export interface TrainResult {
 
 /** mulberry32: a small seeded PRNG for the sample order. */
 export function seededPermutation(n: number, seed: number): number[] {
-  let a = seed >>> 0;
+  checkSeed(seed);
+  let a = (seed >>> 0) ^ (seed >= 4294967296 ? mixHigh(Math.floor(seed / 4294967296))[0] : 0);
   const rand = () => {
     a = (a + 0x6d2b79f5) >>> 0;
     let t = a;
@@ -210,7 +212,7 @@ export class Trainer<E = unknown, B = unknown> {
     const t0 = performance.now();
     let epoch = 0;
     while (losses.length < totalSteps) {
-      const order = opts.shuffle === false ? Array.from({ length: data.length }, (_, i) => i) : seededPermutation(data.length, seed + epoch);
+      const order = opts.shuffle === false ? Array.from({ length: data.length }, (_, i) => i) : seededPermutation(data.length, seed > Number.MAX_SAFE_INTEGER - epoch ? seed - (Number.MAX_SAFE_INTEGER - epoch) - 1 : seed + epoch);
       const micro: number[][] = [];
       for (let s = 0; s < order.length; s += batchSize) micro.push(order.slice(s, s + batchSize));
       for (let g = 0; g < micro.length && losses.length < totalSteps; g += this.gradAccumSteps) {
@@ -236,10 +238,10 @@ export class Trainer<E = unknown, B = unknown> {
   }
 
   /** Writes the model (all parameters, trained or not) as a checkpoint directory; see export.ts. */
-  save(outDir: string, extraFiles: Record<string, string> = {}): string {
+  save(outDir: string, extraFiles: Record<string, string> = {}, stagingDir?: string): string {
     const o = this.family.exportOptions();
     return exportCheckpoint(this.family.model, this.family.keymap, this.family.dir, outDir, {
-      ...o, extraFiles: { ...o.extraFiles, ...extraFiles },
+      ...o, extraFiles: { ...o.extraFiles, ...extraFiles }, stagingDir,
       metadata: { 'tfjs-vlm': 'finetune', tune: this.tune.join(','), steps: String(this.stepCount) },
     });
   }

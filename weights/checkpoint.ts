@@ -5,7 +5,31 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { readBoundedText } from '../io/files';
 import { HostTensor, SafetensorsError, SafetensorsFile, TensorEntry } from './safetensors';
+
+/**
+ * A shard named by an index must be a plain file name inside the checkpoint directory: no path
+ * separator, no `.`/`..`, and no symlink resolving outside the directory (except into the
+ * `blobs/` of a Hugging Face cache entry, where snapshot files are symlinks by design).
+ */
+function checkShardName(index: string, dir: string, f: unknown): void {
+  if (typeof f !== 'string' || f === '' || f === '.' || f === '..' || /[\\/\0]/.test(f)) {
+    throw new SafetensorsError(`${index}: shard name ${JSON.stringify(f)} is not a plain file name inside the checkpoint directory; refusing to load it`);
+  }
+  const full = path.join(dir, f);
+  if (!fs.existsSync(full)) return; // reported by the caller
+  const realDir = fs.realpathSync(dir);
+  const roots = [realDir];
+  if (path.basename(path.dirname(realDir)) === 'snapshots') roots.push(path.resolve(realDir, '..', '..', 'blobs'));
+  const real = fs.realpathSync(full);
+  if (!roots.some((r) => {
+    const rel = path.relative(r, real);
+    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+  })) {
+    throw new SafetensorsError(`${index}: shard '${f}' resolves to ${real}, outside the checkpoint directory; refusing to load it`);
+  }
+}
 
 export class Checkpoint {
   /** Directory or file it was opened from (for messages). */
@@ -33,12 +57,13 @@ export class Checkpoint {
     if (fs.existsSync(index)) {
       let weightMap: Record<string, string>;
       try {
-        weightMap = JSON.parse(fs.readFileSync(index, 'utf8')).weight_map;
+        weightMap = JSON.parse(readBoundedText(index, 'config')).weight_map;
       } catch (e) {
         throw new SafetensorsError(`${index}: not valid JSON (${(e as Error).message})`);
       }
       if (!weightMap || typeof weightMap !== 'object') throw new SafetensorsError(`${index}: no "weight_map" object`);
       const files = new Set(Object.values(weightMap));
+      for (const f of files) checkShardName(index, p, f);
       for (const f of files) {
         const full = path.join(p, f);
         if (!fs.existsSync(full)) throw new SafetensorsError(`${index}: shard '${f}' is listed but ${full} does not exist`);

@@ -10,7 +10,7 @@
  * place, so a failed write never leaves a half-written output.
  */
 import fs from 'node:fs';
-import path from 'node:path';
+import { FileInputError, writeFileAtomic } from '../io/files';
 
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -69,8 +69,11 @@ export class SafetensorsFile {
   static open(file: string): SafetensorsFile {
     let fd: number;
     try {
-      fd = fs.openSync(file, 'r');
+      const st = fs.statSync(file);
+      if (!st.isFile()) throw new SafetensorsError(`${file}: not a regular file (a directory, FIFO or device); refusing to read it`);
+      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     } catch (e) {
+      if (e instanceof SafetensorsError) throw e;
       throw new SafetensorsError(`${file}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
     try {
@@ -138,10 +141,20 @@ export class SafetensorsFile {
   }
 }
 
+/** Reads exactly buf.length bytes at `pos`. */
+function readFully(fd: number, buf: Buffer, pos: number, file: string): void {
+  let done = 0;
+  while (done < buf.length) {
+    const r = fs.readSync(fd, buf, done, buf.length - done, pos + done);
+    if (r === 0) throw new SafetensorsError(`${file}: unexpected end of file`);
+    done += r;
+  }
+}
+
 function parseHeader(fd: number, size: number, file: string): { entries: TensorEntry[]; metadata: Record<string, string> } {
   if (size < 8) throw new SafetensorsError(`${file}: not a safetensors file (${size} bytes, the 8-byte header length is missing)`);
   const lenBuf = Buffer.alloc(8);
-  fs.readSync(fd, lenBuf, 0, 8, 0);
+  readFully(fd, lenBuf, 0, file);
   const hlenBig = lenBuf.readBigUInt64LE(0);
   if (hlenBig > BigInt(MAX_HEADER_BYTES)) {
     throw new SafetensorsError(`${file}: header length ${hlenBig} is larger than the ${MAX_HEADER_BYTES}-byte limit (corrupt file?)`);
@@ -151,10 +164,22 @@ function parseHeader(fd: number, size: number, file: string): { entries: TensorE
     throw new SafetensorsError(`${file}: truncated: header length ${hlen} needs ${8 + hlen} bytes, the file has ${size}`);
   }
   const hbuf = Buffer.alloc(hlen);
-  fs.readSync(fd, hbuf, 0, hlen, 8);
+  readFully(fd, hbuf, 8, file);
+  // As the reference reader (safetensors/src/tensor.rs read_metadata): the header is UTF-8 JSON
+  // (invalid UTF-8 is an error, not replaced), its first byte is '{' (the reference's
+  // InvalidHeaderStart), and only JSON whitespace (the writer's space padding) may follow it.
+  if (hlen === 0 || hbuf[0] !== 0x7b) {
+    throw new SafetensorsError(`${file}: header does not start with '{' (header length field ${hlen}; corrupt file?)`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(hbuf);
+  } catch {
+    throw new SafetensorsError(`${file}: header is not valid UTF-8`);
+  }
   let header: unknown;
   try {
-    header = JSON.parse(hbuf.toString('utf8'));
+    header = JSON.parse(text);
   } catch (e) {
     throw new SafetensorsError(`${file}: header is not valid JSON (${(e as Error).message})`);
   }
@@ -167,7 +192,11 @@ function parseHeader(fd: number, size: number, file: string): { entries: TensorE
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      metadata = (raw ?? {}) as Record<string, string>;
+      if (raw === null) continue;
+      if (typeof raw !== 'object' || Array.isArray(raw) || !Object.values(raw as object).every((v) => typeof v === 'string')) {
+        throw new SafetensorsError(`${file}: "__metadata__" must be an object of strings`);
+      }
+      metadata = raw as Record<string, string>;
       continue;
     }
     const r = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
@@ -187,6 +216,7 @@ function parseHeader(fd: number, size: number, file: string): { entries: TensorE
     }
     const [b, e] = off as number[];
     const expected = numel(shape) * DTYPE_SIZE[dtype];
+    if (!Number.isSafeInteger(expected) || !Number.isSafeInteger(e)) throw new SafetensorsError(`${where}: shape ${JSON.stringify(shape)} or data_offsets overflow`);
     if (e - b !== expected) {
       throw new SafetensorsError(`${where}: data_offsets [${b}, ${e}] hold ${e - b} bytes, but ${dtype} ${JSON.stringify(shape)} needs ${expected}`);
     }
@@ -196,12 +226,25 @@ function parseHeader(fd: number, size: number, file: string): { entries: TensorE
     }
     entries.push({ name, dtype, shape, begin: dataStart + b, end: dataStart + e });
   }
-  // Overlapping tensors mean a corrupt header.
-  const sorted = [...entries].sort((x, y) => x.begin - y.begin);
-  for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i].begin < sorted[i - 1].end) {
-      throw new SafetensorsError(`${file}: tensors '${sorted[i - 1].name}' and '${sorted[i].name}' overlap in the data section`);
+  // As the reference's Metadata::validate + read_metadata: sorted by offsets, the tensors tile
+  // the data section exactly — each starts where the previous ended, the first at 0, the last at
+  // the end of the file (no gap, no overlap, no trailing byte). A header length field moved into
+  // the padding shifts every tensor and leaves bytes over: an error here, never a silent shift.
+  const sorted = [...entries].sort((x, y) => x.begin - y.begin || x.end - y.end);
+  let pos = dataStart;
+  for (const t of sorted) {
+    if (t.begin !== pos) {
+      const prev = sorted[sorted.indexOf(t) - 1];
+      throw new SafetensorsError(t.begin < pos
+        ? `${file}: tensors '${prev.name}' and '${t.name}' overlap in the data section`
+        : `${file}: tensor '${t.name}' starts at data byte ${t.begin - dataStart}, but the ${prev ? `previous tensor '${prev.name}' ends` : 'data section starts'} at ${pos - dataStart} ` +
+          '(a gap: the tensors must tile the data section; corrupt header?)');
     }
+    pos = t.end;
+  }
+  if (pos !== size) {
+    throw new SafetensorsError(`${file}: the tensors cover ${pos - dataStart} data bytes but the data section has ${dataLen} ` +
+      `(${size - pos} trailing byte(s) after the last tensor; corrupt header length or file?)`);
   }
   return { entries, metadata };
 }
@@ -363,7 +406,7 @@ function encode(t: WriteTensor, name: string): Buffer {
  * Writes tensors (in the given order) to `file` atomically: a temporary file in the same
  * directory is renamed into place only after every byte is written.
  */
-export function writeSafetensors(file: string, tensors: Record<string, WriteTensor>, metadata?: Record<string, string>): void {
+export function writeSafetensors(file: string, tensors: Record<string, WriteTensor>, metadata?: Record<string, string>, opts: { flag?: string } = {}): void {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   const bodies: Buffer[] = [];
@@ -381,21 +424,10 @@ export function writeSafetensors(file: string, tensors: Record<string, WriteTens
   if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length));
-  const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  let fd: number | null = null;
   try {
-    fd = fs.openSync(tmp, 'w');
-    for (const b of [len, json, ...bodies]) {
-      let done = 0;
-      while (done < b.length) done += fs.writeSync(fd, b, done, b.length - done);
-    }
-    fs.closeSync(fd);
-    fd = null;
-    fs.renameSync(tmp, file);
+    writeFileAtomic(file, [len, json, ...bodies], opts.flag);
   } catch (e) {
-    if (fd !== null) fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw new SafetensorsError(`${file}: write failed (${(e as Error).message})`);
+    if (e instanceof FileInputError) throw e;
+    throw new SafetensorsError((e as Error).message);
   }
 }

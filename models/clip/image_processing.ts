@@ -18,6 +18,7 @@ import path from 'node:path';
 
 import { RgbImage } from '../../media/types';
 import { checkResampling, resizeImage, Resampling, ResamplingFilter } from '../../media/resample';
+import { readBoundedText } from '../../io/files';
 
 /** `[N, 3, H, W]` float32, row-major. */
 export interface PixelBatch {
@@ -117,7 +118,7 @@ class ConfigReader {
 function readJsonObject(file: string, what: string): Record<string, unknown> {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readBoundedText(file, 'config');
   } catch (e) {
     throw new Error(`${file}: cannot read the ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }

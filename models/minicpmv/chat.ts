@@ -29,6 +29,7 @@ import { Tokenizer, loadTokenizer } from '../../tokenizers';
 import { MiniCPMV, MiniCPMVInputs } from './modeling';
 import { MiniCPMVImageInputs, MiniCPMVImageProcessor } from './processing';
 import { loadMiniCpmvVideoFrames } from './video';
+import { encodeMarked, markUserText, stripMarks } from '../../tokenizers/user_text';
 
 export const IMAGE_PATTERN = '(<image>./</image>)';
 export const TERMINATORS = ['<|im_end|>', '<|endoftext|>'];
@@ -97,7 +98,7 @@ export class MiniCPMVChat extends ChatPipeline<MiniCPMVPrepared, MiniCPMVChatOpt
       for (const part of contentParts(m.content)) {
         if (part.type === 'text') {
           if (part.text.includes(IMAGE_PATTERN)) throw new Error(`message ${i}: the text contains the reserved image tag ${IMAGE_PATTERN}; pass images as image parts`);
-          texts.push(part.text);
+          texts.push(opts.parseSpecial ? part.text : markUserText(part.text));
         } else if (part.type === 'image') {
           images.push(await loadImage(part.image, { name: typeof part.image === 'string' ? part.image : `message ${i} image` }));
           texts.push(IMAGE_PATTERN);
@@ -112,7 +113,7 @@ export class MiniCPMVChat extends ChatPipeline<MiniCPMVPrepared, MiniCPMVChatOpt
       }
       rendered.push({ role: m.role, content: texts.join('\n') });
     }
-    if (system) rendered.unshift({ role: 'system', content: system });
+    if (system) rendered.unshift({ role: 'system', content: opts.parseSpecial ? system : markUserText(system) });
     const prompt = this.tokenizer.applyChatTemplate(rendered, { addGenerationPrompt: true });
 
     // The video recipe of the model card: use_image_id false, max_slice_nums 2.
@@ -130,7 +131,9 @@ export class MiniCPMVChat extends ChatPipeline<MiniCPMVPrepared, MiniCPMVChatOpt
       text += p.placeholder(i) + chunks[i + 1];
     });
     const maxLen = opts.maxInpLength ?? 8192;
-    const ids = this.tokenizer.encode(text); // 2.6: tokenizer.encode(input_str), no bos prepended
+    // 2.6: tokenizer.encode(input_str), no bos prepended; user text as plain text unless parseSpecial
+    const ids = encodeMarked(this.tokenizer, text, { addSpecialTokens: true, parseSpecial: opts.parseSpecial });
+    text = stripMarks(text);
     // Upstream silently cuts the prompt to max_inp_length (possibly through an image or the
     // question); we refuse instead of answering a different prompt.
     if (ids.length > maxLen) {

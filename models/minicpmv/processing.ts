@@ -20,11 +20,11 @@
  *   out[c, py, l·P + px] = img[c, (l div w)·P + py, (l mod w)·P + px]
  * (torch `unfold` + permute in upstream), and `tgt_sizes` is `[h, w]`.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 
 import { RgbImage } from '../../media/types';
 import { cropImage, pyRound, resizeImage, Resampling } from '../../media/resample';
+import { readBoundedText } from '../../io/files';
 
 // ---------------------------------------------------------------------------------------------
 // config
@@ -194,7 +194,7 @@ export class MiniCPMVImageProcessor {
     const file = path.join(dir, 'preprocessor_config.json');
     let text: string;
     try {
-      text = fs.readFileSync(file, 'utf8');
+      text = readBoundedText(file, 'config');
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw new Error(`${file}: cannot read the image processor config (${code ?? (e as Error).message})` +

@@ -26,6 +26,7 @@ import { loadVideoLlama2Frames } from './frames';
 import { VideoError, probeVideo } from '../../media/video';
 import { TowerImageProcessor, loadTowerImageProcessor, processFrames } from '../clip/image_processing';
 import { MediaInput, VideoLLaMA2 } from './modeling';
+import { encodeMarked, markUserText, stripMarks } from '../../tokenizers/user_text';
 import { DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, tokenizerMultimodalToken } from './tokenization';
 import { resolveVisionTowerDir } from './vision';
 import fs from 'node:fs';
@@ -92,6 +93,7 @@ export class VideoLLaMA2Chat extends ChatPipeline<VideoLLaMA2Prepared, VideoLLaM
     const media: MediaInput[] = [];
     let modal: 'image' | 'video' | 'text' = 'text';
     const rendered: { role: string; content: string }[] = [];
+    const mark = (t: string) => (opts.parseSpecial ? t : markUserText(t));
     try {
       for (const [i, m] of msgs.entries()) {
           const texts: string[] = [];
@@ -100,7 +102,7 @@ export class VideoLLaMA2Chat extends ChatPipeline<VideoLLaMA2Prepared, VideoLLaM
             if (part.text.includes(DEFAULT_IMAGE_TOKEN) || part.text.includes(DEFAULT_VIDEO_TOKEN)) {
               throw new Error(`message ${i}: the text contains a reserved modal token (${DEFAULT_IMAGE_TOKEN} / ${DEFAULT_VIDEO_TOKEN}); pass media as image/video parts`);
             }
-            texts.push(part.text);
+            texts.push(mark(part.text));
             continue;
           }
           if (media.length) throw new Error('VideoLLaMA 2 answers about one image or one video per conversation (upstream mm_infer takes one); got more');
@@ -127,10 +129,14 @@ export class VideoLLaMA2Chat extends ChatPipeline<VideoLLaMA2Prepared, VideoLLaM
       // mm_infer: modal token + '\n' + the first message's text
       const token = modal === 'image' ? DEFAULT_IMAGE_TOKEN : modal === 'video' ? DEFAULT_VIDEO_TOKEN : '';
       if (token) rendered[0].content = `${token}\n${rendered[0].content}`;
-      const sys = system !== undefined ? (this.isMistral ? wrapSys(system) : system) : this.isMistral ? MISTRAL_SYSTEM : undefined;
+      const sys = system !== undefined ? (this.isMistral ? wrapSys(mark(system)) : mark(system)) : this.isMistral ? MISTRAL_SYSTEM : undefined;
       if (sys !== undefined) rendered.unshift({ role: 'system', content: sys });
-      const prompt = this.tokenizer.applyChatTemplate(rendered, { addGenerationPrompt: true });
-      const inputIds = token ? tokenizerMultimodalToken(prompt, this.tokenizer, token) : this.tokenizer.encode(prompt);
+      const marked = this.tokenizer.applyChatTemplate(rendered, { addGenerationPrompt: true });
+      const parseSpecial = opts.parseSpecial;
+      const inputIds = token
+        ? tokenizerMultimodalToken(marked, this.tokenizer, token, (c) => encodeMarked(this.tokenizer, c, { addSpecialTokens: false, parseSpecial }))
+        : encodeMarked(this.tokenizer, marked, { addSpecialTokens: true, parseSpecial });
+      const prompt = stripMarks(marked);
       const pad = this.padTokenId;
       const attentionMask = inputIds.map((t) => (pad !== undefined && t === pad ? 0 : 1));
       const budget = this.model.config.llm.maxPositionEmbeddings;

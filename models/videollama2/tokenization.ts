@@ -35,11 +35,15 @@ export const MODAL_INDEX_MAP: Readonly<Record<string, number>> = {
  * prompts) tokenizes the whole prompt without special tokens, as upstream does.
  *
  * @param multimodalToken default '<image>' (upstream's default argument).
+ * @param encodeChunk how each chunk is tokenized (default: `encode(chunk, add_special_tokens=False)`).
  */
-export function tokenizerMultimodalToken(prompt: string, tokenizer: Tokenizer, multimodalToken: string = DEFAULT_IMAGE_TOKEN): number[] {
+export function tokenizerMultimodalToken(
+  prompt: string, tokenizer: Tokenizer, multimodalToken: string = DEFAULT_IMAGE_TOKEN,
+  encodeChunk: (chunk: string) => number[] = (c) => tokenizer.encode(c, { addSpecialTokens: false }),
+): number[] {
   const index = Object.prototype.hasOwnProperty.call(MODAL_INDEX_MAP, multimodalToken) ? MODAL_INDEX_MAP[multimodalToken] : undefined;
-  if (index === undefined) return tokenizer.encode(prompt, { addSpecialTokens: false });
-  const chunks = prompt.split(multimodalToken).map((c) => tokenizer.encode(c, { addSpecialTokens: false }));
+  if (index === undefined) return encodeChunk(prompt);
+  const chunks = prompt.split(multimodalToken).map(encodeChunk);
   const ids: number[] = [];
   chunks.forEach((c, i) => {
     if (i > 0) ids.push(index);

@@ -20,6 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { readBoundedText } from '../../io/files';
 import { Tap } from '../../layers/decoder';
 import { Module, register } from '../../layers/module';
 import { VisionTowerConfig, parseVisionTowerConfig } from '../clip/config';
@@ -62,7 +63,7 @@ function hfCacheSnapshot(root: string, repo: string): string | null {
   if (!isDir(base)) return null;
   const ref = path.join(base, 'refs', 'main');
   if (fs.existsSync(ref)) {
-    const p = path.join(base, 'snapshots', fs.readFileSync(ref, 'utf8').trim());
+    const p = path.join(base, 'snapshots', readBoundedText(ref, 'config').trim());
     if (isDir(p)) return p;
   }
   const snaps = isDir(path.join(base, 'snapshots')) ? fs.readdirSync(path.join(base, 'snapshots')) : [];
@@ -79,26 +80,46 @@ export function resolveVisionTowerDir(name: string, modelDir: string, opts: Reso
     if (!isDir(opts.visionTowerDir)) throw new Error(`visionTowerDir '${opts.visionTowerDir}' is not a directory`);
     return opts.visionTowerDir;
   }
+  // A config file must not make us read files outside the model directory: an absolute path or
+  // a relative one that climbs out of it (`..`, or a symlink that resolves outside) is only
+  // taken from an explicit --vision-tower DIR / visionTowerDir. Repo names (`org/name`) are still
+  // looked up under the search roots the user configured ($VLM_VISION_TOWER_PATH, the HF cache).
+  const outside = () => new Error(`mm_vision_tower '${name}' points outside the model directory ${modelDir}; ` +
+    'refusing to follow it from config.json. Pass the tower directory explicitly with --vision-tower DIR (API: { visionTowerDir })');
+  if (path.isAbsolute(name)) throw outside();
+  const segments = name.split(/[\\/]/);
+  if (segments.includes('..')) throw outside();
   const tried: string[] = [];
-  const candidates = path.isAbsolute(name) ? [name] : [path.join(modelDir, name)];
+  const candidates: string[] = [];
+  const local = path.join(modelDir, name);
+  if (isDir(local)) {
+    let realModel = path.resolve(modelDir), realLocal = path.resolve(local);
+    try {
+      realModel = fs.realpathSync(modelDir);
+      realLocal = fs.realpathSync(local);
+    } catch {
+      /* checked by isDir */
+    }
+    const rel = path.relative(realModel, realLocal);
+    if (rel.startsWith('..') || path.isAbsolute(rel)) throw outside();
+  }
+  candidates.push(local);
   const envRoots = (process.env[TOWER_PATH_ENV] ?? '').split(path.delimiter).filter(Boolean);
   const hfRoots = [process.env.HF_HUB_CACHE, process.env.HF_HOME && path.join(process.env.HF_HOME, 'hub'), path.join(os.homedir(), '.cache', 'huggingface', 'hub')]
     .filter((x): x is string => !!x);
   const roots = opts.towerSearchPaths ?? [...envRoots, ...hfRoots];
-  if (!path.isAbsolute(name)) {
-    for (const r of roots) {
-      candidates.push(path.join(r, name), path.join(r, path.basename(name)));
-      const snap = hfCacheSnapshot(r, name);
-      if (snap) candidates.push(snap);
-      else tried.push(path.join(r, `models--${name.replace(/\//g, '--')}`));
-    }
+  for (const r of roots) {
+    candidates.push(path.join(r, name), path.join(r, path.basename(name)));
+    const snap = hfCacheSnapshot(r, name);
+    if (snap) candidates.push(snap);
+    else tried.push(path.join(r, `models--${name.replace(/\//g, '--')}`));
   }
   for (const c of candidates) {
     if (isDir(c) && fs.existsSync(path.join(c, 'config.json'))) return c;
     tried.push(c);
   }
   throw new Error(`mm_vision_tower '${name}': no tower directory with a config.json found (tried ${[...new Set(tried)].join(', ')}). ` +
-    `Download the tower (e.g. huggingface-cli download ${name}) and pass { visionTowerDir } or set ${TOWER_PATH_ENV} to the directory that contains it.`);
+    `Download the tower (e.g. huggingface-cli download ${name}) and pass { visionTowerDir } (CLI: --vision-tower DIR) or set ${TOWER_PATH_ENV} to the directory that contains it.`);
 }
 
 /** Reads the tower's config.json (vision-only or full CLIP/SigLIP config) for the family picked by name. */

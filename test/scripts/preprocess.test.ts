@@ -88,11 +88,13 @@ describe('vlm preprocess', () => {
 
   it('a missing config, a bad image or a bad --out directory: clear error and no output file', async () => {
     const out = path.join(tmp, 'x.safetensors');
-    const cfg = path.join(tmp, 'preprocessor_config.json');
-    await expect(run(['--model', tmp, '--image', ASTRONAUT, '--out', out])).rejects.toThrow(`${cfg}: cannot read the image processor config (ENOENT)`);
+    const mdir = path.join(tmp, 'model'); // --out may not lie inside the model directory
+    fs.mkdirSync(mdir);
+    const cfg = path.join(mdir, 'preprocessor_config.json');
+    await expect(run(['--model', mdir, '--image', ASTRONAUT, '--out', out])).rejects.toThrow(`${cfg}: cannot read the image processor config (ENOENT)`);
     fs.writeFileSync(cfg, '{"scale_resolution": "448"}');
-    await expect(run(['--model', tmp, '--image', ASTRONAUT, '--out', out])).rejects.toThrow(`${cfg}: 'scale_resolution' must be an integer > 0, got "448"`);
-    fs.rmSync(cfg);
+    await expect(run(['--model', mdir, '--image', ASTRONAUT, '--out', out])).rejects.toThrow(`${cfg}: 'scale_resolution' must be an integer > 0, got "448"`);
+    fs.rmSync(mdir, { recursive: true });
     const notImage = path.join(tmp, 'photo.png');
     fs.writeFileSync(notImage, 'hello');
     const err = await run(['--model', MODEL, '--image', notImage, '--out', out]).catch((e) => e);

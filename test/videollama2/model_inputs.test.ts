@@ -108,7 +108,8 @@ describe('vision tower directory', () => {
   itIf(SIGLIP)('absolute, relative to the model dir, repo name under search roots (plain and HF cache layout), override', () => {
     const rel = resolveVisionTowerDir('siglip-tiny-patch14-84', SIGLIP!);
     expect(rel).toBe(path.join(SIGLIP!, 'siglip-tiny-patch14-84'));
-    expect(resolveVisionTowerDir(rel, '/nonexistent')).toBe(rel);
+    // an absolute mm_vision_tower is only followed through an explicit visionTowerDir (reliability item 10)
+    expect(() => resolveVisionTowerDir(rel, '/nonexistent')).toThrow(/outside the model directory.*--vision-tower DIR/);
     const root = path.join(tmp, 'towers');
     fs.mkdirSync(path.join(root, 'google'), { recursive: true });
     fs.cpSync(rel, path.join(root, 'google', 'siglip-tiny'), { recursive: true });
@@ -132,7 +133,7 @@ describe('vision tower directory', () => {
 
   it('a tower that cannot be found says where it looked and how to fix it', () => {
     expect(() => resolveVisionTowerDir('google/siglip-so400m-patch14-384', '/nonexistent', { towerSearchPaths: [] }))
-      .toThrow(/mm_vision_tower 'google\/siglip-so400m-patch14-384': no tower directory with a config\.json found \(tried \/nonexistent\/google\/siglip-so400m-patch14-384\).*pass \{ visionTowerDir \} or set VLM_VISION_TOWER_PATH/);
+      .toThrow(/mm_vision_tower 'google\/siglip-so400m-patch14-384': no tower directory with a config\.json found \(tried \/nonexistent\/google\/siglip-so400m-patch14-384\).*pass \{ visionTowerDir \} \(CLI: --vision-tower DIR\) or set VLM_VISION_TOWER_PATH/);
   });
 });
 
