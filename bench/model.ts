@@ -1,0 +1,132 @@
+/**
+ * Whole-model benchmark (`vlm bench --model DIR [--quantize Q]`): the LLM's prefill of 512 random
+ * tokens, 64 decode steps with 1024 tokens cached, and the vision path of one 448×448 image (one
+ * slice for MiniCPM-V; the tower repeats it to `num_frames` frames for VideoLLaMA 2), with the
+ * process's peak RSS. Model-agnostic: it uses only the chat contract (models/contract.ts).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { KVCache } from '../layers/kv_cache';
+import { asGenerationModel } from '../generation';
+import type { ChatModel } from '../models/chat';
+import type { VisionLanguageModel } from '../models/contract';
+import type { RgbImage } from '../media/types';
+
+export interface ModelBenchCase {
+  name: 'prefill512' | 'decode64@1024' | string;
+  ms: number;
+  tokens_per_s: number | null;
+  runs: number[];
+}
+
+export interface ModelBenchOptions {
+  repeats?: number;
+  prefill?: number;
+  context?: number;
+  decode?: number;
+  /** Skip the vision case. */
+  noVision?: boolean;
+  log?: (msg: string) => void;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Peak resident set of this process so far (MB). */
+export function peakRssMb(): number {
+  return Math.round(process.resourceUsage().maxRSS / 1024);
+}
+
+function randomIds(n: number, vocab: number, seed: number): number[] {
+  let x = seed >>> 0 || 1;
+  return Array.from({ length: n }, () => {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    return 100 + (x % Math.max(1, vocab - 300));
+  });
+}
+
+/** Prefills `ids` into `cache`; returns the last logits (caller disposes). */
+function prefillIds(model: VisionLanguageModel, ids: number[], cache: KVCache): tf.Tensor3D {
+  const g = asGenerationModel(model.llm);
+  const t = tf.tensor2d([ids], [1, ids.length], 'int32');
+  const e = g.embed(t);
+  t.dispose();
+  const logits = g.forwardLast(e, cache);
+  e.dispose();
+  return logits;
+}
+
+export async function benchModel(chat: ChatModel, opts: ModelBenchOptions = {}): Promise<ModelBenchCase[]> {
+  const model = chat as unknown as VisionLanguageModel;
+  const g = asGenerationModel(model.llm);
+  const repeats = opts.repeats ?? 3, P = opts.prefill ?? 512, C = opts.context ?? 1024, D = opts.decode ?? 64;
+  const log = opts.log ?? (() => undefined);
+  const cases: ModelBenchCase[] = [];
+  const tensors0 = tf.memory().numTensors;
+
+  // prefill: P tokens into an empty cache, logits of the last one (as before the first generated token)
+  const pre: number[] = [];
+  for (let r = 0; r <= repeats; r++) {
+    const cache = new KVCache(g.numLayers);
+    const ids = randomIds(P, g.vocabSize, 1000 + r);
+    const t0 = performance.now();
+    const logits = prefillIds(model, ids, cache);
+    await logits.data();
+    const ms = performance.now() - t0;
+    logits.dispose();
+    cache.dispose();
+    if (r > 0) pre.push(ms); // run 0 warms up (page-in of mapped weights)
+    log(`prefill${P} run ${r}: ${ms.toFixed(0)} ms${r === 0 ? ' (warm-up)' : ''}`);
+  }
+  cases.push({ name: `prefill${P}`, ms: median(pre), tokens_per_s: (P * 1000) / median(pre), runs: pre });
+
+  // decode: C−1 cached positions, then D single-token greedy steps (argmax fed back)
+  const dec: number[] = [];
+  {
+    const cache = new KVCache(g.numLayers);
+    prefillIds(model, randomIds(C - 1, g.vocabSize, 7), cache).dispose();
+    for (let r = 0; r < repeats; r++) {
+      cache.crop(C - 1); // back to the C−1 cached positions (outside the timed part)
+      let token = randomIds(1, g.vocabSize, 99 + r)[0];
+      const t0 = performance.now();
+      for (let i = 0; i < D; i++) {
+        const ids = tf.tensor2d([[token]], [1, 1], 'int32');
+        const e = g.embed(ids);
+        ids.dispose();
+        const logits = g.forwardLast(e, cache);
+        e.dispose();
+        const am = tf.argMax(logits.reshape([-1]));
+        token = (await am.data())[0];
+        am.dispose();
+        logits.dispose();
+      }
+      const ms = performance.now() - t0;
+      dec.push(ms);
+      log(`decode${D}@${C} run ${r}: ${ms.toFixed(0)} ms (${((D * 1000) / ms).toFixed(2)} tok/s)`);
+    }
+    cache.dispose();
+  }
+  cases.push({ name: `decode${D}@${C}`, ms: median(dec), tokens_per_s: (D * 1000) / median(dec), runs: dec });
+
+  if (!opts.noVision) {
+    const img: RgbImage = { width: 448, height: 448, data: new Uint8Array(448 * 448 * 3).map((_, i) => (i * 2654435761) >>> 24) } as RgbImage;
+    const messages = [{ role: 'user' as const, content: [{ type: 'image' as const, image: img }, { type: 'text' as const, text: 'x' }] }];
+    const vis: number[] = [];
+    for (let r = 0; r <= repeats; r++) {
+      const prep = await model.prepare(messages, { maxSliceNums: 1 } as never);
+      try {
+        const t0 = performance.now();
+        const e = model.embed(prep);
+        await e.inputsEmbeds.data();
+        const ms = performance.now() - t0;
+        e.inputsEmbeds.dispose();
+        if (r > 0) vis.push(ms);
+        log(`vision run ${r}: ${ms.toFixed(0)} ms${r === 0 ? ' (warm-up)' : ''}`);
+      } finally {
+        prep.dispose();
+      }
+    }
+    cases.push({ name: 'vision448', ms: median(vis), tokens_per_s: null, runs: vis });
+  }
+  const leaked = tf.memory().numTensors - tensors0;
+  if (leaked !== 0) log(`warning: ${leaked} tensors left after the benchmark`);
+  return cases;
+}
