@@ -54,31 +54,43 @@ function moduleVars(m: Module, trainable: Set<tf.Variable>): tf.Variable[] {
 }
 
 /**
- * `f(x)` (one layer), checkpointed when gradient checkpointing is active and a tape is recording;
- * otherwise simply `f(x)`. `f` must depend on trainable state only through `x` and `m`'s variables.
+ * `f(x, aux)` (one layer), checkpointed when gradient checkpointing is active; otherwise simply
+ * `f(x, aux)`. `f` must depend on trainable state only through `x` and `m`'s variables; the
+ * non-differentiated tensors it reads (masks, rotary tables) come in `aux`, which is kept alive
+ * for the recomputation (the caller's tidy frees the originals before the backward pass).
  */
-export function checkpointLayer<T extends tf.Tensor>(m: Module, f: (x: T) => T, x: T): T {
+export function checkpointLayer<T extends tf.Tensor>(m: Module, f: (x: T, aux: (tf.Tensor | null)[]) => T, x: T, aux: (tf.Tensor | null)[] = []): T {
   const trainable = active;
-  if (!trainable) return f(x);
+  if (!trainable) return f(x, aux);
   const vars = moduleVars(m, trainable);
   const restorers = rngHooks.map((h) => h());
+  const kept = aux.map((t) => (t ? tf.keep(t.clone()) : null));
   const run = tf.customGrad(((...args: unknown[]) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
     const xin = args[0] as T;
     save([xin]);
-    const value = tf.tidy(() => f(xin)); // intermediates freed now: the backward recomputes them
+    const value = tf.tidy(() => f(xin, aux)); // intermediates freed now: the backward recomputes them
     return {
       value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const replay = restorers.map((r) => r); // restore the random state of the forward
-        replay.forEach((r) => r());
+        restorers.forEach((r) => r()); // the random state of the forward
         const xs = [saved[0], ...vars];
-        const { value: y, grads } = tf.engine().gradients(() => f(saved[0] as T), xs, dy, true);
-        y.dispose();
-        return grads.map((g, i) => g ?? tf.zerosLike(xs[i]));
+        // A nested tf.grads during the outer backward pass starts a fresh tape and, being at
+        // gradient depth 0, frees it and nulls `activeTape` when done; the outer pass still
+        // needs its own tape afterwards (to free its saved tensors), so it is put back.
+        const state = (tf.engine() as unknown as { state: { activeTape: unknown } }).state;
+        const outerTape = state.activeTape;
+        try {
+          const { value: y, grads } = tf.engine().gradients(() => f(saved[0] as T, kept), xs, dy, true);
+          y.dispose();
+          return grads.map((g, i) => g ?? tf.zerosLike(xs[i]));
+        } finally {
+          state.activeTape = outerTape;
+          tf.dispose(kept.filter((t): t is tf.Tensor => !!t));
+        }
       },
     };
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
   }) as any);
   return (run as unknown as (...a: tf.Tensor[]) => T)(x, ...vars);
 }

@@ -130,7 +130,7 @@ export class DecoderModel extends Module {
       const L = this.layers.length;
       for (let i = 0; i < L; i++) {
         const layer = this.layers[i];
-        const next = checkpointLayer(layer, (t: tf.Tensor3D) => layer.forward(t, cos, sin, mask, cache, i), h);
+        const next = checkpointLayer(layer, (t: tf.Tensor3D, [c, sn, mk]) => layer.forward(t, c!, sn!, mk, cache, i), h, [cos, sin, mask]);
         if (h !== inputsEmbeds && !tap) h.dispose(); // keep peak memory at ~2 activations
         h = next;
         if (tap && i === 0) tap('llm.layer0', h);

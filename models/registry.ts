@@ -13,6 +13,8 @@ export interface LoadOptions {
   warn?: (msg: string) => void;
   /** VideoLLaMA2: directory of the vision tower when `mm_vision_tower` names a hub repo. */
   visionTowerDir?: string;
+  /** A peft LoRA adapter directory, applied unmerged. */
+  adapter?: string;
 }
 
 /** The family of a checkpoint directory, from config.json's `model_type`. */
@@ -31,10 +33,22 @@ export function detectFamily(dir: string): Family {
 export async function loadChatModel(dir: string, opts: LoadOptions = {}): Promise<ChatModel> {
   const family = detectFamily(dir);
   // required lazily: only the family in use is loaded
+  let chat: ChatModel;
   if (family === 'minicpmv') {
     const { MiniCPMVChat } = require('./minicpmv/chat') as typeof import('./minicpmv/chat');
-    return MiniCPMVChat.fromPretrained(dir, opts);
+    chat = MiniCPMVChat.fromPretrained(dir, opts);
+  } else {
+    const { VideoLLaMA2Chat } = require('./videollama2/chat') as typeof import('./videollama2/chat');
+    chat = await VideoLLaMA2Chat.fromPretrained(dir, opts);
   }
-  const { VideoLLaMA2Chat } = require('./videollama2/chat') as typeof import('./videollama2/chat');
-  return VideoLLaMA2Chat.fromPretrained(dir, opts);
+  if (opts.adapter) {
+    const { attachAdapter } = require('./training/run_extras') as typeof import('./training/run_extras');
+    try {
+      attachAdapter(chat as unknown as Parameters<typeof attachAdapter>[0], opts.adapter);
+    } catch (e) {
+      chat.dispose();
+      throw e;
+    }
+  }
+  return chat;
 }

@@ -17,6 +17,7 @@ export const MODEL_OPTIONS = {
   'max-slice-nums': { type: 'string', arg: 'N', help: 'MiniCPM-V: slices per image (default from preprocessor_config.json; 2 for video)' },
   'num-frames': { type: 'string', arg: 'N', help: 'VideoLLaMA 2: frames sampled from a video (default: config num_frames)' },
   'vision-tower': { type: 'string', arg: 'DIR', help: 'VideoLLaMA 2: local directory of the vision tower named by mm_vision_tower' },
+  adapter: { type: 'string', arg: 'DIR', help: 'a peft LoRA adapter directory (adapter_config.json + adapter_model.safetensors), applied unmerged' },
 } as const;
 
 /** Generation flags → options understood by both families' chat(). */
@@ -51,7 +52,7 @@ export function generationFlags(opts: ParsedOptions): Record<string, unknown> {
 /** Loads the model named by --model (with --vision-tower), as a usage error when it is missing. */
 export async function modelFromFlags(opts: ParsedOptions): Promise<ChatModel> {
   const dir = requireStr(opts, 'model');
-  return loadChatModel(dir, { visionTowerDir: str(opts, 'vision-tower'), warn: process.env.VLM_DEBUG === '1' ? (m) => process.stderr.write(`warning: ${m}\n`) : () => undefined });
+  return loadChatModel(dir, { visionTowerDir: str(opts, 'vision-tower'), adapter: str(opts, 'adapter'), warn: process.env.VLM_DEBUG === '1' ? (m) => process.stderr.write(`warning: ${m}\n`) : () => undefined });
 }
 
 export const command: Command = {

@@ -6,5 +6,6 @@ import { command as preprocess } from './preprocess';
 import { command as tokenize } from './tokenize';
 import { command as bench } from './bench';
 import { command as finetune } from './finetune';
+import { command as merge } from './merge';
 
-export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench, finetune];
+export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench, finetune, merge];

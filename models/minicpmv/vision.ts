@@ -245,7 +245,7 @@ export class SiglipNavitVisionTransformer extends Module {
         mask = tf.tensor4d(m, [B, 1, 1, N]);
       }
       this.encoder.layers.forEach((layer, i) => {
-        const next = checkpointLayer(layer, (t: tf.Tensor3D) => layer.forward(t, mask) as tf.Tensor3D, h);
+        const next = checkpointLayer(layer, (t: tf.Tensor3D, [mk]) => layer.forward(t, mk) as tf.Tensor3D, h, [mask]);
         if (!tap) h.dispose(); // keep peak memory at ~2 activations (taps may still read h)
         h = next;
         if (i === 0) tap?.('vpm.layer0', h);

@@ -37,10 +37,11 @@ export interface ExportOptions {
 }
 
 /** Checks that `outDir` can receive an export (absent, or an empty directory). */
-export function checkOutDir(outDir: string): void {
+export function checkOutDir(outDir: string, opts: { allowCheckpoints?: boolean } = {}): void {
   if (!fs.existsSync(outDir)) return;
   if (!fs.statSync(outDir).isDirectory()) throw new Error(`--out: ${outDir} exists and is not a directory`);
-  if (fs.readdirSync(outDir).length) throw new Error(`--out: ${outDir} is not empty; choose a new directory (nothing is overwritten)`);
+  const left = fs.readdirSync(outDir).filter((f) => !(opts.allowCheckpoints && /^checkpoint-\d+$/.test(f)));
+  if (left.length) throw new Error(`--out: ${outDir} is not empty; choose a new directory (nothing is overwritten)`);
 }
 
 /** The tensors of `model.safetensors` for `model` in the layout and keys of `source`. */
@@ -69,7 +70,7 @@ export function checkpointTensors(model: Module, keymap: KeyMap, source: Checkpo
  * Returns the path of the weights file.
  */
 export function exportCheckpoint(model: Module, keymap: KeyMap, sourceDir: string, outDir: string, opts: ExportOptions = {}): string {
-  checkOutDir(outDir);
+  checkOutDir(outDir, { allowCheckpoints: true });
   const parent = path.dirname(path.resolve(outDir));
   fs.mkdirSync(parent, { recursive: true });
   const tmp = fs.mkdtempSync(path.join(parent, `.${path.basename(outDir)}.partial-`));
@@ -94,8 +95,13 @@ export function exportCheckpoint(model: Module, keymap: KeyMap, sourceDir: strin
       source.close();
     }
     writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt', ...opts.metadata });
-    if (fs.existsSync(outDir)) fs.rmdirSync(outDir); // empty (checked above)
-    fs.renameSync(tmp, outDir);
+    if (fs.existsSync(outDir) && fs.readdirSync(outDir).length) {
+      for (const f of fs.readdirSync(tmp)) fs.renameSync(path.join(tmp, f), path.join(outDir, f)); // beside checkpoint-N directories
+      fs.rmdirSync(tmp);
+    } else {
+      if (fs.existsSync(outDir)) fs.rmdirSync(outDir); // empty (checked above)
+      fs.renameSync(tmp, outDir);
+    }
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;

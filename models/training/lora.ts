@@ -18,6 +18,7 @@
  * under their peft keys `base_model.model.<module>.lora_A.weight` / `.lora_B.weight`.
  */
 import * as tf from '@tensorflow/tfjs';
+import { onRecompute } from '../../layers/checkpointing';
 import { Linear } from '../../layers/linear';
 import { Module, Param } from '../../layers/module';
 import { KeyMap, toCheckpointKey } from '../../weights/keymap';
@@ -182,6 +183,7 @@ export class LoraModel {
   readonly rng: LoraRng;
   readonly config: Required<Omit<LoraOptions, 'initLoraWeights'>>;
   private mergedState = false;
+  private readonly unhook: () => void;
 
   constructor(readonly model: Module, readonly keymap: KeyMap, readonly family: LoraFamily | undefined, opts: LoraOptions) {
     const r = opts.r, alpha = opts.alpha, dropout = opts.dropout ?? 0;
@@ -193,6 +195,8 @@ export class LoraModel {
     this.config = { r, alpha, dropout, targetModules: t, useRslora: !!opts.useRslora, seed: opts.seed ?? 42 };
     this.scaling = opts.useRslora ? alpha / Math.sqrt(r) : alpha / r;
     this.rng = { seed: this.config.seed, step: 0, counter: 0 };
+    // gradient checkpointing replays a layer's dropout masks in its recomputation
+    this.unhook = onRecompute(() => { const c = this.rng.counter; return () => { this.rng.counter = c; }; });
     const sites = linearSites(model, keymap, family);
     const hits = sites.filter((s) => matchesTarget(s.name, t));
     if (!hits.length) {
@@ -275,6 +279,7 @@ export class LoraModel {
 
   /** Removes the adapters from the Linears and frees them (merged weights stay merged). */
   dispose(): void {
+    this.unhook();
     for (const e of this.entries) {
       e.linear.lora = null;
       e.A.dispose();

@@ -351,7 +351,7 @@ export class Trainer<E = unknown, B = unknown> {
           supervisedTokens: batches.reduce((a, b) => a + this.family.supervisedTokens(b), 0),
           lr: this.groups[0].optimizer.lr, totalSteps,
         });
-        if (opts.evalData && opts.evalSteps && this.stepCount % opts.evalSteps === 0) {
+        if (opts.evalData && (this.stepCount === totalSteps || (opts.evalSteps && this.stepCount % opts.evalSteps === 0))) {
           opts.onEval?.(this.stepCount, await this.evaluate(opts.evalData));
         }
         if (opts.saveSteps && this.stepCount % opts.saveSteps === 0) {

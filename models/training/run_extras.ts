@@ -1,0 +1,105 @@
+/**
+ * Pieces of `vlm finetune` beside the loop: the media check (`--skip-missing-media`), the eval
+ * dataset (`--eval-data`), `--trace-grads` and the LoRA adapter for `vlm chat --adapter`.
+ */
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { Module } from '../../layers/module';
+import { KeyMap } from '../../weights/keymap';
+import { WriteTensor, writeSafetensors } from '../../weights/safetensors';
+import { MINICPMV_KEYMAP } from '../minicpmv/keymap';
+import { VideoLLaMA2 } from '../videollama2/modeling';
+import { RawSample, sampleName } from './data';
+import { TrainDataset, TrainFamily } from './family';
+import { LoraModel } from './lora';
+import { MiniCPMVFinetuneData } from './minicpmv_data';
+import { loadAdapter } from './peft_format';
+import { Trainer, seededPermutation } from './trainer';
+import { VideoLLaMA2TrainData } from './videollama2_data';
+import fs from 'node:fs';
+
+/** The media files a sample names (`image`: a path or {name: path}; `video`: a path). */
+export function mediaPaths(s: RawSample): string[] {
+  const out: string[] = [];
+  const img = s.image;
+  if (typeof img === 'string') out.push(img);
+  else if (img && typeof img === 'object' && !Array.isArray(img)) for (const v of Object.values(img)) if (typeof v === 'string') out.push(v);
+  if (typeof s.video === 'string') out.push(s.video);
+  return out;
+}
+
+/**
+ * Samples whose media exist. A missing file is an error naming the sample and the path (upstream
+ * fails in its dataset's __getitem__), unless `skip`: then the sample is dropped with a warning.
+ */
+export function checkMedia(samples: readonly RawSample[], dataRoot: string, skip: boolean, warn: (m: string) => void): RawSample[] {
+  const keep: RawSample[] = [];
+  samples.forEach((s, i) => {
+    const missing = mediaPaths(s).filter((p) => { const f = path.isAbsolute(p) ? p : path.join(dataRoot, p); return !(fs.existsSync(f) && fs.statSync(f).isFile()); });
+    if (!missing.length) { keep.push(s); return; }
+    const msg = `${sampleName(s, i)}: media file '${missing[0]}' not found (relative paths are resolved against the data root ${dataRoot})`;
+    if (!skip) throw new Error(`${msg}; pass --skip-missing-media to skip such samples`);
+    warn(`${msg}; skipping the sample`);
+  });
+  if (!keep.length) throw new Error('no training sample has all its media files');
+  return keep;
+}
+
+/** A dataset over `samples` built like the family's training set (same tokenizer, processor and options). */
+export function datasetLike(fam: TrainFamily, samples: readonly RawSample[]): TrainDataset<unknown> {
+  const d = fam.data as unknown as Record<string, unknown> | null;
+  if (!d) throw new Error('--eval-data needs training data');
+  if (fam.family === 'minicpmv') {
+    const m = d as unknown as MiniCPMVFinetuneData;
+    return new MiniCPMVFinetuneData(samples, m.tokenizer, m.config, m.opts);
+  }
+  const v = d as unknown as VideoLLaMA2TrainData;
+  return new VideoLLaMA2TrainData(samples, v.tokenizer, v.processor, (fam.model as VideoLLaMA2).config, v.opts);
+}
+
+/**
+ * `--trace-grads FILE`: the first optimizer step's forward and backward (its micro-batches, as
+ * `train` would pick them), nothing updated. Writes `loss` and `grad.<key>` (checkpoint key, or
+ * peft key for adapters) for every trainable parameter, F32, in the checkpoint layout.
+ */
+export async function traceGrads(trainer: Trainer, file: string, loop: { batchSize?: number; seed?: number; shuffle?: boolean } = {}): Promise<{ loss: number; keys: string[] }> {
+  const data = trainer.family.data;
+  if (!data) throw new Error('--trace-grads needs training data');
+  const bs = loop.batchSize ?? 1;
+  const order = loop.shuffle === false ? Array.from({ length: data.length }, (_, i) => i) : seededPermutation(data.length, loop.seed ?? 42);
+  const micro: number[][] = [];
+  for (let s = 0; s < order.length && micro.length < trainer.gradAccumSteps; s += bs) micro.push(order.slice(s, s + bs));
+  const sums = new Map<string, tf.Tensor>();
+  let lossSum = 0;
+  for (const idx of micro) {
+    const examples = [];
+    for (const i of idx) examples.push(await data.example(i));
+    const { loss, grads } = trainer.lossAndGrads(trainer.family.collate(examples));
+    lossSum += loss;
+    for (const [k, g] of grads) {
+      const scaled = tf.mul(g, 1 / micro.length);
+      g.dispose();
+      const prev = sums.get(k);
+      if (prev) { sums.set(k, tf.add(prev, scaled)); prev.dispose(); scaled.dispose(); } else sums.set(k, scaled);
+    }
+  }
+  const loss = lossSum / micro.length;
+  const out: Record<string, WriteTensor> = { loss: { dtype: 'F32', shape: [], data: [loss] } };
+  for (const [k, g] of sums) out[`grad.${k}`] = { dtype: 'F32', shape: g.shape, data: g.dataSync() as Float32Array };
+  tf.dispose([...sums.values()]);
+  writeSafetensors(file, out, { format: 'pt', 'tfjs-vlm': 'trace-grads', samples: micro.flat().join(',') });
+  return { loss, keys: [...sums.keys()] };
+}
+
+/** The key map of a loaded chat model's network. */
+export function keymapOf(family: 'minicpmv' | 'videollama2', model: Module): KeyMap {
+  return family === 'minicpmv' ? MINICPMV_KEYMAP : (model as VideoLLaMA2).keyMap();
+}
+
+/** Attaches a peft adapter directory to a loaded chat model (unmerged); freed with the model. */
+export function attachAdapter(chat: { family: 'minicpmv' | 'videollama2'; model: Module; dispose(): void }, dir: string): LoraModel {
+  const lora = loadAdapter(dir, chat.model, keymapOf(chat.family, chat.model), chat.family);
+  const dispose = chat.dispose.bind(chat);
+  chat.dispose = () => { lora.dispose(); dispose(); };
+  return lora;
+}

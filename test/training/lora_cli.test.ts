@@ -1,0 +1,276 @@
+/**
+ * LoRA end to end on the VideoLLaMA 2.1 (SigLIP + Qwen2) tiny fixture, through `vlm finetune`,
+ * `vlm merge` and the chat loader: peft's adapter files, reload = same logits, merge = same
+ * logits, `--save-steps` + `--resume` bit-identical to a straight run, `--trace-grads`, the LR
+ * schedules against HF's formulas, parameter groups, gradient checkpointing (same gradients, less
+ * memory) and the bad-input errors.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { Command, UsageError, parseCommand } from '../../scripts/cli';
+import { command as finetuneCmd, progressLine } from '../../scripts/finetune';
+import { command as mergeCmd } from '../../scripts/merge';
+import { Linear } from '../../layers/linear';
+import { loadTrainer } from '../../models/training/finetune';
+import { loadAdapter, saveAdapter } from '../../models/training/peft_format';
+import { makeSchedule, warmupStepsOf } from '../../models/training/schedule';
+import { Trainer } from '../../models/training/trainer';
+import { Checkpoint } from '../../weights/checkpoint';
+import { SafetensorsFile, writeSafetensors } from '../../weights/safetensors';
+import { trainFixture } from './helpers';
+
+const vq = trainFixture('videollama2_siglip_qwen2_tiny');
+const mc = trainFixture('minicpmv26_tiny');
+let tmp: string;
+let data3: string;
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vlm-lora-'));
+  // three samples (the fixture's, with other ids) so that the shuffled order matters
+  const s = JSON.parse(fs.readFileSync(vq.data, 'utf8'))[0];
+  data3 = path.join(tmp, 'data3.json');
+  fs.writeFileSync(data3, JSON.stringify([0, 1, 2].map((i) => ({ ...s, id: `s${i}`, image: path.join(vq.dataRoot, s.image) }))));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+async function runCli(cmd: Command, args: string[]): Promise<{ out: string; err: string }> {
+  const out: string[] = [], err: string[] = [];
+  const so = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => { out.push(String(s)); return true; });
+  const se = jest.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => { err.push(String(s)); return true; });
+  try {
+    const { opts, positionals } = parseCommand(cmd, args);
+    await cmd.run(opts, positionals);
+  } finally {
+    so.mockRestore();
+    se.mockRestore();
+  }
+  return { out: out.join(''), err: err.join('') };
+}
+
+/** Logits of sample 0 under `trainer`'s current model (lm_head output). */
+function logitsOf(trainer: Trainer, batch: unknown): Float32Array {
+  const head = (trainer.family.model as unknown as { llm: { lm_head: Linear } }).llm.lm_head;
+  const orig = head.forward;
+  let last: Float32Array | null = null;
+  head.forward = (x: tf.Tensor) => { const y = orig.call(head, x); last = y.dataSync().slice() as Float32Array; return y; };
+  try {
+    const prep = trainer.family.prepare(batch);
+    tf.tidy(() => { trainer.family.loss(batch, prep); });
+    prep.dispose();
+  } finally {
+    head.forward = orig;
+  }
+  return last!;
+}
+const maxAbs = (a: ArrayLike<number>) => { let m = 0; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i])); return m; };
+const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => { let m = 0; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i])); return m; };
+const base = () => ['--model', vq.model, '--data', data3, '--lr', '1e-2', '--lora-r', '4', '--lora-alpha', '8', '--lora-target', 'q_proj,v_proj,down_proj'];
+
+describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
+  it('writes peft adapter files; reloading the adapter and merging it reproduce the logits', async () => {
+    const out = path.join(tmp, 'a');
+    const log = path.join(tmp, 'a.jsonl');
+    const { err } = await runCli(finetuneCmd, [...base(), '--tune', 'mm_projector', '--connector-lr', '2e-3', '--max-steps', '2', '--out', out, '--log', log]);
+    expect(err).toMatch(/step 2\/2 .*loss .* lr 1\.00e-2 .* tok\/s ETA/);
+    const cfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
+    expect(cfg).toMatchObject({
+      peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['q_proj', 'v_proj', 'down_proj'], use_rslora: false, bias: 'none',
+      modules_to_save: ['model.mm_projector'], base_model_name_or_path: path.resolve(vq.model), task_type: 'CAUSAL_LM', fan_in_fan_out: false, init_lora_weights: true,
+    });
+    const f = SafetensorsFile.open(path.join(out, 'adapter_model.safetensors'));
+    const keys = f.keys();
+    expect(keys).toContain('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight');
+    expect(keys).toContain('base_model.model.model.layers.1.mlp.down_proj.lora_B.weight');
+    expect(keys.some((k) => k.startsWith('base_model.model.model.mm_projector.'))).toBe(true);
+    expect(keys.some((k) => /vision_tower|k_proj|lm_head/.test(k))).toBe(false);
+    const lines = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.step)).toEqual([1, 2]);
+    expect(lines[0]).toHaveProperty('lr', 1e-2);
+
+    // reload: a fresh base + the adapter gives the logits of the trained model; merge gives them too
+    const t0 = await loadTrainer(vq.model, { data: data3 });
+    const batch = t0.family.collate([await t0.family.data!.example(0)]);
+    const baseLogits = logitsOf(t0, batch);
+    const lora = loadAdapter(out, t0.family.model, t0.family.keymap, 'videollama2');
+    const adapted = logitsOf(t0, batch);
+    expect(maxDiff(adapted, baseLogits)).toBeGreaterThan(1e-3); // it trained
+    lora.dispose();
+    t0.dispose();
+    const merged = path.join(tmp, 'merged');
+    await expect(runCli(mergeCmd, ['--model', vq.model, '--adapter', out, '--out', path.join(tmp, 'q'), '--quantize'])).rejects.toThrow(/not yet/);
+    await runCli(mergeCmd, ['--model', vq.model, '--adapter', out, '--out', merged]);
+    const src = Checkpoint.open(vq.model), dst = Checkpoint.open(merged);
+    expect(dst.keys().sort()).toEqual(src.keys().sort());
+    src.close();
+    dst.close();
+    const tm = await loadTrainer(merged, { data: data3 });
+    const mergedLogits = logitsOf(tm, tm.family.collate([await tm.family.data!.example(0)]));
+    tm.dispose();
+    expect(maxDiff(mergedLogits, adapted) / maxAbs(adapted)).toBeLessThan(1e-5);
+  });
+
+  it('API: saveAdapter → loadAdapter gives bit-identical logits', async () => {
+    const t = await loadTrainer(vq.model, { data: data3, lr: 1e-2, lora: { r: 2, alpha: 4, targetModules: 'model\\.layers\\.\\d+\\.mlp\\.(up|gate)_proj', useRslora: true } });
+    await t.train({ maxSteps: 1 });
+    expect(t.lora!.scaling).toBeCloseTo(4 / Math.sqrt(2), 12);
+    const batch = t.family.collate([await t.family.data!.example(1)]);
+    const want = logitsOf(t, batch);
+    const dir = path.join(tmp, 'api');
+    saveAdapter(dir, t.lora!, [], { baseModel: vq.model, keymap: t.family.keymap, tune: [] });
+    t.dispose();
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'))).toMatchObject({ use_rslora: true, target_modules: 'model\\.layers\\.\\d+\\.mlp\\.(up|gate)_proj', modules_to_save: null });
+    const t2 = await loadTrainer(vq.model, { data: data3 });
+    loadAdapter(dir, t2.family.model, t2.family.keymap, 'videollama2');
+    expect(maxDiff(logitsOf(t2, batch), want)).toBe(0);
+    t2.dispose();
+  });
+
+  it('--save-steps 2 then --resume checkpoint-2 is byte-identical to 4 straight steps (dropout, cosine warmup, accumulation)', async () => {
+    const common = [...base(), '--lora-dropout', '0.1', '--lr-schedule', 'cosine', '--warmup-steps', '1', '--grad-accum', '2', '--max-grad-norm', '1', '--tune', 'mm_projector'];
+    const straight = path.join(tmp, 'straight'), split = path.join(tmp, 'split');
+    await runCli(finetuneCmd, [...common, '--max-steps', '4', '--out', straight]);
+    await runCli(finetuneCmd, [...common, '--max-steps', '2', '--save-steps', '2', '--out', path.join(tmp, 'split_tmp')]);
+    const ck = path.join(tmp, 'split_tmp', 'checkpoint-2');
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'trainer_state.json', 'trainer_state.safetensors']) expect(fs.existsSync(path.join(ck, f))).toBe(true);
+    await runCli(finetuneCmd, [...common, '--max-steps', '4', '--resume', ck, '--out', split]);
+    const a = SafetensorsFile.open(path.join(straight, 'adapter_model.safetensors')), b = SafetensorsFile.open(path.join(split, 'adapter_model.safetensors'));
+    expect(b.keys().sort()).toEqual(a.keys().sort());
+    for (const k of a.keys()) expect(Buffer.from((b.read(k).data as Float32Array).buffer).equals(Buffer.from((a.read(k).data as Float32Array).buffer))).toBe(true);
+    const la = JSON.parse(fs.readFileSync(path.join(straight, 'finetune_log.json'), 'utf8')).losses;
+    const lb = JSON.parse(fs.readFileSync(path.join(split, 'finetune_log.json'), 'utf8')).losses;
+    expect(lb).toEqual(la.slice(2));
+    // another configuration cannot resume it
+    await expect(runCli(finetuneCmd, [...common.map((x) => (x === '4' ? '2' : x)), '--max-steps', '4', '--resume', ck, '--out', path.join(tmp, 'other')]))
+      .rejects.toThrow(/another model or training configuration: lora\.r: checkpoint 4, now 2/);
+  });
+
+  it('--trace-grads writes loss and grad.<peft key> for every trainable tensor and updates nothing', async () => {
+    const file = path.join(tmp, 'trace.safetensors');
+    const { out } = await runCli(finetuneCmd, [...base(), '--tune', 'mm_projector', '--trace-grads', file, '--json']);
+    expect(JSON.parse(out).out).toBe(file);
+    const f = SafetensorsFile.open(file);
+    expect(f.keys()).toContain('loss');
+    expect(f.keys()).toContain('grad.base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight');
+    expect(f.keys().some((k) => k.startsWith('grad.model.mm_projector.'))).toBe(true);
+    expect(maxAbs(f.read('grad.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight').data as Float32Array)).toBe(0); // B = 0 at init
+    expect(maxAbs(f.read('grad.base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight').data as Float32Array)).toBeGreaterThan(0);
+  });
+
+  it('bad input: clear errors', async () => {
+    const out = () => path.join(tmp, `e${Math.random()}`);
+    await expect(runCli(finetuneCmd, [...base().map((x) => (x === '4' ? '0' : x)), '--out', out()])).rejects.toThrow(/--lora-r must be an integer > 0/);
+    await expect(runCli(finetuneCmd, [...base().slice(0, -1), 'nothing_proj', '--out', out()])).rejects.toThrow(/match no Linear module.*model\.layers\.0\.self_attn\.q_proj/);
+    await expect(runCli(finetuneCmd, ['--model', vq.model, '--data', data3, '--lora-preset', 'minicpmv', '--out', out()])).rejects.toThrow(/this is a videollama2 checkpoint/);
+    // missing media: fail by default, skip with a warning
+    const s = JSON.parse(fs.readFileSync(data3, 'utf8'));
+    const bad = path.join(tmp, 'bad.json');
+    fs.writeFileSync(bad, JSON.stringify([...s, { ...s[0], id: 'gone', image: 'nope.png' }]));
+    await expect(runCli(finetuneCmd, ['--model', vq.model, '--data', bad, '--lora-r', '2', '--lora-target', 'q_proj', '--max-steps', '1', '--out', out()]))
+      .rejects.toThrow(/sample 3 \(id "gone"\): media file 'nope.png' not found.*--skip-missing-media/);
+    const { err } = await runCli(finetuneCmd, ['--model', vq.model, '--data', bad, '--lora-r', '2', '--lora-target', 'q_proj', '--max-steps', '1', '--skip-missing-media', '--out', out()]);
+    expect(err).toMatch(/warning: sample 3 \(id "gone"\).*skipping/);
+    // an adapter whose module names do not match the base
+    const ad = path.join(tmp, 'mismatch');
+    const t = await loadTrainer(vq.model, { lora: { r: 2, alpha: 2, targetModules: ['q_proj'] } });
+    saveAdapter(ad, t.lora!, [], { baseModel: 'x', keymap: t.family.keymap, tune: [] });
+    t.dispose();
+    const st = path.join(ad, 'adapter_model.safetensors');
+    const f = SafetensorsFile.open(st);
+    const renamed: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+    for (const k of f.keys()) renamed[k.replace('layers.0.', 'layers.7.')] = { dtype: 'F32', shape: f.read(k).shape, data: f.read(k).data as Float32Array };
+    writeSafetensors(st, renamed);
+    const t2 = await loadTrainer(vq.model);
+    expect(() => loadAdapter(ad, t2.family.model, t2.family.keymap, 'videollama2')).toThrow(/does not match this base model's module names; adapter modules not in the model: model\.layers\.7\.self_attn\.q_proj.*lacks: model\.layers\.0\.self_attn\.q_proj/);
+    t2.dispose();
+    // NaN loss: stops naming the step and the samples
+    const t3 = await loadTrainer(vq.model, { data: data3, lora: { r: 2, alpha: 2, targetModules: ['q_proj'] } });
+    t3.lora!.entries[0].B.value.assign(tf.fill(t3.lora!.entries[0].B.shape, NaN));
+    await expect(t3.train({ maxSteps: 1 })).rejects.toThrow(/step 1 \(epoch 0, sample \d \(id "s\d"\)\): the loss is NaN/);
+    t3.dispose();
+  });
+});
+
+describe('trainer features', () => {
+  it('LR schedules equal HF get_{constant,linear,cosine}_schedule_with_warmup', () => {
+    expect(warmupStepsOf(100, { warmupRatio: 0.03 })).toBe(3);
+    expect(warmupStepsOf(10, { warmupRatio: 0.01 })).toBe(1);
+    const hf = (kind: string, T: number, W: number, s: number) => {
+      if (s < W) return s / Math.max(1, W);
+      if (kind === 'constant') return 1;
+      const p = (s - W) / Math.max(1, T - W);
+      return kind === 'linear' ? Math.max(0, (T - s) / Math.max(1, T - W)) : Math.max(0, 0.5 * (1 + Math.cos(Math.PI * 0.5 * 2 * p)));
+    };
+    for (const kind of ['constant', 'linear', 'cosine'] as const) {
+      const f = makeSchedule(kind, 10, { warmupSteps: 2 });
+      for (let s = 0; s <= 10; s++) expect(f(s)).toBeCloseTo(hf(kind, 10, 2, s), 14);
+    }
+    const cos = makeSchedule('cosine', 10, {});
+    expect(cos(0)).toBe(1);
+    expect(cos(5)).toBeCloseTo(0.5, 14);
+    expect(makeSchedule('linear', 10, {})(5)).toBe(0.5);
+    expect(makeSchedule('linear', 10, { warmupSteps: 4 })(0)).toBe(0); // HF: the first step of a warmup has lr 0
+    expect(() => makeSchedule('cosine', 10, { warmupSteps: 2, warmupRatio: 0.1 })).toThrow(/either/);
+  });
+
+  it('parameter groups: --connector-lr and the HF no-decay rule (biases and norms)', async () => {
+    const t = await loadTrainer(vq.model, { lr: 1e-4, weightDecay: 0.1, connectorLr: 2e-5, hfNoDecay: true });
+    try {
+      const g = Object.fromEntries(t.groups.map((x) => [x.name, x]));
+      expect(Object.keys(g)).toEqual(['main', 'main.no_decay', 'connector', 'connector.no_decay']);
+      expect(g.connector.baseLr).toBe(2e-5);
+      expect(g['main.no_decay'].optimizer.weightDecay).toBe(0);
+      expect(g.main.optimizer.weightDecay).toBe(0.1);
+      const names = (x: typeof g.main) => x.vars.map((i) => t.params.find((p) => p.variables.includes(t.variables[i]))!.name);
+      expect(names(g['main.no_decay']).every((n) => n.endsWith('.bias') || /norm\.weight$/.test(n))).toBe(true);
+      expect(names(g['main.no_decay'])).toContain('llm.model.norm.weight');
+      expect(names(g.connector).every((n) => n.startsWith('mm_projector.'))).toBe(true);
+    } finally {
+      t.dispose();
+    }
+  });
+
+  it('progress: a bar with loss, lr, tokens/s and ETA on a TTY, plain lines otherwise', () => {
+    const s = { step: 3, epoch: 0, loss: 1.5, gradNorm: 2, ms: 500, samples: 1, supervisedTokens: 50, lr: 1e-4, totalSteps: 10 };
+    expect(progressLine(s, 1500, 0, true)).toMatch(/^\r\[#{7}-{17}\] 3\/10 loss 1\.5000 lr 1\.00e-4 grad_norm 2\.0000 100\.0 tok\/s ETA 0:03/);
+    expect(progressLine(s, 1500, 0, false)).toMatch(/^step 3\/10 epoch 0 loss 1\.5000 .*\n$/);
+  });
+
+  it('gradient checkpointing: the same gradients (LLM + vision layers), less peak memory', async () => {
+    const t = await loadTrainer(mc.model, { data: mc.data, dataRoot: mc.dataRoot, tokenizerDir: mc.tokenizerDir, tune: ['llm', 'vpm', 'resampler'] });
+    try {
+      const batch = t.family.collate([await t.family.data!.example(0)]);
+      const run = (on: boolean) => {
+        (t as unknown as { gradientCheckpointing: boolean }).gradientCheckpointing = on;
+        // peak of tf.memory().numBytes during the step, sampled at every tensor allocation
+        const eng = tf.engine() as unknown as { trackTensor: (...a: unknown[]) => unknown; state: { numBytes: number } };
+        const orig = eng.trackTensor;
+        const before = eng.state.numBytes;
+        let peak = before;
+        eng.trackTensor = function (this: typeof eng, ...a: unknown[]) { const x = orig.apply(this, a); peak = Math.max(peak, this.state.numBytes); return x; };
+        try {
+          const r = t.lossAndGrads(batch);
+          return { ...r, peak: peak - before };
+        } finally {
+          eng.trackTensor = orig;
+        }
+      };
+      const plain = run(false);
+      const ckpt = run(true);
+      expect(ckpt.loss).toBe(plain.loss);
+      let worst = 0;
+      for (const [k, g] of plain.grads) {
+        const a = g.dataSync(), b = ckpt.grads.get(k)!.dataSync();
+        const rel = maxDiff(a, b) / Math.max(maxAbs(a), 1e-12);
+        if (rel > worst) worst = rel;
+      }
+      expect(worst).toBeLessThan(1e-5);
+      const [p0, p1] = [plain.peak, ckpt.peak];
+      console.log(`gradient checkpointing (MiniCPM-V tiny, llm+vpm+resampler): peak ${(p0 / 2 ** 20).toFixed(2)} MiB -> ${(p1 / 2 ** 20).toFixed(2)} MiB; max rel grad diff ${worst.toExponential(2)}`);
+      expect(p1).toBeLessThan(p0);
+      tf.dispose([...plain.grads.values(), ...ckpt.grads.values()]);
+    } finally {
+      t.dispose();
+    }
+  });
+});
