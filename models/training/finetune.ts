@@ -83,7 +83,7 @@ export async function loadTrainer(modelDir: string, opts: LoadTrainerOptions = {
     throw new Error(`--data-root: ${dataRoot} is not a directory`);
   }
   dataRoot ??= process.cwd();
-  if (samples) samples = checkMedia(samples, dataRoot, !!opts.skipMissingMedia, (m) => process.stderr.write(`warning: ${m}\n`));
+  if (samples) samples = checkMedia(samples, dataRoot, !!opts.skipMissingMedia, (m) => process.stderr.write(`warning: ${m}\n`), family);
   if (opts.tokenizerDir !== undefined && !(fs.existsSync(opts.tokenizerDir) && fs.statSync(opts.tokenizerDir).isDirectory())) {
     throw new Error(`--tokenizer: ${opts.tokenizerDir} is not a directory`);
   }

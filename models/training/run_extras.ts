@@ -18,26 +18,31 @@ import { Trainer, seededPermutation } from './trainer';
 import { VideoLLaMA2TrainData } from './videollama2_data';
 import fs from 'node:fs';
 
-/** The media files a sample names (`image`: a path or {name: path}; `video`: a path). */
-export function mediaPaths(s: RawSample): string[] {
-  const out: string[] = [];
+/** The media files a sample names, with the label the family's dataset uses in its errors. */
+export function mediaPaths(s: RawSample, family: 'minicpmv' | 'videollama2' = 'minicpmv'): { label: string; path: string }[] {
+  const out: { label: string; path: string }[] = [];
   const img = s.image;
-  if (typeof img === 'string') out.push(img);
-  else if (img && typeof img === 'object' && !Array.isArray(img)) for (const v of Object.values(img)) if (typeof v === 'string') out.push(v);
-  if (typeof s.video === 'string') out.push(s.video);
+  const mc = family === 'minicpmv';
+  if (typeof img === 'string') out.push({ label: mc ? "image '<image>'" : 'image', path: img });
+  else if (img && typeof img === 'object' && !Array.isArray(img)) {
+    for (const [k, v] of Object.entries(img)) if (typeof v === 'string') out.push({ label: `image '${k}'`, path: v });
+  }
+  if (typeof s.video === 'string') out.push({ label: 'video', path: s.video });
   return out;
 }
 
 /**
- * Samples whose media exist. A missing file is an error naming the sample and the path (upstream
- * fails in its dataset's __getitem__), unless `skip`: then the sample is dropped with a warning.
+ * Samples whose media exist, checked before training. A missing file is an error naming the sample
+ * and the path (upstream fails in its dataset's __getitem__), unless `skip`: then the sample is
+ * dropped with a warning.
  */
-export function checkMedia(samples: readonly RawSample[], dataRoot: string, skip: boolean, warn: (m: string) => void): RawSample[] {
+export function checkMedia(samples: readonly RawSample[], dataRoot: string, skip: boolean, warn: (m: string) => void, family: 'minicpmv' | 'videollama2' = 'minicpmv'): RawSample[] {
   const keep: RawSample[] = [];
   samples.forEach((s, i) => {
-    const missing = mediaPaths(s).filter((p) => { const f = path.isAbsolute(p) ? p : path.join(dataRoot, p); return !(fs.existsSync(f) && fs.statSync(f).isFile()); });
-    if (!missing.length) { keep.push(s); return; }
-    const msg = `${sampleName(s, i)}: media file '${missing[0]}' not found (relative paths are resolved against the data root ${dataRoot})`;
+    const missing = mediaPaths(s, family).find(({ path: p }) => { const f = path.isAbsolute(p) ? p : path.join(dataRoot, p); return !(fs.existsSync(f) && fs.statSync(f).isFile()); });
+    if (!missing) { keep.push(s); return; }
+    const full = path.isAbsolute(missing.path) ? missing.path : path.join(dataRoot, missing.path);
+    const msg = `${sampleName(s, i)}, ${missing.label}: media file '${missing.path}' not found (looked for ${full}; relative paths are resolved against the data root ${dataRoot})`;
     if (!skip) throw new Error(`${msg}; pass --skip-missing-media to skip such samples`);
     warn(`${msg}; skipping the sample`);
   });

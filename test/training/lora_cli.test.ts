@@ -13,6 +13,7 @@ import { Command, UsageError, parseCommand } from '../../scripts/cli';
 import { command as finetuneCmd, progressLine } from '../../scripts/finetune';
 import { command as mergeCmd } from '../../scripts/merge';
 import { Linear } from '../../layers/linear';
+import { loadChatModel } from '../../models/registry';
 import { loadTrainer } from '../../models/training/finetune';
 import { loadAdapter, saveAdapter } from '../../models/training/peft_format';
 import { makeSchedule, warmupStepsOf } from '../../models/training/schedule';
@@ -126,8 +127,8 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     t2.dispose();
   });
 
-  it('--save-steps 2 then --resume checkpoint-2 is byte-identical to 4 straight steps (dropout, cosine warmup, accumulation)', async () => {
-    const common = [...base(), '--lora-dropout', '0.1', '--lr-schedule', 'cosine', '--warmup-steps', '1', '--grad-accum', '2', '--max-grad-norm', '1', '--tune', 'mm_projector'];
+  it('--save-steps 2 then --resume checkpoint-2 is byte-identical to 4 straight steps (dropout, cosine warmup, clipping)', async () => {
+    const common = [...base(), '--lora-dropout', '0.1', '--lr-schedule', 'cosine', '--warmup-steps', '1', '--max-grad-norm', '1', '--tune', 'mm_projector'];
     const straight = path.join(tmp, 'straight'), split = path.join(tmp, 'split');
     await runCli(finetuneCmd, [...common, '--max-steps', '4', '--out', straight]);
     await runCli(finetuneCmd, [...common, '--max-steps', '2', '--save-steps', '2', '--out', path.join(tmp, 'split_tmp')]);
@@ -167,9 +168,9 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     const bad = path.join(tmp, 'bad.json');
     fs.writeFileSync(bad, JSON.stringify([...s, { ...s[0], id: 'gone', image: 'nope.png' }]));
     await expect(runCli(finetuneCmd, ['--model', vq.model, '--data', bad, '--lora-r', '2', '--lora-target', 'q_proj', '--max-steps', '1', '--out', out()]))
-      .rejects.toThrow(/sample 3 \(id "gone"\): media file 'nope.png' not found.*--skip-missing-media/);
+      .rejects.toThrow(/sample 3 \(id "gone"\), image: media file 'nope.png' not found.*--skip-missing-media/);
     const { err } = await runCli(finetuneCmd, ['--model', vq.model, '--data', bad, '--lora-r', '2', '--lora-target', 'q_proj', '--max-steps', '1', '--skip-missing-media', '--out', out()]);
-    expect(err).toMatch(/warning: sample 3 \(id "gone"\).*skipping/);
+    expect(err).toMatch(/warning: sample 3 \(id "gone"\), image: media file 'nope.png' not found.*skipping the sample/);
     // an adapter whose module names do not match the base
     const ad = path.join(tmp, 'mismatch');
     const t = await loadTrainer(vq.model, { lora: { r: 2, alpha: 2, targetModules: ['q_proj'] } });
@@ -188,6 +189,44 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     t3.lora!.entries[0].B.value.assign(tf.fill(t3.lora!.entries[0].B.shape, NaN));
     await expect(t3.train({ maxSteps: 1 })).rejects.toThrow(/step 1 \(epoch 0, sample \d \(id "s\d"\)\): the loss is NaN/);
     t3.dispose();
+  });
+});
+
+describe('presets and chat --adapter', () => {
+  it("--lora-preset minicpmv / videollama2: upstream's r, alpha, dropout, targets, fully trained parts, connector lr", async () => {
+    const m = await loadTrainer(mc.model, { data: mc.data, dataRoot: mc.dataRoot, tokenizerDir: mc.tokenizerDir, loraPreset: 'minicpmv' });
+    try {
+      expect(m.lora!.config).toMatchObject({ r: 64, alpha: 64, dropout: 0.05 });
+      expect(m.lora!.entries.length).toBeGreaterThan(0);
+      expect(m.lora!.entries.every((e) => /^llm\.model\.layers\.\d+\.self_attn\.(q|k|v)_proj$/.test(e.name))).toBe(true);
+      expect(m.tune).toEqual(['vpm', 'resampler']);
+      expect(m.params.some((p) => p.name.startsWith('llm.') && !p.key.includes('lora_'))).toBe(false); // base LLM frozen
+    } finally {
+      m.dispose();
+    }
+    const v = await loadTrainer(vq.model, { data: data3, loraPreset: 'videollama2', loraOverrides: { r: 2 } });
+    try {
+      expect(v.lora!.config).toMatchObject({ r: 2, alpha: 256, dropout: 0.05, targetModules: ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj'] });
+      expect(v.lora!.entries.some((e) => /vision_tower|mm_projector|lm_head/.test(e.name))).toBe(false);
+      expect(v.groups.find((g) => g.name === 'connector')!.baseLr).toBe(2e-5);
+      expect(v.tune).toEqual(['mm_projector']);
+    } finally {
+      v.dispose();
+    }
+  });
+
+  it('vlm chat --adapter: the chat model runs with the adapter unmerged; a bad adapter is a clear error', async () => {
+    const ad = path.join(tmp, 'chat_ad');
+    const t = await loadTrainer(vq.model, { lora: { r: 2, alpha: 2, targetModules: ['o_proj'] } });
+    saveAdapter(ad, t.lora!, [], { baseModel: vq.model, keymap: t.family.keymap, tune: [] });
+    t.dispose();
+    const chat = await loadChatModel(vq.model, { adapter: ad, warn: () => undefined });
+    const model = (chat as unknown as { model: { namedModules(): Iterable<[string, unknown]> } }).model;
+    const adapted = [...model.namedModules()].filter(([, m]) => m instanceof Linear && (m as Linear).lora);
+    expect(adapted.map(([n]) => n).every((n) => n.endsWith('o_proj'))).toBe(true);
+    expect(adapted.length).toBeGreaterThan(0);
+    chat.dispose();
+    await expect(loadChatModel(mc.model, { adapter: ad, warn: () => undefined })).rejects.toThrow(/does not match this base model.s module names; adapter modules not in the model: model\.layers\.0\.self_attn\.o_proj/);
   });
 });
 
