@@ -72,8 +72,9 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
   it('writes peft adapter files; reloading the adapter and merging it reproduce the logits', async () => {
     const out = path.join(tmp, 'a');
     const log = path.join(tmp, 'a.jsonl');
-    const { err } = await runCli(finetuneCmd, [...base(), '--tune', 'mm_projector', '--connector-lr', '2e-3', '--max-steps', '2', '--out', out, '--log', log]);
+    const { err } = await runCli(finetuneCmd, [...base(), '--tune', 'mm_projector', '--connector-lr', '2e-3', '--max-steps', '2', '--out', out, '--log', log, '--eval-data', data3, '--eval-steps', '1']);
     expect(err).toMatch(/step 2\/2 .*loss .* lr 1\.00e-2 .* tok\/s ETA/);
+    expect(err).toMatch(/eval step 1: eval_loss \d+\.\d+\n[^]*eval step 2: eval_loss/);
     const cfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
     expect(cfg).toMatchObject({
       peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['q_proj', 'v_proj', 'down_proj'], use_rslora: false, bias: 'none',
@@ -86,8 +87,9 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     expect(keys.some((k) => k.startsWith('base_model.model.model.mm_projector.'))).toBe(true);
     expect(keys.some((k) => /vision_tower|k_proj|lm_head/.test(k))).toBe(false);
     const lines = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    expect(lines.map((l) => l.step)).toEqual([1, 2]);
+    expect(lines.map((l) => l.step)).toEqual([1, 1, 2, 2]);
     expect(lines[0]).toHaveProperty('lr', 1e-2);
+    expect(lines[1].eval_loss).toBeLessThan(lines[0].loss); // trained on the same samples
 
     // reload: a fresh base + the adapter gives the logits of the trained model; merge gives them too
     const t0 = await loadTrainer(vq.model, { data: data3 });
