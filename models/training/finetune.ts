@@ -121,6 +121,7 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
       return { steps: 0, epochs: 0, losses: [t.loss], ms: 0, family: trainer.family.family, trained: t.keys, trainableScalars: trainer.numTrainable, saved: opts.traceGradsFile };
     }
     if (opts.resume && resumeState) {
+      resumeTrainer(trainer, opts.resume); // checks the model and configuration first
       const n = trainer.family.data!.length;
       const seed = opts.seed ?? 42, shuffle = opts.shuffle !== false, bs = opts.batchSize ?? 1;
       const want = { seed: resumeState.seed, shuffle: resumeState.shuffle, batch_size: resumeState.batch_size };
@@ -128,7 +129,6 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
       if (JSON.stringify(want) !== JSON.stringify(now)) throw new Error(`--resume ${opts.resume}: the data order differs (checkpoint ${JSON.stringify(want)}, now ${JSON.stringify(now)})`);
       const order = !shuffle ? Array.from({ length: n }, (_, i) => i) : seededPermutation(n, seed + resumeState.epoch);
       if (JSON.stringify(order) !== JSON.stringify(resumeState.data_order)) throw new Error(`--resume ${opts.resume}: the training data differs from the checkpoint's (${resumeState.data_order.length} samples then, ${n} now)`);
-      resumeTrainer(trainer, opts.resume);
     }
     const evalData = opts.evalDataFile ? datasetLike(trainer.family, readDataFile(opts.evalDataFile)) : null;
     const out = opts.out;

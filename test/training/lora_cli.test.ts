@@ -143,6 +143,9 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     const la = JSON.parse(fs.readFileSync(path.join(straight, 'finetune_log.json'), 'utf8')).losses;
     const lb = JSON.parse(fs.readFileSync(path.join(split, 'finetune_log.json'), 'utf8')).losses;
     expect(lb).toEqual(la.slice(2));
+    // another model cannot resume it
+    await expect(runCli(finetuneCmd, ['--model', mc.model, '--data', mc.data, '--data-root', mc.dataRoot, '--tokenizer', mc.tokenizerDir, '--lora-r', '4', '--lora-alpha', '8', '--lora-target', 'q_proj',
+      '--max-steps', '4', '--resume', ck, '--out', path.join(tmp, 'other_model')])).rejects.toThrow(/another model or training configuration: family: checkpoint "videollama2", now "minicpmv"/);
     // another configuration cannot resume it
     await expect(runCli(finetuneCmd, [...common.map((x) => (x === '4' ? '2' : x)), '--max-steps', '4', '--resume', ck, '--out', path.join(tmp, 'other')]))
       .rejects.toThrow(/another model or training configuration: lora\.r: checkpoint 4, now 2/);
@@ -275,6 +278,28 @@ describe('trainer features', () => {
     const s = { step: 3, epoch: 0, loss: 1.5, gradNorm: 2, ms: 500, samples: 1, supervisedTokens: 50, lr: 1e-4, totalSteps: 10 };
     expect(progressLine(s, 1500, 0, true)).toMatch(/^\r\[#{7}-{17}\] 3\/10 loss 1\.5000 lr 1\.00e-4 grad_norm 2\.0000 100\.0 tok\/s ETA 0:03/);
     expect(progressLine(s, 1500, 0, false)).toMatch(/^step 3\/10 epoch 0 loss 1\.5000 .*\n$/);
+  });
+
+  it('gradient checkpointing replays the LoRA dropout masks: the same gradients with dropout on', async () => {
+    const t = await loadTrainer(vq.model, { data: data3, lora: { r: 2, alpha: 4, dropout: 0.3, targetModules: ['q_proj', 'down_proj'] } });
+    try {
+      t.lora!.entries.forEach((e, i) => e.B.value.assign(tf.fill(e.B.shape, 0.01 * (i + 1))));
+      const batch = t.family.collate([await t.family.data!.example(0)]);
+      const set = (on: boolean) => { (t as unknown as { gradientCheckpointing: boolean }).gradientCheckpointing = on; };
+      set(false);
+      const a = t.lossAndGrads(batch);
+      set(true);
+      const b = t.lossAndGrads(batch);
+      expect(b.loss).toBe(a.loss);
+      for (const [k, g] of a.grads) expect(maxDiff(g.dataSync(), b.grads.get(k)!.dataSync())).toBeLessThanOrEqual(1e-6 * Math.max(maxAbs(g.dataSync()), 1e-6));
+      // dropout is really on: another step index draws other masks
+      t.stepCount = 1;
+      const c = t.lossAndGrads(batch);
+      expect(c.loss).not.toBe(a.loss);
+      tf.dispose([...a.grads.values(), ...b.grads.values(), ...c.grads.values()]);
+    } finally {
+      t.dispose();
+    }
   });
 
   it('gradient checkpointing: the same gradients (LLM + vision layers), less peak memory', async () => {
