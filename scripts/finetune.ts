@@ -93,7 +93,7 @@ export const command: Command = {
     'warmup-ratio': { type: 'string', arg: 'X', help: 'warmup steps = ceil(X * total steps)' },
     'warmup-steps': { type: 'string', arg: 'N', help: 'linear warmup over N steps' },
     'connector-lr': { type: 'string', arg: 'X', help: 'learning rate of mm_projector (VideoLLaMA 2) / resampler (MiniCPM-V): upstream --mm_projector_lr' },
-    'hf-no-decay': { type: 'boolean', help: "HF Trainer's rule: no weight decay on biases and norm weights (default: decay on every tensor)" },
+    'hf-no-decay': { type: 'boolean', help: "HF Trainer's rule (transformers 4.40): no weight decay on biases and LayerNorm weights (default: decay on every tensor)" },
     'gradient-checkpointing': { type: 'boolean', help: 'recompute each decoder / vision layer in the backward pass (less memory, same gradients)' },
     'save-steps': { type: 'string', arg: 'N', help: 'write OUT/checkpoint-N every N steps (trainable weights, optimizer moments, step, data order)' },
     resume: { type: 'string', arg: 'DIR', help: 'continue from OUT/checkpoint-N (same flags; bit-identical to an uninterrupted run)' },

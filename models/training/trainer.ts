@@ -40,7 +40,7 @@ export interface TrainerOptions extends AdamWOptions {
   lora?: LoraOptions | LoraModel;
   /** Learning rate of the connector (VideoLLaMA 2 mm_projector, MiniCPM-V resampler): upstream `mm_projector_lr`. */
   connectorLr?: number;
-  /** HF Trainer's rule: no weight decay on biases and norm weights (default false: one decay for all, as the goldens). */
+  /** HF Trainer's rule (transformers 4.40): no weight decay on biases and nn.LayerNorm weights (default false: one decay for all, as the goldens). */
   hfNoDecay?: boolean;
   /** Recompute each decoder / vision layer's activations in the backward pass. */
   gradientCheckpointing?: boolean;
@@ -380,23 +380,28 @@ export class Trainer<E = unknown, B = unknown> {
   }
 }
 
-/** Module paths of norm layers (RMSNorm / LayerNorm). */
-function normModules(model: Module): Set<string> {
+/**
+ * Module paths of torch `nn.LayerNorm` layers. HF transformers 4.40 (the version both upstreams
+ * pin) exempts from weight decay the parameters of ALL_LAYERNORM_LAYERS = [nn.LayerNorm,
+ * LlamaRMSNorm] and every name containing "bias"; Qwen2RMSNorm / MistralRMSNorm are not in that
+ * list, so the LLM's RMSNorm weights ARE decayed upstream, and so they are here.
+ */
+function layerNormModules(model: Module): Set<string> {
   const out = new Set<string>();
-  for (const [p, m] of model.namedModules()) if (/Norm/.test((m.constructor as { className?: string }).className ?? m.constructor.name)) out.add(p);
+  for (const [p, m] of model.namedModules()) if ((m.constructor as { className?: string }).className === 'LayerNorm') out.add(p);
   return out;
 }
 
 /**
  * The parameter groups (HF Trainer `create_optimizer` + LLaVA/VideoLLaMA 2's mm_projector_lr):
  * connector vs the rest (own learning rate when `connectorLr` is set) × decay vs no decay (biases
- * and norm weights, when `hfNoDecay`). Empty groups are dropped; the first group is the main one.
+ * and LayerNorm weights, when `hfNoDecay`; see layerNormModules). Empty groups are dropped; the first group is the main one.
  */
 function makeGroups(t: Trainer<any, any>, opts: TrainerOptions): ParamGroup[] {
   const lr = opts.lr ?? 5e-5, wd = opts.weightDecay ?? 0;
   if (opts.connectorLr !== undefined && !(opts.connectorLr > 0)) throw new Error(`connector learning rate must be > 0, got ${opts.connectorLr}`);
   const connector = t.family.family === 'videollama2' ? 'mm_projector' : 'resampler';
-  const norms = opts.hfNoDecay ? normModules(t.family.model) : new Set<string>();
+  const norms = opts.hfNoDecay ? layerNormModules(t.family.model) : new Set<string>();
   const specs = new Map<string, { lr: number; wd: number; vars: number[] }>();
   const owner: number[] = [];
   t.params.forEach((p, i) => p.variables.forEach(() => owner.push(i)));
@@ -404,7 +409,7 @@ function makeGroups(t: Trainer<any, any>, opts: TrainerOptions): ParamGroup[] {
     const p = t.params[pi];
     const conn = opts.connectorLr !== undefined && underPrefix(p.name, connector);
     const mod = p.name.split('.').slice(0, -1).join('.');
-    const noDecay = !!opts.hfNoDecay && (p.name.endsWith('.bias') || norms.has(mod));
+    const noDecay = !!opts.hfNoDecay && (p.key.includes('bias') || norms.has(mod));
     const name = `${conn ? 'connector' : 'main'}${noDecay ? '.no_decay' : ''}`;
     let g = specs.get(name);
     if (!g) specs.set(name, (g = { lr: conn ? opts.connectorLr! : lr, wd: noDecay ? 0 : wd, vars: [] }));

@@ -257,7 +257,7 @@ describe('trainer features', () => {
     expect(() => makeSchedule('cosine', 10, { warmupSteps: 2, warmupRatio: 0.1 })).toThrow(/either/);
   });
 
-  it('parameter groups: --connector-lr and the HF no-decay rule (biases and norms)', async () => {
+  it('parameter groups: --connector-lr and the HF no-decay rule (biases and LayerNorms)', async () => {
     const t = await loadTrainer(vq.model, { lr: 1e-4, weightDecay: 0.1, connectorLr: 2e-5, hfNoDecay: true });
     try {
       const g = Object.fromEntries(t.groups.map((x) => [x.name, x]));
@@ -266,11 +266,20 @@ describe('trainer features', () => {
       expect(g['main.no_decay'].optimizer.weightDecay).toBe(0);
       expect(g.main.optimizer.weightDecay).toBe(0.1);
       const names = (x: typeof g.main) => x.vars.map((i) => t.params.find((p) => p.variables.includes(t.variables[i]))!.name);
-      expect(names(g['main.no_decay']).every((n) => n.endsWith('.bias') || /norm\.weight$/.test(n))).toBe(true);
-      expect(names(g['main.no_decay'])).toContain('llm.model.norm.weight');
+      expect(names(g['main.no_decay']).every((n) => n.endsWith('.bias'))).toBe(true); // no nn.LayerNorm in the LLM or the projector
+      expect(names(g['main.no_decay'])).toContain('llm.model.layers.0.self_attn.q_proj.bias');
+      expect(names(g.main)).toContain('llm.model.norm.weight'); // Qwen2RMSNorm is not in transformers 4.40's ALL_LAYERNORM_LAYERS
       expect(names(g.connector).every((n) => n.startsWith('mm_projector.'))).toBe(true);
     } finally {
       t.dispose();
+    }
+    const m = await loadTrainer(mc.model, { tune: ['resampler'], weightDecay: 0.1, hfNoDecay: true });
+    try {
+      const nd = m.groups.find((x) => x.name === 'main.no_decay')!.vars.map((i) => m.params.find((p) => p.variables.includes(m.variables[i]))!.name);
+      expect(nd).toEqual(expect.arrayContaining(['resampler.ln_q.weight', 'resampler.ln_q.bias', 'resampler.ln_post.weight']));
+      expect(nd).not.toContain('resampler.query');
+    } finally {
+      m.dispose();
     }
   });
 
