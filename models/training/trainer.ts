@@ -365,6 +365,7 @@ export class Trainer<E = unknown, B = unknown> {
 
   /** Writes the model (all parameters, trained or not) as a checkpoint directory; see export.ts. */
   save(outDir: string, extraFiles: Record<string, string> = {}): string {
+    if (this.lora) throw new Error('Trainer.save writes the base model without the LoRA adapters: use saveAdapter (peft format) or merge them first (vlm merge)');
     const o = this.family.exportOptions();
     return exportCheckpoint(this.family.model, this.family.keymap, this.family.dir, outDir, {
       ...o, extraFiles: { ...o.extraFiles, ...extraFiles },

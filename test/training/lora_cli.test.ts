@@ -20,6 +20,7 @@ import { makeSchedule, warmupStepsOf } from '../../models/training/schedule';
 import { Trainer } from '../../models/training/trainer';
 import { Checkpoint } from '../../weights/checkpoint';
 import { SafetensorsFile, writeSafetensors } from '../../weights/safetensors';
+import { expectNoLeak } from '../helpers/memory';
 import { trainFixture } from './helpers';
 
 const vq = trainFixture('videollama2_siglip_qwen2_tiny');
@@ -306,6 +307,9 @@ describe('trainer features', () => {
       const c = t.lossAndGrads(batch);
       expect(c.loss).not.toBe(a.loss);
       tf.dispose([...a.grads.values(), ...b.grads.values(), ...c.grads.values()]);
+      // a checkpointed LoRA step (accumulation, clipping) leaks no tensor
+      await expectNoLeak('Trainer.step with LoRA + gradient checkpointing', () => t.step([batch, batch]));
+      expect(() => t.save(path.join(tmp, 'nope'))).toThrow(/LoRA/);
     } finally {
       t.dispose();
     }
