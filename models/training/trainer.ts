@@ -1,16 +1,19 @@
 /**
  * The fine-tuning loop: HF `Trainer.training_step` semantics (train mode = inference mode here:
- * no dropout in either model, no batch statistics), torch AdamW, optional gradient accumulation
- * and gradient clipping, and export of an HF checkpoint directory.
+ * no dropout in either model, no batch statistics; only LoRA's adapter dropout is active while
+ * training), torch AdamW, optional gradient accumulation and gradient clipping, and export of an
+ * HF checkpoint directory. Trainable: the parts `tune` selects, or with `lora` the adapters (plus
+ * the parts `tune` names, peft's modules_to_save); everything else is frozen and has no AdamW state.
  *
  *   step:  for each micro-batch: prepare (outside the tape) → loss / GA → tf.variableGrads over
  *          the trainable variables → accumulate; [clip]; AdamW; dispose everything but the
  *          parameters and the moments.
  *
  * Defaults are HF TrainingArguments' (learning_rate 5e-5, weight_decay 0, adam betas (0.9,
- * 0.999), eps 1e-8, seed 42, 3 epochs) except: constant learning rate (no warmup/decay schedule),
- * one parameter group (decay on every tensor, as the goldens' `torch.optim.AdamW(model.parameters())`),
- * no gradient clipping unless `maxGradNorm` is given.
+ * 0.999), eps 1e-8, seed 42, 3 epochs) except: constant learning rate unless `lrSchedule` is
+ * given (schedule.ts), one parameter group (decay on every tensor, as the goldens'
+ * `torch.optim.AdamW(model.parameters())`) unless `connectorLr` / `hfNoDecay` split it, no
+ * gradient clipping unless `maxGradNorm` is given.
  * A trainable parameter that gets no gradient from a batch gets a zero gradient (torch: the
  * upstream forwards always touch every trainable part, e.g. VideoLLaMA 2 splices
  * `features[0:0]` into text-only samples), so AdamW still decays it.
