@@ -14,6 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { GQAttention, causalMask } from './attention';
+import { checkpointLayer } from './checkpointing';
 import { KVCache } from './kv_cache';
 import { Embedding, Linear, assertIdsInRange } from './linear';
 import { ActName, GatedMLP } from './mlp';
@@ -129,7 +130,8 @@ export class DecoderModel extends Module {
       let h = inputsEmbeds;
       const L = this.layers.length;
       for (let i = 0; i < L; i++) {
-        const next = this.layers[i].forward(h, cos, sin, mask, cache, i);
+        const layer = this.layers[i];
+        const next = checkpointLayer(layer, (t: tf.Tensor3D, [c, sn, mk]) => layer.forward(t, c!, sn!, mk, cache, i), h, [cos, sin, mask]);
         if (h !== inputsEmbeds && !tap) h.dispose(); // keep peak memory at ~2 activations
         h = next;
         if (tap && i === 0) tap('llm.layer0', h);

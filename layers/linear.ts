@@ -25,6 +25,24 @@ export interface LinearOptions {
   layout?: LayoutChoice;
 }
 
+/**
+ * A LoRA adapter on a Linear (peft `lora.Linear` semantics):
+ *   y = base(x) + (dropout(x) · Aᵀ · Bᵀ) · scale,   A [r, in], B [out, r] (torch layouts).
+ * `base(x)` is whatever the weight's storage computes, so a frozen (quantized) base works as is.
+ * Set by models/training/lora.ts; `merged` means W already holds W + scale·B·A (the adapter is skipped).
+ */
+export interface LinearAdapter {
+  A: tf.Variable;
+  B: tf.Variable;
+  scale: number;
+  dropout: number;
+  /** Dropout is applied only while training (peft: nn.Dropout in train mode). */
+  training: boolean;
+  merged: boolean;
+  /** Seed of the next dropout mask (deterministic, resumable). */
+  nextSeed: () => number;
+}
+
 /** y = x Wᵀ + b, torch.nn.Linear semantics. Checkpoint keys: `weight` [out, in], `bias` [out]. */
 export class Linear extends Module {
   static className = 'Linear';
@@ -32,6 +50,8 @@ export class Linear extends Module {
   readonly outFeatures: number;
   weight: Param;
   bias: Param | null;
+  /** Optional LoRA adapter (not a checkpoint parameter of the base model). */
+  lora: LinearAdapter | null = null;
 
   constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
     super();
@@ -54,7 +74,14 @@ export class Linear extends Module {
         throw new Error(`${this.name}: input has ${x.shape[x.shape.length - 1]} features, expected ${this.inFeatures}`);
       }
       const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D; // [N, in]
-      const y = this.weight.matmul(x2, this.bias ? this.bias.value : undefined); // [N, out]
+      let y = this.weight.matmul(x2, this.bias ? this.bias.value : undefined); // [N, out], whatever the storage
+      const ad = this.lora;
+      if (ad && !ad.merged) {
+        // peft LoRA: + (dropout(x) · Aᵀ · Bᵀ) · scale, on top of the (frozen) base
+        const xd = ad.training && ad.dropout > 0 ? tf.dropout(x2, ad.dropout, undefined, ad.nextSeed()) : x2;
+        const d = tf.matMul(tf.matMul(xd, ad.A, false, true), ad.B, false, true); // [N, out]
+        y = tf.add(y, ad.scale === 1 ? d : tf.mul(d, ad.scale));
+      }
       return y.reshape([...lead, this.outFeatures]);
     });
   }

@@ -32,6 +32,8 @@ export interface ModelLoadOptions {
    * model fits the tfjs backend, else 'stored' where the native addon is built.
    */
   quantize?: string;
+  /** A peft LoRA adapter directory (adapter_config.json + adapter_model.safetensors), applied unmerged. */
+  adapter?: string;
 }
 
 /** What `prepare` returns: the LLM prompt and the media it refers to. */

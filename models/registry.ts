@@ -9,6 +9,7 @@ import { readJson } from '../io/config';
 import { ChatModel } from './chat';
 import { ModelLoadOptions } from './contract';
 import { FAMILIES, FamilyRow, rowForModelType } from './families';
+import { attachAdapter } from '../training/run_extras';
 
 export type Family = string;
 export type LoadOptions = ModelLoadOptions;
@@ -33,5 +34,14 @@ export function detectFamily(dir: string): Family {
 
 /** Loads the chat pipeline of a checkpoint directory. */
 export async function loadChatModel(dir: string, opts: LoadOptions = {}): Promise<ChatModel> {
-  return familyOf(dir).loadChat(dir, opts);
+  const chat = await familyOf(dir).loadChat(dir, opts);
+  if (opts.adapter) {
+    try {
+      attachAdapter(chat as unknown as Parameters<typeof attachAdapter>[0], opts.adapter);
+    } catch (e) {
+      chat.dispose();
+      throw e;
+    }
+  }
+  return chat;
 }

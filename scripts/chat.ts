@@ -20,6 +20,7 @@ export const MODEL_OPTIONS = {
   'num-frames': { type: 'string', arg: 'N', help: 'VideoLLaMA 2: frames sampled from a video (default: config num_frames)' },
   'vision-tower': { type: 'string', arg: 'DIR', help: 'VideoLLaMA 2: local directory of the vision tower named by mm_vision_tower' },
   quantize: { type: 'string', arg: 'Q', help: 'weight storage: f32 | stored (mapped as released) | f16 | bf16 | q8_0 | q4_0 (default: f32 when it fits the backend, else stored)' },
+  adapter: { type: 'string', arg: 'DIR', help: 'a peft LoRA adapter directory (adapter_config.json + adapter_model.safetensors), applied unmerged' },
   'parse-special': {
     type: 'boolean',
     help: "parse chat-control tokens typed in --prompt/--system (<|im_start|>, </s>, ...) as control ids, as upstream does (default: they are plain text)",
@@ -65,6 +66,7 @@ export async function modelFromFlags(opts: ParsedOptions): Promise<ChatModel> {
   return loadChatModel(dir, {
     visionTowerDir: str(opts, 'vision-tower'),
     quantize: str(opts, 'quantize'),
+    adapter: str(opts, 'adapter'),
     log: process.env.VLM_DEBUG === '1' ? (m) => process.stderr.write(`warning: ${m}\n`) : () => undefined,
   });
 }

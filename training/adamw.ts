@@ -100,6 +100,16 @@ export class AdamW {
     return { step: this.step, m: this.m, v: this.v };
   }
 
+  /** Restores the step count and the moments (resuming); takes ownership of the tensors. */
+  loadState(step: number, m: tf.Tensor[] | null, v: tf.Tensor[] | null): void {
+    if ((m && m.length !== this.params.length) || (v && v.length !== this.params.length)) throw new Error('AdamW.loadState: wrong number of moments');
+    this.dispose();
+    this.step = step;
+    const own = (ts: tf.Tensor[]) => ts.map((t) => { const x = tf.variable(t, false); t.dispose(); return x; });
+    this.m = m ? own(m) : null;
+    this.v = v ? own(v) : null;
+  }
+
   /** Frees the moments. */
   dispose(): void {
     tf.dispose(this.m ?? []);

@@ -43,7 +43,7 @@ export interface ExportOptions {
  * Checks that `outDir` can receive an export (absent, or an empty directory) and is not inside
  * one of `inputDirs` (the model, tokenizer or data directories).
  */
-export function checkOutDir(outDir: string, inputDirs: string[] = []): void {
+export function checkOutDir(outDir: string, inputDirs: string[] = [], opts: { allowCheckpoints?: boolean } = {}): void {
   const real = (p: string) => {
     try {
       return fs.realpathSync(p);
@@ -59,7 +59,7 @@ export function checkOutDir(outDir: string, inputDirs: string[] = []): void {
   }
   if (!fs.existsSync(outDir)) return;
   if (!fs.statSync(outDir).isDirectory()) throw new FileInputError(`--out: ${outDir} exists and is not a directory`);
-  if (fs.readdirSync(outDir).length) throw new FileInputError(`--out: ${outDir} is not empty; choose a new directory (nothing is overwritten)`);
+  if (fs.readdirSync(outDir).some((f) => !(opts.allowCheckpoints && /^checkpoint-\d+$/.test(f)))) throw new FileInputError(`--out: ${outDir} is not empty; choose a new directory (nothing is overwritten)`);
 }
 
 /**
@@ -67,8 +67,8 @@ export function checkOutDir(outDir: string, inputDirs: string[] = []): void {
  * `.<name>.partial-XXXXXX`, tracked: removed on error, SIGINT/SIGTERM and exit). Called before
  * training, so an unusable `--out` fails first, naming the flag. Parents are created.
  */
-export function prepareExportDir(outDir: string, inputDirs: string[] = []): string {
-  checkOutDir(outDir, inputDirs);
+export function prepareExportDir(outDir: string, inputDirs: string[] = [], opts: { allowCheckpoints?: boolean } = {}): string {
+  checkOutDir(outDir, inputDirs, opts);
   const parent = path.dirname(path.resolve(outDir));
   try {
     fs.mkdirSync(parent, { recursive: true });
@@ -105,9 +105,9 @@ export function checkpointTensors(model: Module, keymap: KeyMap, source: Checkpo
  * Returns the path of the weights file.
  */
 export function exportCheckpoint(model: Module, keymap: KeyMap, sourceDir: string, outDir: string, opts: ExportOptions = {}): string {
-  const tmp = opts.stagingDir ?? prepareExportDir(outDir);
+  const tmp = opts.stagingDir ?? prepareExportDir(outDir, [], { allowCheckpoints: true });
   try {
-    checkOutDir(outDir);
+    checkOutDir(outDir, [], { allowCheckpoints: true });
     for (const f of fs.readdirSync(sourceDir)) {
       const src = path.join(sourceDir, f);
       if (fs.statSync(src).isFile() && copied(f)) fs.copyFileSync(src, path.join(tmp, f));
@@ -128,12 +128,18 @@ export function exportCheckpoint(model: Module, keymap: KeyMap, sourceDir: strin
       source.close();
     }
     writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt', ...opts.metadata });
-    if (fs.existsSync(outDir)) {
-      // an existing empty directory: keep its permissions (the staging one has the umask's)
-      fs.chmodSync(tmp, fs.statSync(outDir).mode & 0o7777);
-      fs.rmdirSync(outDir);
+    if (fs.existsSync(outDir) && fs.readdirSync(outDir).length) {
+      // only checkpoint-N directories there (checked above): the files go beside them
+      for (const f of fs.readdirSync(tmp)) fs.renameSync(path.join(tmp, f), path.join(outDir, f));
+      fs.rmdirSync(tmp);
+    } else {
+      if (fs.existsSync(outDir)) {
+        // an existing empty directory: keep its permissions (the staging one has the umask's)
+        fs.chmodSync(tmp, fs.statSync(outDir).mode & 0o7777);
+        fs.rmdirSync(outDir);
+      }
+      fs.renameSync(tmp, outDir);
     }
-    fs.renameSync(tmp, outDir);
     untrackTemp(tmp);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });

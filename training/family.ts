@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module } from '../layers/module';
 import { KeyMap } from '../weights/keymap';
+import { RawSample } from './data';
 import { ExportOptions } from './export';
 
 /** Work done outside the tape for one batch; disposed after the step. */
@@ -19,7 +20,7 @@ export interface TrainDataset<E> {
 }
 
 export interface TrainFamily<E = unknown, B = unknown> {
-  readonly family: 'minicpmv' | 'videollama2';
+  readonly family: string;
   readonly model: Module;
   readonly keymap: KeyMap;
   /** The checkpoint directory the model was loaded from. */
@@ -32,6 +33,8 @@ export interface TrainFamily<E = unknown, B = unknown> {
   checkTune(prefixes: readonly string[]): void;
   /** The dataset over the training samples, when data was given. */
   readonly data: TrainDataset<E> | null;
+  /** A dataset over other samples (e.g. --eval-data), built like `data` (same tokenizer, processor and options). */
+  datasetFor(samples: readonly RawSample[]): TrainDataset<E>;
   collate(examples: readonly E[]): B;
   /** Outside the tape. */
   prepare(batch: B): Prepared;

@@ -26,6 +26,7 @@ import { GenerationOptions } from '../../generation';
 import { loadImage } from '../../media/image';
 import { RgbImage } from '../../media/types';
 import { Tokenizer, loadTokenizer } from '../../tokenizers';
+import { MINICPMV_KEYMAP } from './keymap';
 import { MiniCPMV, MiniCPMVInputs } from './modeling';
 import { MiniCPMVImageInputs, MiniCPMVImageProcessor } from './processing';
 import { loadMiniCpmvVideoFrames } from './video';
@@ -188,6 +189,11 @@ export class MiniCPMVChat extends ChatPipeline<MiniCPMVPrepared, MiniCPMVChatOpt
   /** eos = `<|im_end|>`, `<|endoftext|>`; pad 0. */
   stopIds(): { eosTokenId: number[]; padTokenId: number } {
     return { eosTokenId: TERMINATORS.map((t) => this.tokenizer.tokenToId(t)).filter((v): v is number => v !== undefined), padTokenId: 0 };
+  }
+
+  /** The checkpoint key map (adapters, export). */
+  get keymap() {
+    return MINICPMV_KEYMAP;
   }
 
   get llm() {

@@ -39,12 +39,17 @@ export class MiniCPMVTrainFamily implements TrainFamily<MiniCPMVTrainExample, Mi
   readonly maxLength: number;
   readonly tokenizerDir?: string;
 
+  private readonly dataOpts: ConstructorParameters<typeof MiniCPMVFinetuneData>[3];
+
   constructor(readonly model: MiniCPMV, readonly tokenizer: Tokenizer, readonly dir: string, opts: MiniCPMVFamilyOptions = {}) {
     this.maxLength = opts.maxLength ?? 2048;
     this.tokenizerDir = opts.tokenizerDir;
-    this.data = opts.samples ? new MiniCPMVFinetuneData(opts.samples, tokenizer, model.config, {
-      dataRoot: opts.dataRoot ?? '.', maxSliceNums: opts.maxSliceNums, maxLength: this.maxLength,
-    }) : null;
+    this.dataOpts = { dataRoot: opts.dataRoot ?? '.', maxSliceNums: opts.maxSliceNums, maxLength: this.maxLength };
+    this.data = opts.samples ? this.datasetFor(opts.samples) : null;
+  }
+
+  datasetFor(samples: readonly RawSample[]): MiniCPMVFinetuneData {
+    return new MiniCPMVFinetuneData(samples, this.tokenizer, this.model.config, this.dataOpts);
   }
 
   static load(dir: string, opts: MiniCPMVFamilyOptions = {}): MiniCPMVTrainFamily {

@@ -19,6 +19,7 @@
  *
  * Shape letters: B images, C channels, P patch size, N = maxL patches per image (padded), E hidden.
  */
+import { checkpointLayer } from '../../layers/checkpointing';
 import * as tf from '@tensorflow/tfjs';
 import { FLOAT32_MIN } from '../../layers/attention';
 import { Tap } from '../../layers/decoder';
@@ -245,7 +246,7 @@ export class SiglipNavitVisionTransformer extends Module {
         mask = tf.tensor4d(m, [B, 1, 1, N]);
       }
       this.encoder.layers.forEach((layer, i) => {
-        const next = layer.forward(h, mask);
+        const next = checkpointLayer(layer, (t: tf.Tensor3D, [mk]) => layer.forward(t, mk) as tf.Tensor3D, h, [mask]);
         if (!tap) h.dispose(); // keep peak memory at ~2 activations (taps may still read h)
         h = next;
         if (i === 0) tap?.('vpm.layer0', h);

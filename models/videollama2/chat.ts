@@ -164,6 +164,11 @@ export class VideoLLaMA2Chat extends ChatPipeline<VideoLLaMA2Prepared, VideoLLaM
     return { eosTokenId: this.eosIds, padTokenId: this.tokenizer.eosTokenId };
   }
 
+  /** The checkpoint key map (adapters, export). */
+  get keymap() {
+    return this.model.keyMap();
+  }
+
   get llm() {
     return this.model.llm;
   }

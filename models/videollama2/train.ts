@@ -55,14 +55,18 @@ export class VideoLLaMA2TrainFamily implements TrainFamily<VideoLLaMA2TrainExamp
   readonly padTokenId: number;
   readonly maxLength: number;
   readonly tokenizerDir?: string;
+  private readonly dataOpts: ConstructorParameters<typeof VideoLLaMA2TrainData>[4];
+
+  datasetFor(samples: readonly RawSample[]): VideoLLaMA2TrainData {
+    return new VideoLLaMA2TrainData(samples, this.tokenizer, this.processor, this.model.config, this.dataOpts);
+  }
 
   constructor(readonly model: VideoLLaMA2, readonly tokenizer: Tokenizer, readonly processor: TowerImageProcessor,
     readonly dir: string, readonly towerDir: string, opts: VideoLLaMA2FamilyOptions = {}) {
     this.maxLength = opts.maxLength ?? 2048;
     this.tokenizerDir = opts.tokenizerDir;
-    this.data = opts.samples ? new VideoLLaMA2TrainData(opts.samples, tokenizer, processor, model.config, {
-      dataRoot: opts.dataRoot ?? '.', numFrames: opts.numFrames, aspectRatio: opts.aspectRatio, maxLength: this.maxLength, plain: opts.plain,
-    }) : null;
+    this.dataOpts = { dataRoot: opts.dataRoot ?? '.', numFrames: opts.numFrames, aspectRatio: opts.aspectRatio, maxLength: this.maxLength, plain: opts.plain };
+    this.data = opts.samples ? this.datasetFor(opts.samples) : null;
     const pad = tokenizer.padTokenId ?? tokenizer.unkTokenId;
     if (pad === undefined) throw new Error('the tokenizer has neither a pad nor an unk token (train.py pads with pad_token := unk_token)');
     this.padTokenId = pad;
