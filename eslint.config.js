@@ -4,7 +4,7 @@
 const tseslint = require('typescript-eslint');
 
 module.exports = tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'test/fixtures/**/*.js', 'native/**/build/**', 'server/static/**', 'eslint.config.js', '.dependency-cruiser.cjs', 'jest.config.js'] },
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'test/fixtures/**/*.js', 'native/**/build/**', 'server/static/**', 'bench/llamacpp/**', 'eslint.config.js', '.dependency-cruiser.cjs', 'jest.config.js'] },
   ...tseslint.configs.recommended,
   {
     rules: {

@@ -93,7 +93,7 @@ export async function benchModel(chat: ChatModel, opts: ModelBenchOptions = {}):
         ids.dispose();
         const logits = g.forwardLast(e, cache);
         e.dispose();
-        const am = tf.argMax(logits.reshape([-1]));
+        const am = tf.tidy(() => tf.argMax(logits.reshape([-1])));
         token = (await am.data())[0];
         am.dispose();
         logits.dispose();

@@ -11,7 +11,67 @@ import fs from 'node:fs';
 import { backendInfo, describeBackend, initBackend } from '../layers/backend';
 import { allCases, findCase } from '../bench';
 import { BenchCaseResult, runCase } from '../bench/runner';
-import { Command, UsageError, flag, num, strList } from './cli';
+import { Command, ParsedOptions, UsageError, flag, num, str, strList } from './cli';
+import { benchModel, peakRssMb } from '../bench/model';
+import { loadChatModel } from '../models/registry';
+import { parseQuantize } from '../weights/native_plan';
+
+/** llama.cpp on a GGUF, through bench/llamacpp (installed on demand with `npm --prefix bench/llamacpp install`). */
+function runLlamaCpp(gguf: string, threads: number): Record<string, unknown> | { error: string } {
+  const dir = [path.join(__dirname, '..', 'bench', 'llamacpp'), path.join(__dirname, '..', '..', 'bench', 'llamacpp')].find((d) => fs.existsSync(path.join(d, 'run.mjs')));
+  if (!dir) return { error: 'bench/llamacpp/run.mjs not found' };
+  if (!fs.existsSync(path.join(dir, 'node_modules', 'node-llama-cpp'))) return { error: `node-llama-cpp is not installed: run npm --prefix ${dir} install` };
+  const r = spawnSync(process.execPath, [path.join(dir, 'run.mjs'), gguf, '--threads', String(threads)], { encoding: 'utf8', maxBuffer: 1 << 24, timeout: 3600_000 });
+  const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(last);
+  } catch {
+    return { error: `llama.cpp run failed (exit ${r.status}): ${(r.stderr || r.stdout || '').trim().split('\n').slice(-3).join(' | ')}` };
+  }
+}
+
+/** `vlm bench --model DIR`: the whole model, optionally side by side with llama.cpp. */
+async function benchWholeModel(dir: string, opts: ParsedOptions): Promise<number> {
+  const json = flag(opts, 'json');
+  const log = (s: string) => { if (!json) process.stdout.write(s); };
+  const quantize = str(opts, 'quantize');
+  if (quantize !== undefined) {
+    try { parseQuantize(quantize); } catch (e) { throw new UsageError((e as Error).message); }
+  }
+  const repeats = num(opts, 'repeats', { int: true, min: 1 }) ?? 3;
+  const info = backendInfo() ?? (await initBackend());
+  const threads = Number(process.env.VLM_THREADS ?? os.cpus().length);
+  log(`${describeBackend(info)}\nmachine: ${os.cpus()[0]?.model ?? 'unknown'} × ${os.cpus().length}, node ${process.version}, native threads ${threads}\n`);
+  const t0 = performance.now();
+  const chat = await loadChatModel(dir, { quantize, visionTowerDir: str(opts, 'vision-tower'), log: json ? undefined : (m) => log(`${m}\n`) });
+  const loadMs = performance.now() - t0;
+  let cases;
+  try {
+    cases = await benchModel(chat, { repeats, log: json ? undefined : (m) => log(`  ${m}\n`) });
+  } finally {
+    chat.dispose();
+  }
+  const out: Record<string, unknown> = {
+    model: path.resolve(dir), storage: quantize ?? 'default', threads, backend: info.backend, load_ms: Math.round(loadMs),
+    peak_rss_mb: peakRssMb(), cases: cases.map((c) => ({ name: c.name, ms: Math.round(c.ms * 10) / 10, tokens_per_s: c.tokens_per_s === null ? null : Math.round(c.tokens_per_s * 100) / 100 })),
+  };
+  log(`\n${'case'.padEnd(16)} ${'ms'.padStart(10)} ${'tokens/s'.padStart(10)}\n`);
+  for (const c of out.cases as { name: string; ms: number; tokens_per_s: number | null }[]) log(`${c.name.padEnd(16)} ${c.ms.toFixed(1).padStart(10)} ${(c.tokens_per_s ?? NaN).toFixed(2).padStart(10)}\n`);
+  log(`peak RSS ${out.peak_rss_mb} MB, load ${out.load_ms} ms\n`);
+  const gguf = str(opts, 'llamacpp');
+  if (gguf) {
+    const l = runLlamaCpp(gguf, threads);
+    out.llamacpp = l;
+    if ('error' in l) log(`\nllama.cpp: ${l.error}\n`);
+    else {
+      const ours = (n: string) => (out.cases as { name: string; tokens_per_s: number | null }[]).find((c) => c.name === n)?.tokens_per_s ?? NaN;
+      log(`\nllama.cpp ${l.llamaCpp} (${path.basename(gguf)}), ${l.threads} threads: prefill512 ${(l.prefillTokPerS as number).toFixed(2)} tok/s, decode64@1024 ${(l.decodeTokPerS as number).toFixed(2)} tok/s, peak RSS ${Math.round((l.mem as Record<string, number>).VmHWM)} MB\n`);
+      log(`ours / llama.cpp: prefill ${(ours('prefill512') / (l.prefillTokPerS as number)).toFixed(2)}×, decode ${(ours('decode64@1024') / (l.decodeTokPerS as number)).toFixed(2)}×\n`);
+    }
+  }
+  if (json) process.stdout.write(JSON.stringify(out) + '\n');
+  return 0;
+}
 
 interface TorchResult { name: string; ms: number }
 
@@ -44,7 +104,7 @@ function runChild(name: string, repeats: number, backend: string): BenchCaseResu
 export const command: Command = {
   name: 'bench',
   summary: 'Time layers, heads and preprocessing at real model dimensions (random weights).',
-  usage: '[--case NAME ...] [--repeats N] [--json] [--list] [--torch]',
+  usage: '[--case NAME ...] [--repeats N] [--json] [--list] [--torch] | --model DIR [--quantize Q] [--llamacpp FILE.gguf] [--json]',
   options: {
     case: { type: 'string', multiple: true, arg: 'NAME', help: 'run only this case' },
     repeats: { type: 'string', arg: 'N', help: 'timed runs per case (median reported)', default: '5' },
@@ -52,8 +112,14 @@ export const command: Command = {
     list: { type: 'boolean', help: 'list the cases and exit' },
     torch: { type: 'boolean', help: 'also run the cases in PyTorch float32 eager (python3 + torch) and print the ratios' },
     'in-process': { type: 'boolean', help: 'run every case in this process (default: one fresh process per case, so peak_mb is per case)' },
+    model: { type: 'string', arg: 'DIR', help: 'benchmark a whole model: prefill512, decode64@1024, vision448 (see bench/model.ts)' },
+    quantize: { type: 'string', arg: 'Q', help: 'with --model: weight storage f32 | stored | f16 | bf16 | q8_0 | q4_0' },
+    'vision-tower': { type: 'string', arg: 'DIR', help: 'with --model: VideoLLaMA 2 vision tower directory' },
+    llamacpp: { type: 'string', arg: 'FILE.gguf', help: 'with --model: also time llama.cpp (bench/llamacpp, node-llama-cpp 3.21.1) on this GGUF in the same run, same threads' },
   },
   async run(opts) {
+    const modelDir = str(opts, 'model');
+    if (modelDir !== undefined) return benchWholeModel(modelDir, opts);
     if (flag(opts, 'list')) {
       for (const c of allCases()) process.stdout.write(`${c.name.padEnd(28)} ${c.description}\n`);
       return 0;
