@@ -142,11 +142,25 @@ static float SFX(dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb) {
   int64_t b = 0;
   float s = 0.f;
 #if defined(__AVX2__)
+  /* nibbles stay unsigned (0..15) for maddubs(u8, s8); the -8 offset is removed with the
+     precomputed block sum of x: sum (q-8)x = sum qx - 8 sum x (8 lanes: subtract s per lane) */
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   for (; b + 2 <= nb; b += 2) {
     const uint8_t *w0 = w + b * Q4_0_BYTES, *w1 = w0 + Q4_0_BYTES;
-    __m256i p0 = SFX(dot_i8)(SFX(unpack_q4)(w0 + 2), _mm256_loadu_si256((const __m256i *)x[b].qs));
-    __m256i p1 = SFX(dot_i8)(SFX(unpack_q4)(w1 + 2), _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
+    const __m128i t0 = _mm_loadu_si128((const __m128i *)(w0 + 2)), t1 = _mm_loadu_si128((const __m128i *)(w1 + 2));
+    const __m256i q0 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t0, 4), t0), m4);
+    const __m256i q1 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t1, 4), t1), m4);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    __m256i p0 = _mm256_dpbusd_epi32(_mm256_set1_epi32(-x[b].s), q0, _mm256_loadu_si256((const __m256i *)x[b].qs));
+    __m256i p1 = _mm256_dpbusd_epi32(_mm256_set1_epi32(-x[b + 1].s), q1, _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
+#else
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256i p0 = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)x[b].qs)), one),
+                                  _mm256_set1_epi32(x[b].s));
+    __m256i p1 = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)x[b + 1].qs)), one),
+                                  _mm256_set1_epi32(x[b + 1].s));
+#endif
     a0 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
     a1 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
   }

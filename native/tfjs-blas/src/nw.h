@@ -14,8 +14,9 @@ enum { NW_F32 = 0, NW_F16 = 1, NW_BF16 = 2, NW_Q8_0 = 3, NW_Q4_0 = 4, NW_NTYPES 
 #define Q8_0_BYTES 34 /* { uint16 d (fp16); int8 qs[32] } */
 #define Q4_0_BYTES 18 /* { uint16 d (fp16); uint8 qs[16] }: low nibble = j, high nibble = j+16 */
 
-/* Activations quantized for the int8 dot products (internal format, not GGML's: d kept in f32). */
-typedef struct { float d; int8_t qs[QK]; } xq8_t;
+/* Activations quantized for the int8 dot products (internal format, not GGML's: d kept in f32;
+   s = sum of qs, so q4_0 can multiply its unsigned nibbles directly: sum (q-8)x = sum qx - 8s). */
+typedef struct { float d; int32_t s; int8_t qs[QK]; } xq8_t;
 
 extern float nw_f16_table[65536];
 static inline float nw_f16_to_f32(uint16_t h) { return nw_f16_table[h]; }

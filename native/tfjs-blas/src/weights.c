@@ -133,7 +133,17 @@ static void quant_row_xq8(const float *x, xq8_t *y, int64_t n) {
     for (int j = 0; j < QK; j++) amax = NW_MAX(amax, fabsf(x[j]));
     const float d = amax / 127.f, id = d ? 1.0f / d : 0.0f;
     y[b].d = d;
-    for (int j = 0; j < QK; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
+    int32_t sum = 0;
+    for (int j = 0; j < QK; j++) {
+      /* roundf (ties away from zero) without the libm call: v - (int)v is exact for |v| <= 127 */
+      const float v = x[j] * id;
+      int q = (int)v;
+      const float f = v - (float)q;
+      q += (f >= 0.5f) - (f <= -0.5f);
+      y[b].qs[j] = (int8_t)q;
+      sum += q;
+    }
+    y[b].s = sum;
   }
 }
 
@@ -438,7 +448,7 @@ static nw_weight *new_owned(napi_env env, int type, int64_t rows, int64_t cols) 
 /* jobs                                                                                         */
 /* ------------------------------------------------------------------------------------------- */
 
-static int g_mv_max = 4; /* matmul uses the matrix-vector path for M <= g_mv_max (setMvMax / TFJS_BLAS_MV_MAX) */
+static int g_mv_max = 8; /* matmul uses the matrix-vector path for M <= g_mv_max (setMvMax / TFJS_BLAS_MV_MAX) */
 
 typedef struct {
   const nw_weight *w;
