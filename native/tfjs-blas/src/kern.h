@@ -178,6 +178,110 @@ static float SFX(dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb) {
   return s;
 }
 
+/*
+ * Several activation rows at once (decode with 2 <= M <= mvMax): each weight block is loaded and
+ * converted once and used for MM <= 4 rows of x, res[m] = dot(w, x_m). x rows are contiguous
+ * (stride n floats / nb blocks). The MM-specialised bodies keep the accumulators in registers.
+ */
+#if defined(__AVX2__)
+#define NW_INLINE static inline __attribute__((always_inline))
+NW_INLINE __m256 SFX(ldw8)(int type, const uint8_t *w, int64_t i) {
+  if (type == NW_F32) return _mm256_loadu_ps((const float *)w + i);
+  if (type == NW_F16) return SFX(ld_f16x8)((const uint16_t *)w + i);
+  return SFX(ld_bf16x8)((const uint16_t *)w + i);
+}
+NW_INLINE void SFX(dotm_f_body)(int type, const uint8_t *w, const float *x, int64_t n, const int MM, float *res) {
+  __m256 a0[4], a1[4];
+  for (int m = 0; m < MM; m++) { a0[m] = _mm256_setzero_ps(); a1[m] = _mm256_setzero_ps(); }
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 w0 = SFX(ldw8)(type, w, i), w1 = SFX(ldw8)(type, w, i + 8);
+    for (int m = 0; m < MM; m++) {
+      a0[m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + m * n + i), a0[m]);
+      a1[m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + m * n + i + 8), a1[m]);
+    }
+  }
+  for (int m = 0; m < MM; m++) res[m] = SFX(hsum8)(_mm256_add_ps(a0[m], a1[m]));
+  for (; i < n; i++) {
+    float wv;
+    if (type == NW_F32) memcpy(&wv, w + 4 * i, 4);
+    else if (type == NW_F16) wv = nw_f16_to_f32(nw_ld16(w + 2 * i));
+    else wv = nw_bf16_to_f32(nw_ld16(w + 2 * i));
+    for (int m = 0; m < MM; m++) res[m] += wv * x[m * n + i];
+  }
+}
+NW_INLINE void SFX(dotm_q_body)(int type, const uint8_t *w, const xq8_t *x, int64_t nb, const int MM, float *res) {
+  __m256 acc[4];
+  for (int m = 0; m < MM; m++) acc[m] = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i one = _mm256_set1_epi16(1);
+  (void)one;
+  for (int64_t b = 0; b < nb; b++) {
+    if (type == NW_Q4_0) {
+      const uint8_t *wb = w + b * Q4_0_BYTES;
+      const __m128i t = _mm_loadu_si128((const __m128i *)(wb + 2));
+      const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
+      const float dw = nw_f16_to_f32(nw_ld16(wb));
+      for (int m = 0; m < MM; m++) {
+        const xq8_t *xb = x + m * nb + b;
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        const __m256i p = _mm256_dpbusd_epi32(_mm256_set1_epi32(-xb->s), q, _mm256_loadu_si256((const __m256i *)xb->qs));
+#else
+        const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xb->qs)), one),
+                                           _mm256_set1_epi32(xb->s));
+#endif
+        acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(p), acc[m]);
+      }
+    } else {
+      const uint8_t *wb = w + b * Q8_0_BYTES;
+      const __m256i q = _mm256_loadu_si256((const __m256i *)(wb + 2));
+      const __m256i aw = _mm256_sign_epi8(q, q);
+      const float dw = nw_f16_to_f32(nw_ld16(wb));
+      for (int m = 0; m < MM; m++) {
+        const xq8_t *xb = x + m * nb + b;
+        const __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), q);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx);
+#else
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), one);
+#endif
+        acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(p), acc[m]);
+      }
+    }
+  }
+  for (int m = 0; m < MM; m++) res[m] = SFX(hsum8)(acc[m]);
+}
+#endif
+
+/* res[m] = dot(row w, x_m) for m < MM (1..4); x: f32 rows (n floats apart) or xq8 rows (n/32 blocks apart) */
+static void SFX(dotm)(int type, const uint8_t *w, const float *x, const xq8_t *xq, int64_t n, int MM, float *res) {
+#if defined(__AVX2__)
+  if (type == NW_Q8_0 || type == NW_Q4_0) {
+    switch (MM) {
+      case 1: SFX(dotm_q_body)(type, w, xq, n / QK, 1, res); return;
+      case 2: SFX(dotm_q_body)(type, w, xq, n / QK, 2, res); return;
+      case 3: SFX(dotm_q_body)(type, w, xq, n / QK, 3, res); return;
+      default: SFX(dotm_q_body)(type, w, xq, n / QK, 4, res); return;
+    }
+  }
+  switch (MM) {
+    case 1: SFX(dotm_f_body)(type, w, x, n, 1, res); return;
+    case 2: SFX(dotm_f_body)(type, w, x, n, 2, res); return;
+    case 3: SFX(dotm_f_body)(type, w, x, n, 3, res); return;
+    default: SFX(dotm_f_body)(type, w, x, n, 4, res); return;
+  }
+#else
+  for (int m = 0; m < MM; m++)
+    switch (type) {
+      case NW_F32: res[m] = SFX(dot_f32)((const float *)w, x + m * n, n); break;
+      case NW_F16: res[m] = SFX(dot_f16)((const uint16_t *)w, x + m * n, n); break;
+      case NW_BF16: res[m] = SFX(dot_bf16)((const uint16_t *)w, x + m * n, n); break;
+      case NW_Q8_0: res[m] = SFX(dot_q8)(w, xq + m * (n / QK), n / QK); break;
+      default: res[m] = SFX(dot_q4)(w, xq + m * (n / QK), n / QK); break;
+    }
+#endif
+}
+
 static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n) {
   int64_t i = 0;
   switch (type) {
@@ -283,5 +387,5 @@ static void SFX(sgemm_nt)(int64_t M, int64_t N, int64_t K, const float *A, int64
 }
 
 const nw_kernels_t SFX(nw_kernels) = {
-  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy),
+  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy),
 };

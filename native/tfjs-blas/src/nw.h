@@ -32,6 +32,8 @@ typedef struct {
   /* dot of one quantized row (nb blocks) with activations quantized to xq8_t */
   float (*dot_q8)(const uint8_t *w, const xq8_t *x, int64_t nb);
   float (*dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb);
+  /* res[m] = dot(row, x_m) for m < MM <= 4, the row converted once (decode with M > 1) */
+  void (*dotm)(int type, const uint8_t *w, const float *x, const xq8_t *xq, int64_t n, int MM, float *res);
   /* one row of any storage type to f32 */
   void (*dequant_row)(int type, const uint8_t *src, float *dst, int64_t n);
   /* C[M,N] = A[M,K] . B[N,K]^T + beta*C (row-major; the no-OpenBLAS panel path) */

@@ -472,16 +472,23 @@ static void job_matvec(void *vc, int tid, int nth) {
     for (int64_t r = r0; r < r1; r++) {
       const uint8_t *wr = w->data + (size_t)r * w->rbytes;
       const float b = c->bias ? c->bias[r] : 0.f;
-      for (int64_t m = 0; m < c->M; m++) {
+      if (c->M == 1) {
         float s;
         switch (w->type) {
-          case NW_F32: s = k->dot_f32((const float *)wr, c->x + m * cols, cols); break;
-          case NW_F16: s = k->dot_f16((const uint16_t *)wr, c->x + m * cols, cols); break;
-          case NW_BF16: s = k->dot_bf16((const uint16_t *)wr, c->x + m * cols, cols); break;
-          case NW_Q8_0: s = k->dot_q8(wr, c->xq + m * nb, nb); break;
-          default: s = k->dot_q4(wr, c->xq + m * nb, nb); break;
+          case NW_F32: s = k->dot_f32((const float *)wr, c->x, cols); break;
+          case NW_F16: s = k->dot_f16((const uint16_t *)wr, c->x, cols); break;
+          case NW_BF16: s = k->dot_bf16((const uint16_t *)wr, c->x, cols); break;
+          case NW_Q8_0: s = k->dot_q8(wr, c->xq, nb); break;
+          default: s = k->dot_q4(wr, c->xq, nb); break;
         }
-        c->out[m * rows + r] = s + b;
+        c->out[r] = s + b;
+        continue;
+      }
+      for (int64_t m0 = 0; m0 < c->M; m0 += 4) {
+        const int MM = (int)NW_MIN(4, c->M - m0);
+        float res[4];
+        k->dotm(w->type, wr, c->x + m0 * cols, c->xq ? c->xq + m0 * nb : NULL, cols, MM, res);
+        for (int m = 0; m < MM; m++) c->out[(m0 + m) * rows + r] = res[m] + b;
       }
     }
   }
@@ -618,6 +625,7 @@ static napi_value MapFile(napi_env env, napi_callback_info info) {
   char path[4096]; size_t n = 0;
   if (napi_get_value_string_utf8(env, a[0], path, sizeof path, &n) != napi_ok || n == 0)
     TYPE_ERR("tfjs-blas mapFile: path must be a non-empty string");
+  if (n >= sizeof path - 1) RANGE_ERR("tfjs-blas mapFile: path is too long (%zu bytes or more)", n);
   const int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) RANGE_ERR("tfjs-blas mapFile: cannot open '%s': %s", path, strerror(errno));
   struct stat st;
