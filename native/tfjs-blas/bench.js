@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 // Benchmark of the native-weight kernels (Qwen2-7B shapes). Prints ms, weight GB/s (decode) and
 // GFLOP/s (prefill) per storage type and thread count.
-//   node bench.js [--head] [--threads 1,2] [--types f32,f16,bf16,q8_0,q4_0] [--crossover] [--no-prefill]
+//   node bench.js [--head | --shapes up,down,head] [--threads 1,2] [--types f32,f16,bf16,q8_0,q4_0]
+//                 [--crossover] [--no-prefill]
 'use strict';
 const b = require('./index.js');
 const argv = process.argv.slice(2);
 const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
 const threads = opt('--threads', '1,2').split(',').map(Number);
 const types = opt('--types', 'f32,f16,bf16,q8_0,q4_0').split(',');
-const shapes = [[18944, 3584, 'up/gate 3584->18944'], [3584, 18944, 'down 18944->3584']];
-if (argv.includes('--head')) shapes.push([152064, 3584, 'lm_head 3584->152064']);
+const allShapes = { up: [18944, 3584, 'up/gate 3584->18944'], down: [3584, 18944, 'down 18944->3584'], head: [152064, 3584, 'lm_head 3584->152064'] };
+const shapes = opt('--shapes', argv.includes('--head') ? 'up,down,head' : 'up,down').split(',').map((k) => allShapes[k]);
 
 function rnd(n) { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = (Math.random() - 0.5) * 0.1; return a; }
 // median wall ms per call; lastCpu = process CPU ms per call (all threads, incl. spin-waits): on a

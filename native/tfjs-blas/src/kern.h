@@ -9,6 +9,14 @@
 #include <immintrin.h>
 #endif
 
+/* block scales: F16C in registers where available (a 256 KB table lookup misses cache while
+   weights stream through it), the table otherwise */
+#if defined(__F16C__)
+#define NW_H2F(h) _cvtsh_ss(h)
+#else
+#define NW_H2F(h) nw_f16_to_f32(h)
+#endif
+
 #if defined(__AVX2__)
 static inline float SFX(hsum8)(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -124,8 +132,8 @@ static float SFX(dot_q8)(const uint8_t *w, const xq8_t *x, int64_t nb) {
     const uint8_t *w0 = w + b * Q8_0_BYTES, *w1 = w0 + Q8_0_BYTES;
     __m256i p0 = SFX(dot_i8)(_mm256_loadu_si256((const __m256i *)(w0 + 2)), _mm256_loadu_si256((const __m256i *)x[b].qs));
     __m256i p1 = SFX(dot_i8)(_mm256_loadu_si256((const __m256i *)(w1 + 2)), _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
-    a0 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
-    a1 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
   }
   s = SFX(hsum8)(_mm256_add_ps(a0, a1));
 #endif
@@ -133,7 +141,7 @@ static float SFX(dot_q8)(const uint8_t *w, const xq8_t *x, int64_t nb) {
     const uint8_t *wb = w + b * Q8_0_BYTES;
     int32_t acc = 0;
     for (int j = 0; j < QK; j++) acc += (int32_t)(int8_t)wb[2 + j] * x[b].qs[j];
-    s += nw_f16_to_f32(nw_ld16(wb)) * x[b].d * (float)acc;
+    s += NW_H2F(nw_ld16(wb)) * x[b].d * (float)acc;
   }
   return s;
 }
@@ -161,8 +169,8 @@ static float SFX(dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb) {
     __m256i p1 = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)x[b + 1].qs)), one),
                                   _mm256_set1_epi32(x[b + 1].s));
 #endif
-    a0 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
-    a1 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
   }
   s = SFX(hsum8)(_mm256_add_ps(a0, a1));
 #endif
@@ -173,7 +181,7 @@ static float SFX(dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb) {
       acc += ((int32_t)(wb[2 + j] & 0x0F) - 8) * x[b].qs[j];
       acc += ((int32_t)(wb[2 + j] >> 4) - 8) * x[b].qs[j + QK / 2];
     }
-    s += nw_f16_to_f32(nw_ld16(wb)) * x[b].d * (float)acc;
+    s += NW_H2F(nw_ld16(wb)) * x[b].d * (float)acc;
   }
   return s;
 }
@@ -221,7 +229,7 @@ NW_INLINE void SFX(dotm_q_body)(int type, const uint8_t *w, const xq8_t *x, int6
       const uint8_t *wb = w + b * Q4_0_BYTES;
       const __m128i t = _mm_loadu_si128((const __m128i *)(wb + 2));
       const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
-      const float dw = nw_f16_to_f32(nw_ld16(wb));
+      const float dw = NW_H2F(nw_ld16(wb));
       for (int m = 0; m < MM; m++) {
         const xq8_t *xb = x + m * nb + b;
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -236,7 +244,7 @@ NW_INLINE void SFX(dotm_q_body)(int type, const uint8_t *w, const xq8_t *x, int6
       const uint8_t *wb = w + b * Q8_0_BYTES;
       const __m256i q = _mm256_loadu_si256((const __m256i *)(wb + 2));
       const __m256i aw = _mm256_sign_epi8(q, q);
-      const float dw = nw_f16_to_f32(nw_ld16(wb));
+      const float dw = NW_H2F(nw_ld16(wb));
       for (int m = 0; m < MM; m++) {
         const xq8_t *xb = x + m * nb + b;
         const __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), q);
@@ -301,7 +309,7 @@ static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n
     case NW_Q8_0:
       for (int64_t b = 0; b < n / QK; b++) {
         const uint8_t *wb = src + b * Q8_0_BYTES;
-        const float d = nw_f16_to_f32(nw_ld16(wb));
+        const float d = NW_H2F(nw_ld16(wb));
         float *o = dst + b * QK;
 #if defined(__AVX2__)
         const __m256 vd = _mm256_set1_ps(d);
@@ -317,7 +325,7 @@ static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n
     case NW_Q4_0:
       for (int64_t b = 0; b < n / QK; b++) {
         const uint8_t *wb = src + b * Q4_0_BYTES;
-        const float d = nw_f16_to_f32(nw_ld16(wb));
+        const float d = NW_H2F(nw_ld16(wb));
         float *o = dst + b * QK;
 #if defined(__AVX2__)
         const __m256 vd = _mm256_set1_ps(d);
