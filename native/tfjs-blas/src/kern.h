@@ -67,6 +67,14 @@ static float SFX(dot_f32)(const float *w, const float *x, int64_t n) {
   for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
   s = SFX(hsum8)(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
+#if !defined(__AVX2__) && !defined(__AVX512F__)
+  { /* 8 independent sums: the compiler can vectorize this (SSE2) without -ffast-math */
+    float a[8] = {0};
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; j++) { float wv; memcpy(&wv, w + i + j, 4); a[j] += wv * x[i + j]; }
+    s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  }
+#endif
   for (; i < n; i++) { float wv; memcpy(&wv, w + i, 4); s += wv * x[i]; }
   return s;
 }
@@ -91,6 +99,14 @@ static float SFX(dot_f16)(const uint16_t *w, const float *x, int64_t n) {
   }
   for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(SFX(ld_f16x8)(w + i), _mm256_loadu_ps(x + i), a0);
   s = SFX(hsum8)(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+#if !defined(__AVX2__) && !defined(__AVX512F__)
+  {
+    float a[8] = {0};
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; j++) a[j] += nw_f16_to_f32(nw_ld16((const uint8_t *)(w + i + j))) * x[i + j];
+    s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  }
 #endif
   for (; i < n; i++) s += nw_f16_to_f32(nw_ld16((const uint8_t *)(w + i))) * x[i];
   return s;
@@ -118,6 +134,14 @@ static float SFX(dot_bf16)(const uint16_t *w, const float *x, int64_t n) {
   }
   for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(SFX(ld_bf16x8)(w + i), _mm256_loadu_ps(x + i), a0);
   s = SFX(hsum8)(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+#if !defined(__AVX2__) && !defined(__AVX512F__)
+  {
+    float a[8] = {0};
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; j++) a[j] += nw_bf16_to_f32(nw_ld16((const uint8_t *)(w + i + j))) * x[i + j];
+    s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  }
 #endif
   for (; i < n; i++) s += nw_bf16_to_f32(nw_ld16((const uint8_t *)(w + i))) * x[i];
   return s;
