@@ -361,6 +361,13 @@ d('bad inputs throw clear errors', () => {
 
 // ------------------------------------------------------------------------------------------
 d('fallback builds (separate processes)', () => {
+  test('load-time kernel self-check (used to vet the AVX-512 table) passes for scalar vs avx2', () => {
+    if (!A.cpuFeatures().avx2) return;
+    const r = spawnSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(path.resolve(__dirname, '../../native/tfjs-blas'))}).cpuFeatures().selfCheck)`],
+      { env: { ...process.env, TFJS_BLAS_SELFCHECK: '1' }, encoding: 'utf8', timeout: 60000 });
+    expect(r.stdout.trim()).toBe('scalar vs avx2: ok');
+  });
+
   test('scalar kernels and no OpenBLAS give the same results', () => {
     const script = `
       const b = require(${JSON.stringify(path.resolve(__dirname, '../../native/tfjs-blas'))});

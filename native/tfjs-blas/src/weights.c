@@ -175,6 +175,57 @@ static const nw_kernels_t *g_kern = &nw_kernels_scalar;
 const nw_kernels_t *nw_kern(void) { return g_kern; }
 static struct { int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512vnni; } g_cpu;
 
+static char g_selfcheck[160] = "";
+
+/* NULL when table a matches table b on every kernel (random data, 224 columns), else the kernel's name */
+static const char *self_check(const nw_kernels_t *a, const nw_kernels_t *b) {
+  enum { N = 224, NB = N / QK };
+  static uint8_t w[N * 4];
+  static float x[4 * N], ra[4], rb[4], da[N], db[N];
+  static xq8_t xq[4 * NB];
+  uint32_t seed = 12345;
+#define RND() (seed = seed * 1664525u + 1013904223u, seed >> 8)
+  for (int i = 0; i < N * 4; i++) w[i] = (uint8_t)RND();
+  for (int i = 0; i < 4 * N; i++) x[i] = (float)(RND() % 2001) / 1000.f - 1.f;
+  for (int i = 0; i < N; i++) { /* sane f16 / bf16 / block-scale halves: small positive exponents */
+    w[2 * i + 1] = (uint8_t)(0x30 + (w[2 * i + 1] & 7));
+  }
+  for (int m = 0; m < 4; m++) quant_row_xq8(x + m * N, xq + m * NB, N);
+  const int types[] = {NW_F32, NW_F16, NW_BF16, NW_Q8_0, NW_Q4_0};
+  for (int ti = 0; ti < 5; ti++) {
+    const int t = types[ti];
+    uint8_t wt[N * 4];
+    memcpy(wt, w, sizeof wt);
+    if (t == NW_BF16) for (int i = 0; i < N; i++) wt[2 * i + 1] = (uint8_t)(0x3e | (wt[2 * i + 1] & 0x81));
+    if (t == NW_F32) for (int i = 0; i < N; i++) { float f = (float)(RND() % 2001) / 1000.f - 1.f; memcpy(wt + 4 * i, &f, 4); }
+    if (t == NW_Q8_0) for (int bb = 0; bb < NB; bb++) { wt[bb * Q8_0_BYTES] = 0; wt[bb * Q8_0_BYTES + 1] = 0x20; }
+    if (t == NW_Q4_0) for (int bb = 0; bb < NB; bb++) { wt[bb * Q4_0_BYTES] = 0; wt[bb * Q4_0_BYTES + 1] = 0x20; }
+    float sa, sb;
+    switch (t) {
+      case NW_F32: sa = a->dot_f32((const float *)wt, x, N); sb = b->dot_f32((const float *)wt, x, N); break;
+      case NW_F16: sa = a->dot_f16((const uint16_t *)wt, x, N); sb = b->dot_f16((const uint16_t *)wt, x, N); break;
+      case NW_BF16: sa = a->dot_bf16((const uint16_t *)wt, x, N); sb = b->dot_bf16((const uint16_t *)wt, x, N); break;
+      case NW_Q8_0: sa = a->dot_q8(wt, xq, NB); sb = b->dot_q8(wt, xq, NB); break;
+      default: sa = a->dot_q4(wt, xq, NB); sb = b->dot_q4(wt, xq, NB); break;
+    }
+    if (!(fabsf(sa - sb) <= 1e-4f * (1.f + fabsf(sb)))) return TYPE_NAMES[t];
+    for (int mm = 1; mm <= 4; mm++) {
+      a->dotm(t, wt, x, xq, N, mm, ra);
+      b->dotm(t, wt, x, xq, N, mm, rb);
+      for (int m = 0; m < mm; m++) if (!(fabsf(ra[m] - rb[m]) <= 1e-4f * (1.f + fabsf(rb[m])))) return "dotm";
+    }
+    a->dequant_row(t, wt, da, N);
+    b->dequant_row(t, wt, db, N);
+    if (memcmp(da, db, sizeof da) != 0) return "dequant_row";
+  }
+  float C1[4 * 5], C2[4 * 5];
+  a->sgemm_nt(4, 5, 40, x, N, x + 1, N, C1, 5, 0.f);
+  b->sgemm_nt(4, 5, 40, x, N, x + 1, N, C2, 5, 0.f);
+  for (int i = 0; i < 20; i++) if (!(fabsf(C1[i] - C2[i]) <= 1e-4f * (1.f + fabsf(C2[i])))) return "sgemm_nt";
+#undef RND
+  return NULL;
+}
+
 static void select_kernels(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
@@ -196,6 +247,19 @@ static void select_kernels(void) {
     g_kern = &nw_kernels_avx512;
 #endif
 #endif
+  /* The AVX-512 table can't be exercised on AVX2-only build/CI machines: before using it, check
+     it against the AVX2 table on a small problem and fall back to AVX2 when they disagree. */
+  if (g_kern != &nw_kernels_avx2 && g_kern != &nw_kernels_scalar) {
+    const char *bad = self_check(g_kern, &nw_kernels_avx2);
+    if (bad) {
+      snprintf(g_selfcheck, sizeof g_selfcheck, "%s kernels disagree with avx2 (%s); using avx2", g_kern->name, bad);
+      g_kern = &nw_kernels_avx2;
+    }
+  }
+  if (getenv("TFJS_BLAS_SELFCHECK") && g_kern == &nw_kernels_avx2) { /* test hook: the same check, scalar vs avx2 */
+    const char *bad = self_check(&nw_kernels_scalar, &nw_kernels_avx2);
+    snprintf(g_selfcheck, sizeof g_selfcheck, "scalar vs avx2: %s", bad ? bad : "ok");
+  }
   const char *force = getenv("TFJS_BLAS_ISA"); /* scalar|avx2|avx512: only downgrades */
   if (force && strcmp(force, "scalar") == 0) g_kern = &nw_kernels_scalar;
   if (force && strcmp(force, "avx2") == 0 && g_kern != &nw_kernels_scalar) g_kern = &nw_kernels_avx2;
@@ -926,6 +990,7 @@ static napi_value CpuFeatures(napi_env env, napi_callback_info info) {
   napi_get_boolean(env, false, &v);
 #endif
   napi_set_named_property(env, o, "avx512Built", v);
+  napi_create_string_utf8(env, g_selfcheck, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, o, "selfCheck", v);
   napi_get_boolean(env, nw_ob.sgemm != NULL, &v); napi_set_named_property(env, o, "openblas", v);
   napi_create_int32(env, P.started ? P.n : 0, &v); napi_set_named_property(env, o, "threads", v);
   napi_create_int32(env, g_mv_max, &v); napi_set_named_property(env, o, "mvMax", v);
