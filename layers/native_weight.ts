@@ -37,6 +37,8 @@ export interface CpuFeatures {
   /** kernel table in use: 'scalar' | 'avx2' | 'avx512' */
   kernels: string;
   avx512Built: boolean;
+  /** '' or why the AVX-512 table was rejected at load */
+  selfCheck: string;
   openblas: boolean;
   /** pool size (0 until the first parallel call) */
   threads: number;
