@@ -279,13 +279,19 @@ static struct {
   job_fn fn;
   void *ctx;
   unsigned long gen, start_gen;
-  int pending, quit, started;
+  int open, entered, quit, started;
   void *scratch[MAXT][2];
   size_t scratch_sz[MAXT][2];
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv_start = PTHREAD_COND_INITIALIZER, .cv_done = PTHREAD_COND_INITIALIZER};
 static pthread_mutex_t g_op_mu = PTHREAD_MUTEX_INITIALIZER; /* one API operation at a time */
 #define SPIN_ITERS 4000 /* ~0.1 ms of pause before sleeping on the condvar */
 
+/*
+ * A job is "open" while the caller works on it. A worker that wakes up after the caller closed it
+ * skips it: every job hands out its work dynamically (atomic chunk counters), so whoever runs does
+ * the work, and on an oversubscribed machine the caller never waits for a worker that was not
+ * scheduled in time. The caller only waits for workers that joined (they may still touch ctx).
+ */
 static void *pool_worker(void *arg) {
   const int tid = (int)(intptr_t)arg;
   unsigned long my = P.start_gen; /* the generation when the pool started: a job posted before this
@@ -296,14 +302,15 @@ static void *pool_worker(void *arg) {
     while (P.gen == my && !P.quit) pthread_cond_wait(&P.cv_start, &P.mu);
     if (P.quit) { pthread_mutex_unlock(&P.mu); return NULL; }
     my = P.gen;
+    const int join = P.open;
+    if (join) P.entered++;
     job_fn fn = P.fn; void *ctx = P.ctx; const int n = P.n;
     pthread_mutex_unlock(&P.mu);
+    if (!join) continue;
     fn(ctx, tid, n);
-    if (__atomic_sub_fetch(&P.pending, 1, __ATOMIC_ACQ_REL) == 0) {
-      pthread_mutex_lock(&P.mu);
-      pthread_cond_signal(&P.cv_done);
-      pthread_mutex_unlock(&P.mu);
-    }
+    pthread_mutex_lock(&P.mu);
+    if (--P.entered == 0) pthread_cond_signal(&P.cv_done);
+    pthread_mutex_unlock(&P.mu);
   }
 }
 
@@ -342,14 +349,15 @@ static void pool_run(job_fn fn, void *ctx) {
   if (P.n == 1) { fn(ctx, 0, 1); return; }
   pthread_mutex_lock(&P.mu);
   P.fn = fn; P.ctx = ctx;
-  __atomic_store_n(&P.pending, P.n - 1, __ATOMIC_RELEASE);
+  P.open = 1;
+  P.entered = 0;
   __atomic_add_fetch(&P.gen, 1, __ATOMIC_ACQ_REL);
   pthread_cond_broadcast(&P.cv_start);
   pthread_mutex_unlock(&P.mu);
   fn(ctx, 0, P.n);
-  for (int i = 0; i < SPIN_ITERS && __atomic_load_n(&P.pending, __ATOMIC_ACQUIRE) != 0; i++) CPU_PAUSE();
   pthread_mutex_lock(&P.mu);
-  while (__atomic_load_n(&P.pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&P.cv_done, &P.mu);
+  P.open = 0; /* late workers skip the job from here on */
+  while (P.entered > 0) pthread_cond_wait(&P.cv_done, &P.mu);
   pthread_mutex_unlock(&P.mu);
 }
 
@@ -363,13 +371,6 @@ static void *scratch(int tid, int slot, size_t bytes) {
     P.scratch_sz[tid][slot] = bytes;
   }
   return P.scratch[tid][slot];
-}
-
-/* contiguous share of [0, n) for thread tid, boundaries on multiples of `align` */
-static void split(int64_t n, int tid, int nth, int64_t align, int64_t *a, int64_t *b) {
-  int64_t units = (n + align - 1) / align;
-  *a = NW_MIN(n, units * tid / nth * align);
-  *b = NW_MIN(n, units * (tid + 1) / nth * align);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -624,39 +625,44 @@ static void job_matmulT(void *vc, int tid, int nth) {
   }
 }
 
-typedef struct { const nw_weight *w; float *out; const int32_t *ids; int64_t n, r0; } rows_ctx;
+typedef struct { const nw_weight *w; float *out; const int32_t *ids; int64_t n, r0; int64_t next; } rows_ctx;
 static void job_rows(void *vc, int tid, int nth) {
+  (void)tid; (void)nth;
   rows_ctx *c = vc;
-  int64_t a, b;
-  split(c->n, tid, nth, 1, &a, &b);
-  for (int64_t i = a; i < b; i++) {
-    const int64_t r = c->ids ? c->ids[i] : c->r0 + i;
-    g_kern->dequant_row(c->w->type, c->w->data + (size_t)r * c->w->rbytes, c->out + i * c->w->cols, c->w->cols);
+  const int64_t chunk = 16;
+  for (;;) {
+    const int64_t a = __atomic_fetch_add(&c->next, chunk, __ATOMIC_RELAXED);
+    if (a >= c->n) break;
+    const int64_t b = NW_MIN(c->n, a + chunk);
+    for (int64_t i = a; i < b; i++) {
+      const int64_t r = c->ids ? c->ids[i] : c->r0 + i;
+      g_kern->dequant_row(c->w->type, c->w->data + (size_t)r * c->w->rbytes, c->out + i * c->w->cols, c->w->cols);
+    }
   }
 }
 
-typedef struct { const nw_weight *src; const float *srcf; nw_weight *dst; int err; } q_ctx;
+typedef struct { const nw_weight *src; const float *srcf; nw_weight *dst; int err; int64_t next; } q_ctx;
 static void job_quantize(void *vc, int tid, int nth) {
+  (void)nth;
   q_ctx *c = vc;
   nw_weight *d = c->dst;
-  int64_t a, b;
-  split(d->rows, tid, nth, 1, &a, &b);
   float *row = NULL;
-  if (!c->srcf && c->src->type != NW_F32) {
-    row = scratch(tid, 0, (size_t)d->cols * 4);
-    if (!row) { c->err = 1; return; }
-  }
-  for (int64_t r = a; r < b; r++) {
-    const float *x;
-    if (c->srcf) x = c->srcf + r * d->cols;
-    else if (c->src->type == NW_F32 && ((uintptr_t)(c->src->data + (size_t)r * c->src->rbytes) & 3) == 0)
-      x = (const float *)(c->src->data + (size_t)r * c->src->rbytes);
-    else {
-      if (!row && !(row = scratch(tid, 0, (size_t)d->cols * 4))) { c->err = 1; return; }
-      g_kern->dequant_row(c->src->type, c->src->data + (size_t)r * c->src->rbytes, row, d->cols);
-      x = row;
+  for (;;) {
+    const int64_t a = __atomic_fetch_add(&c->next, 8, __ATOMIC_RELAXED);
+    if (a >= d->rows) break;
+    const int64_t b = NW_MIN(d->rows, a + 8);
+    for (int64_t r = a; r < b; r++) {
+      const float *x;
+      const uint8_t *src = c->srcf ? NULL : c->src->data + (size_t)r * c->src->rbytes;
+      if (c->srcf) x = c->srcf + r * d->cols;
+      else if (c->src->type == NW_F32 && ((uintptr_t)src & 3) == 0) x = (const float *)src;
+      else {
+        if (!row && !(row = scratch(tid, 0, (size_t)d->cols * 4))) { c->err = 1; return; }
+        g_kern->dequant_row(c->src->type, src, row, d->cols);
+        x = row;
+      }
+      quant_row(d->type, x, (uint8_t *)d->owned + (size_t)r * d->rbytes, d->cols);
     }
-    quant_row(d->type, x, (uint8_t *)d->owned + (size_t)r * d->rbytes, d->cols);
   }
 }
 
