@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadNativeAddon, NativeAddon, NativeType, NativeWeight, NATIVE_TYPES } from '../../layers/native_weight';
+import { loadNativeAddon, NativeAddon, nativeStats, NativeType, NativeWeight, NATIVE_TYPES } from '../../layers/native_weight';
 
 const { addon, reason } = loadNativeAddon();
 if (!addon) console.warn(`test/native skipped: ${reason}`);
@@ -285,8 +285,20 @@ d('matmul / matmulT / gather vs float64 reference', () => {
 
 // ------------------------------------------------------------------------------------------
 d('NativeWeight as a tfjs op', () => {
-  test('matmul (+bias) equals x·Wᵀ+b; tf.grad gives dy·W and the bias gradient; no leaked tensors', () => {
+  let initial = 'wasm';
+  beforeAll(() => { initial = tf.getBackend(); });
+  afterAll(async () => {
+    delete process.env.VLM_NATIVE_DATASYNC;
+    await tf.setBackend(initial);
+  });
+  test.each([
+    ['wasm', 'kernel'], ['wasm', 'datasync'], ['cpu', 'kernel'], ['cpu', 'datasync'],
+  ])('on %s via %s: matmul (+bias) = x·Wᵀ+b; tf.grad gives dy·W and the bias gradient; no leaked tensors', async (backend, route) => {
+    await tf.setBackend(backend);
+    if (route === 'datasync') process.env.VLM_NATIVE_DATASYNC = '1';
+    else delete process.env.VLM_NATIVE_DATASYNC;
     const rows = 48, cols = 64;
+    const stats0 = { ...nativeStats };
     for (const t of ['bf16', 'q4_0'] as NativeType[]) {
       const w = NativeWeight.quantize(rand(rows * cols, 4, 1), t, [rows, cols]);
       const Wf = w.toFloat32();
@@ -316,6 +328,8 @@ d('NativeWeight as a tfjs op', () => {
       expect(() => tf.tidy(() => w.matmul(tf.zeros([1, cols])))).toThrow(/disposed/);
       expect(tf.memory().numTensors).toBe(before);
     }
+    const viaKernel = nativeStats.kernelCalls - stats0.kernelCalls, viaSync = nativeStats.dataSyncCalls - stats0.dataSyncCalls;
+    expect(route === 'kernel' ? [viaKernel > 0, viaSync] : [viaKernel, viaSync > 0]).toEqual(route === 'kernel' ? [true, 0] : [0, true]);
   });
 });
 
@@ -347,6 +361,13 @@ d('bad inputs throw clear errors', () => {
 
 // ------------------------------------------------------------------------------------------
 d('fallback builds (separate processes)', () => {
+  test('load-time kernel self-check (used to vet the AVX-512 table) passes for scalar vs avx2', () => {
+    if (!A.cpuFeatures().avx2) return;
+    const r = spawnSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(path.resolve(__dirname, '../../native/tfjs-blas'))}).cpuFeatures().selfCheck)`],
+      { env: { ...process.env, TFJS_BLAS_SELFCHECK: '1' }, encoding: 'utf8', timeout: 60000 });
+    expect(r.stdout.trim()).toBe('scalar vs avx2: ok');
+  });
+
   test('scalar kernels and no OpenBLAS give the same results', () => {
     const script = `
       const b = require(${JSON.stringify(path.resolve(__dirname, '../../native/tfjs-blas'))});

@@ -19,6 +19,7 @@
 #include "nw.h"
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,6 +151,16 @@ static napi_value SetThreads(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, &v, NULL, NULL));
   int n = (int)as_i64(env, v);
   if (n < 1) n = 1;
+  if (!nw_ob.sgemm) {
+    /* Without OpenBLAS, gemm runs a plain built-in fallback that is slower than the stock wasm
+       (XNNPACK) kernels: throwing here makes wasm_kernels.ts' loadBlas() keep the stock kernels,
+       as before, when the addon failed to load without libopenblas. The weight API is unaffected. */
+    char msg[400];
+    snprintf(msg, sizeof msg, "tfjs-blas: OpenBLAS is not available (%s); gemm would use the slow built-in fallback",
+             nw_ob.error[0] ? nw_ob.error : "libopenblas.so.0 not found");
+    napi_throw_error(env, NULL, msg);
+    return NULL;
+  }
   if (nw_ob.set_num_threads) nw_ob.set_num_threads(n);
   return NULL;
 }

@@ -9,6 +9,14 @@
 #include <immintrin.h>
 #endif
 
+/* block scales: F16C in registers where available (a 256 KB table lookup misses cache while
+   weights stream through it), the table otherwise */
+#if defined(__F16C__)
+#define NW_H2F(h) _cvtsh_ss(h)
+#else
+#define NW_H2F(h) nw_f16_to_f32(h)
+#endif
+
 #if defined(__AVX2__)
 static inline float SFX(hsum8)(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -59,6 +67,14 @@ static float SFX(dot_f32)(const float *w, const float *x, int64_t n) {
   for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
   s = SFX(hsum8)(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
+#if !defined(__AVX2__) && !defined(__AVX512F__)
+  { /* 8 independent sums: the compiler can vectorize this (SSE2) without -ffast-math */
+    float a[8] = {0};
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; j++) { float wv; memcpy(&wv, w + i + j, 4); a[j] += wv * x[i + j]; }
+    s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  }
+#endif
   for (; i < n; i++) { float wv; memcpy(&wv, w + i, 4); s += wv * x[i]; }
   return s;
 }
@@ -83,6 +99,14 @@ static float SFX(dot_f16)(const uint16_t *w, const float *x, int64_t n) {
   }
   for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(SFX(ld_f16x8)(w + i), _mm256_loadu_ps(x + i), a0);
   s = SFX(hsum8)(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+#if !defined(__AVX2__) && !defined(__AVX512F__)
+  {
+    float a[8] = {0};
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; j++) a[j] += nw_f16_to_f32(nw_ld16((const uint8_t *)(w + i + j))) * x[i + j];
+    s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  }
 #endif
   for (; i < n; i++) s += nw_f16_to_f32(nw_ld16((const uint8_t *)(w + i))) * x[i];
   return s;
@@ -111,6 +135,14 @@ static float SFX(dot_bf16)(const uint16_t *w, const float *x, int64_t n) {
   for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(SFX(ld_bf16x8)(w + i), _mm256_loadu_ps(x + i), a0);
   s = SFX(hsum8)(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
+#if !defined(__AVX2__) && !defined(__AVX512F__)
+  {
+    float a[8] = {0};
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; j++) a[j] += nw_bf16_to_f32(nw_ld16((const uint8_t *)(w + i + j))) * x[i + j];
+    s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  }
+#endif
   for (; i < n; i++) s += nw_bf16_to_f32(nw_ld16((const uint8_t *)(w + i))) * x[i];
   return s;
 }
@@ -124,8 +156,8 @@ static float SFX(dot_q8)(const uint8_t *w, const xq8_t *x, int64_t nb) {
     const uint8_t *w0 = w + b * Q8_0_BYTES, *w1 = w0 + Q8_0_BYTES;
     __m256i p0 = SFX(dot_i8)(_mm256_loadu_si256((const __m256i *)(w0 + 2)), _mm256_loadu_si256((const __m256i *)x[b].qs));
     __m256i p1 = SFX(dot_i8)(_mm256_loadu_si256((const __m256i *)(w1 + 2)), _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
-    a0 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
-    a1 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
   }
   s = SFX(hsum8)(_mm256_add_ps(a0, a1));
 #endif
@@ -133,7 +165,7 @@ static float SFX(dot_q8)(const uint8_t *w, const xq8_t *x, int64_t nb) {
     const uint8_t *wb = w + b * Q8_0_BYTES;
     int32_t acc = 0;
     for (int j = 0; j < QK; j++) acc += (int32_t)(int8_t)wb[2 + j] * x[b].qs[j];
-    s += nw_f16_to_f32(nw_ld16(wb)) * x[b].d * (float)acc;
+    s += NW_H2F(nw_ld16(wb)) * x[b].d * (float)acc;
   }
   return s;
 }
@@ -142,13 +174,27 @@ static float SFX(dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb) {
   int64_t b = 0;
   float s = 0.f;
 #if defined(__AVX2__)
+  /* nibbles stay unsigned (0..15) for maddubs(u8, s8); the -8 offset is removed with the
+     precomputed block sum of x: sum (q-8)x = sum qx - 8 sum x (8 lanes: subtract s per lane) */
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   for (; b + 2 <= nb; b += 2) {
     const uint8_t *w0 = w + b * Q4_0_BYTES, *w1 = w0 + Q4_0_BYTES;
-    __m256i p0 = SFX(dot_i8)(SFX(unpack_q4)(w0 + 2), _mm256_loadu_si256((const __m256i *)x[b].qs));
-    __m256i p1 = SFX(dot_i8)(SFX(unpack_q4)(w1 + 2), _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
-    a0 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
-    a1 = _mm256_fmadd_ps(_mm256_set1_ps(nw_f16_to_f32(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
+    const __m128i t0 = _mm_loadu_si128((const __m128i *)(w0 + 2)), t1 = _mm_loadu_si128((const __m128i *)(w1 + 2));
+    const __m256i q0 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t0, 4), t0), m4);
+    const __m256i q1 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t1, 4), t1), m4);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    __m256i p0 = _mm256_dpbusd_epi32(_mm256_set1_epi32(-x[b].s), q0, _mm256_loadu_si256((const __m256i *)x[b].qs));
+    __m256i p1 = _mm256_dpbusd_epi32(_mm256_set1_epi32(-x[b + 1].s), q1, _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
+#else
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256i p0 = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)x[b].qs)), one),
+                                  _mm256_set1_epi32(x[b].s));
+    __m256i p1 = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)x[b + 1].qs)), one),
+                                  _mm256_set1_epi32(x[b + 1].s));
+#endif
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
   }
   s = SFX(hsum8)(_mm256_add_ps(a0, a1));
 #endif
@@ -159,9 +205,113 @@ static float SFX(dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb) {
       acc += ((int32_t)(wb[2 + j] & 0x0F) - 8) * x[b].qs[j];
       acc += ((int32_t)(wb[2 + j] >> 4) - 8) * x[b].qs[j + QK / 2];
     }
-    s += nw_f16_to_f32(nw_ld16(wb)) * x[b].d * (float)acc;
+    s += NW_H2F(nw_ld16(wb)) * x[b].d * (float)acc;
   }
   return s;
+}
+
+/*
+ * Several activation rows at once (decode with 2 <= M <= mvMax): each weight block is loaded and
+ * converted once and used for MM <= 4 rows of x, res[m] = dot(w, x_m). x rows are contiguous
+ * (stride n floats / nb blocks). The MM-specialised bodies keep the accumulators in registers.
+ */
+#if defined(__AVX2__)
+#define NW_INLINE static inline __attribute__((always_inline))
+NW_INLINE __m256 SFX(ldw8)(int type, const uint8_t *w, int64_t i) {
+  if (type == NW_F32) return _mm256_loadu_ps((const float *)w + i);
+  if (type == NW_F16) return SFX(ld_f16x8)((const uint16_t *)w + i);
+  return SFX(ld_bf16x8)((const uint16_t *)w + i);
+}
+NW_INLINE void SFX(dotm_f_body)(int type, const uint8_t *w, const float *x, int64_t n, const int MM, float *res) {
+  __m256 a0[4], a1[4];
+  for (int m = 0; m < MM; m++) { a0[m] = _mm256_setzero_ps(); a1[m] = _mm256_setzero_ps(); }
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 w0 = SFX(ldw8)(type, w, i), w1 = SFX(ldw8)(type, w, i + 8);
+    for (int m = 0; m < MM; m++) {
+      a0[m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + m * n + i), a0[m]);
+      a1[m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + m * n + i + 8), a1[m]);
+    }
+  }
+  for (int m = 0; m < MM; m++) res[m] = SFX(hsum8)(_mm256_add_ps(a0[m], a1[m]));
+  for (; i < n; i++) {
+    float wv;
+    if (type == NW_F32) memcpy(&wv, w + 4 * i, 4);
+    else if (type == NW_F16) wv = nw_f16_to_f32(nw_ld16(w + 2 * i));
+    else wv = nw_bf16_to_f32(nw_ld16(w + 2 * i));
+    for (int m = 0; m < MM; m++) res[m] += wv * x[m * n + i];
+  }
+}
+NW_INLINE void SFX(dotm_q_body)(int type, const uint8_t *w, const xq8_t *x, int64_t nb, const int MM, float *res) {
+  __m256 acc[4];
+  for (int m = 0; m < MM; m++) acc[m] = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i one = _mm256_set1_epi16(1);
+  (void)one;
+  for (int64_t b = 0; b < nb; b++) {
+    if (type == NW_Q4_0) {
+      const uint8_t *wb = w + b * Q4_0_BYTES;
+      const __m128i t = _mm_loadu_si128((const __m128i *)(wb + 2));
+      const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
+      const float dw = NW_H2F(nw_ld16(wb));
+      for (int m = 0; m < MM; m++) {
+        const xq8_t *xb = x + m * nb + b;
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        const __m256i p = _mm256_dpbusd_epi32(_mm256_set1_epi32(-xb->s), q, _mm256_loadu_si256((const __m256i *)xb->qs));
+#else
+        const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xb->qs)), one),
+                                           _mm256_set1_epi32(xb->s));
+#endif
+        acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(p), acc[m]);
+      }
+    } else {
+      const uint8_t *wb = w + b * Q8_0_BYTES;
+      const __m256i q = _mm256_loadu_si256((const __m256i *)(wb + 2));
+      const __m256i aw = _mm256_sign_epi8(q, q);
+      const float dw = NW_H2F(nw_ld16(wb));
+      for (int m = 0; m < MM; m++) {
+        const xq8_t *xb = x + m * nb + b;
+        const __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), q);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx);
+#else
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), one);
+#endif
+        acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(p), acc[m]);
+      }
+    }
+  }
+  for (int m = 0; m < MM; m++) res[m] = SFX(hsum8)(acc[m]);
+}
+#endif
+
+/* res[m] = dot(row w, x_m) for m < MM (1..4); x: f32 rows (n floats apart) or xq8 rows (n/32 blocks apart) */
+static void SFX(dotm)(int type, const uint8_t *w, const float *x, const xq8_t *xq, int64_t n, int MM, float *res) {
+#if defined(__AVX2__)
+  if (type == NW_Q8_0 || type == NW_Q4_0) {
+    switch (MM) {
+      case 1: SFX(dotm_q_body)(type, w, xq, n / QK, 1, res); return;
+      case 2: SFX(dotm_q_body)(type, w, xq, n / QK, 2, res); return;
+      case 3: SFX(dotm_q_body)(type, w, xq, n / QK, 3, res); return;
+      default: SFX(dotm_q_body)(type, w, xq, n / QK, 4, res); return;
+    }
+  }
+  switch (MM) {
+    case 1: SFX(dotm_f_body)(type, w, x, n, 1, res); return;
+    case 2: SFX(dotm_f_body)(type, w, x, n, 2, res); return;
+    case 3: SFX(dotm_f_body)(type, w, x, n, 3, res); return;
+    default: SFX(dotm_f_body)(type, w, x, n, 4, res); return;
+  }
+#else
+  for (int m = 0; m < MM; m++)
+    switch (type) {
+      case NW_F32: res[m] = SFX(dot_f32)((const float *)w, x + m * n, n); break;
+      case NW_F16: res[m] = SFX(dot_f16)((const uint16_t *)w, x + m * n, n); break;
+      case NW_BF16: res[m] = SFX(dot_bf16)((const uint16_t *)w, x + m * n, n); break;
+      case NW_Q8_0: res[m] = SFX(dot_q8)(w, xq + m * (n / QK), n / QK); break;
+      default: res[m] = SFX(dot_q4)(w, xq + m * (n / QK), n / QK); break;
+    }
+#endif
 }
 
 static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n) {
@@ -183,7 +333,7 @@ static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n
     case NW_Q8_0:
       for (int64_t b = 0; b < n / QK; b++) {
         const uint8_t *wb = src + b * Q8_0_BYTES;
-        const float d = nw_f16_to_f32(nw_ld16(wb));
+        const float d = NW_H2F(nw_ld16(wb));
         float *o = dst + b * QK;
 #if defined(__AVX2__)
         const __m256 vd = _mm256_set1_ps(d);
@@ -199,7 +349,7 @@ static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n
     case NW_Q4_0:
       for (int64_t b = 0; b < n / QK; b++) {
         const uint8_t *wb = src + b * Q4_0_BYTES;
-        const float d = nw_f16_to_f32(nw_ld16(wb));
+        const float d = NW_H2F(nw_ld16(wb));
         float *o = dst + b * QK;
 #if defined(__AVX2__)
         const __m256 vd = _mm256_set1_ps(d);
@@ -269,5 +419,5 @@ static void SFX(sgemm_nt)(int64_t M, int64_t N, int64_t K, const float *A, int64
 }
 
 const nw_kernels_t SFX(nw_kernels) = {
-  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy),
+  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy),
 };

@@ -14,8 +14,9 @@ enum { NW_F32 = 0, NW_F16 = 1, NW_BF16 = 2, NW_Q8_0 = 3, NW_Q4_0 = 4, NW_NTYPES 
 #define Q8_0_BYTES 34 /* { uint16 d (fp16); int8 qs[32] } */
 #define Q4_0_BYTES 18 /* { uint16 d (fp16); uint8 qs[16] }: low nibble = j, high nibble = j+16 */
 
-/* Activations quantized for the int8 dot products (internal format, not GGML's: d kept in f32). */
-typedef struct { float d; int8_t qs[QK]; } xq8_t;
+/* Activations quantized for the int8 dot products (internal format, not GGML's: d kept in f32;
+   s = sum of qs, so q4_0 can multiply its unsigned nibbles directly: sum (q-8)x = sum qx - 8s). */
+typedef struct { float d; int32_t s; int8_t qs[QK]; } xq8_t;
 
 extern float nw_f16_table[65536];
 static inline float nw_f16_to_f32(uint16_t h) { return nw_f16_table[h]; }
@@ -31,6 +32,8 @@ typedef struct {
   /* dot of one quantized row (nb blocks) with activations quantized to xq8_t */
   float (*dot_q8)(const uint8_t *w, const xq8_t *x, int64_t nb);
   float (*dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb);
+  /* res[m] = dot(row, x_m) for m < MM <= 4, the row converted once (decode with M > 1) */
+  void (*dotm)(int type, const uint8_t *w, const float *x, const xq8_t *xq, int64_t n, int MM, float *res);
   /* one row of any storage type to f32 */
   void (*dequant_row)(int type, const uint8_t *src, float *dst, int64_t n);
   /* C[M,N] = A[M,K] . B[N,K]^T + beta*C (row-major; the no-OpenBLAS panel path) */

@@ -133,7 +133,17 @@ static void quant_row_xq8(const float *x, xq8_t *y, int64_t n) {
     for (int j = 0; j < QK; j++) amax = NW_MAX(amax, fabsf(x[j]));
     const float d = amax / 127.f, id = d ? 1.0f / d : 0.0f;
     y[b].d = d;
-    for (int j = 0; j < QK; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
+    int32_t sum = 0;
+    for (int j = 0; j < QK; j++) {
+      /* roundf (ties away from zero) without the libm call: v - (int)v is exact for |v| <= 127 */
+      const float v = x[j] * id;
+      int q = (int)v;
+      const float f = v - (float)q;
+      q += (f >= 0.5f) - (f <= -0.5f);
+      y[b].qs[j] = (int8_t)q;
+      sum += q;
+    }
+    y[b].s = sum;
   }
 }
 
@@ -165,6 +175,57 @@ static const nw_kernels_t *g_kern = &nw_kernels_scalar;
 const nw_kernels_t *nw_kern(void) { return g_kern; }
 static struct { int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512vnni; } g_cpu;
 
+static char g_selfcheck[160] = "";
+
+/* NULL when table a matches table b on every kernel (random data, 224 columns), else the kernel's name */
+static const char *self_check(const nw_kernels_t *a, const nw_kernels_t *b) {
+  enum { N = 224, NB = N / QK };
+  static uint8_t w[N * 4];
+  static float x[4 * N], ra[4], rb[4], da[N], db[N];
+  static xq8_t xq[4 * NB];
+  uint32_t seed = 12345;
+#define RND() (seed = seed * 1664525u + 1013904223u, seed >> 8)
+  for (int i = 0; i < N * 4; i++) w[i] = (uint8_t)RND();
+  for (int i = 0; i < 4 * N; i++) x[i] = (float)(RND() % 2001) / 1000.f - 1.f;
+  for (int i = 0; i < N; i++) { /* sane f16 / bf16 / block-scale halves: small positive exponents */
+    w[2 * i + 1] = (uint8_t)(0x30 + (w[2 * i + 1] & 7));
+  }
+  for (int m = 0; m < 4; m++) quant_row_xq8(x + m * N, xq + m * NB, N);
+  const int types[] = {NW_F32, NW_F16, NW_BF16, NW_Q8_0, NW_Q4_0};
+  for (int ti = 0; ti < 5; ti++) {
+    const int t = types[ti];
+    uint8_t wt[N * 4];
+    memcpy(wt, w, sizeof wt);
+    if (t == NW_BF16) for (int i = 0; i < N; i++) wt[2 * i + 1] = (uint8_t)(0x3e | (wt[2 * i + 1] & 0x81));
+    if (t == NW_F32) for (int i = 0; i < N; i++) { float f = (float)(RND() % 2001) / 1000.f - 1.f; memcpy(wt + 4 * i, &f, 4); }
+    if (t == NW_Q8_0) for (int bb = 0; bb < NB; bb++) { wt[bb * Q8_0_BYTES] = 0; wt[bb * Q8_0_BYTES + 1] = 0x20; }
+    if (t == NW_Q4_0) for (int bb = 0; bb < NB; bb++) { wt[bb * Q4_0_BYTES] = 0; wt[bb * Q4_0_BYTES + 1] = 0x20; }
+    float sa, sb;
+    switch (t) {
+      case NW_F32: sa = a->dot_f32((const float *)wt, x, N); sb = b->dot_f32((const float *)wt, x, N); break;
+      case NW_F16: sa = a->dot_f16((const uint16_t *)wt, x, N); sb = b->dot_f16((const uint16_t *)wt, x, N); break;
+      case NW_BF16: sa = a->dot_bf16((const uint16_t *)wt, x, N); sb = b->dot_bf16((const uint16_t *)wt, x, N); break;
+      case NW_Q8_0: sa = a->dot_q8(wt, xq, NB); sb = b->dot_q8(wt, xq, NB); break;
+      default: sa = a->dot_q4(wt, xq, NB); sb = b->dot_q4(wt, xq, NB); break;
+    }
+    if (!(fabsf(sa - sb) <= 1e-4f * (1.f + fabsf(sb)))) return TYPE_NAMES[t];
+    for (int mm = 1; mm <= 4; mm++) {
+      a->dotm(t, wt, x, xq, N, mm, ra);
+      b->dotm(t, wt, x, xq, N, mm, rb);
+      for (int m = 0; m < mm; m++) if (!(fabsf(ra[m] - rb[m]) <= 1e-4f * (1.f + fabsf(rb[m])))) return "dotm";
+    }
+    a->dequant_row(t, wt, da, N);
+    b->dequant_row(t, wt, db, N);
+    if (memcmp(da, db, sizeof da) != 0) return "dequant_row";
+  }
+  float C1[4 * 5], C2[4 * 5];
+  a->sgemm_nt(4, 5, 40, x, N, x + 1, N, C1, 5, 0.f);
+  b->sgemm_nt(4, 5, 40, x, N, x + 1, N, C2, 5, 0.f);
+  for (int i = 0; i < 20; i++) if (!(fabsf(C1[i] - C2[i]) <= 1e-4f * (1.f + fabsf(C2[i])))) return "sgemm_nt";
+#undef RND
+  return NULL;
+}
+
 static void select_kernels(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
@@ -186,6 +247,19 @@ static void select_kernels(void) {
     g_kern = &nw_kernels_avx512;
 #endif
 #endif
+  /* The AVX-512 table can't be exercised on AVX2-only build/CI machines: before using it, check
+     it against the AVX2 table on a small problem and fall back to AVX2 when they disagree. */
+  if (g_kern != &nw_kernels_avx2 && g_kern != &nw_kernels_scalar) {
+    const char *bad = self_check(g_kern, &nw_kernels_avx2);
+    if (bad) {
+      snprintf(g_selfcheck, sizeof g_selfcheck, "%s kernels disagree with avx2 (%s); using avx2", g_kern->name, bad);
+      g_kern = &nw_kernels_avx2;
+    }
+  }
+  if (getenv("TFJS_BLAS_SELFCHECK") && g_kern == &nw_kernels_avx2) { /* test hook: the same check, scalar vs avx2 */
+    const char *bad = self_check(&nw_kernels_scalar, &nw_kernels_avx2);
+    snprintf(g_selfcheck, sizeof g_selfcheck, "scalar vs avx2: %s", bad ? bad : "ok");
+  }
   const char *force = getenv("TFJS_BLAS_ISA"); /* scalar|avx2|avx512: only downgrades */
   if (force && strcmp(force, "scalar") == 0) g_kern = &nw_kernels_scalar;
   if (force && strcmp(force, "avx2") == 0 && g_kern != &nw_kernels_scalar) g_kern = &nw_kernels_avx2;
@@ -205,13 +279,19 @@ static struct {
   job_fn fn;
   void *ctx;
   unsigned long gen, start_gen;
-  int pending, quit, started;
+  int open, entered, quit, started;
   void *scratch[MAXT][2];
   size_t scratch_sz[MAXT][2];
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv_start = PTHREAD_COND_INITIALIZER, .cv_done = PTHREAD_COND_INITIALIZER};
 static pthread_mutex_t g_op_mu = PTHREAD_MUTEX_INITIALIZER; /* one API operation at a time */
 #define SPIN_ITERS 4000 /* ~0.1 ms of pause before sleeping on the condvar */
 
+/*
+ * A job is "open" while the caller works on it. A worker that wakes up after the caller closed it
+ * skips it: every job hands out its work dynamically (atomic chunk counters), so whoever runs does
+ * the work, and on an oversubscribed machine the caller never waits for a worker that was not
+ * scheduled in time. The caller only waits for workers that joined (they may still touch ctx).
+ */
 static void *pool_worker(void *arg) {
   const int tid = (int)(intptr_t)arg;
   unsigned long my = P.start_gen; /* the generation when the pool started: a job posted before this
@@ -222,14 +302,15 @@ static void *pool_worker(void *arg) {
     while (P.gen == my && !P.quit) pthread_cond_wait(&P.cv_start, &P.mu);
     if (P.quit) { pthread_mutex_unlock(&P.mu); return NULL; }
     my = P.gen;
+    const int join = P.open;
+    if (join) P.entered++;
     job_fn fn = P.fn; void *ctx = P.ctx; const int n = P.n;
     pthread_mutex_unlock(&P.mu);
+    if (!join) continue;
     fn(ctx, tid, n);
-    if (__atomic_sub_fetch(&P.pending, 1, __ATOMIC_ACQ_REL) == 0) {
-      pthread_mutex_lock(&P.mu);
-      pthread_cond_signal(&P.cv_done);
-      pthread_mutex_unlock(&P.mu);
-    }
+    pthread_mutex_lock(&P.mu);
+    if (--P.entered == 0) pthread_cond_signal(&P.cv_done);
+    pthread_mutex_unlock(&P.mu);
   }
 }
 
@@ -268,14 +349,15 @@ static void pool_run(job_fn fn, void *ctx) {
   if (P.n == 1) { fn(ctx, 0, 1); return; }
   pthread_mutex_lock(&P.mu);
   P.fn = fn; P.ctx = ctx;
-  __atomic_store_n(&P.pending, P.n - 1, __ATOMIC_RELEASE);
+  P.open = 1;
+  P.entered = 0;
   __atomic_add_fetch(&P.gen, 1, __ATOMIC_ACQ_REL);
   pthread_cond_broadcast(&P.cv_start);
   pthread_mutex_unlock(&P.mu);
   fn(ctx, 0, P.n);
-  for (int i = 0; i < SPIN_ITERS && __atomic_load_n(&P.pending, __ATOMIC_ACQUIRE) != 0; i++) CPU_PAUSE();
   pthread_mutex_lock(&P.mu);
-  while (__atomic_load_n(&P.pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&P.cv_done, &P.mu);
+  P.open = 0; /* late workers skip the job from here on */
+  while (P.entered > 0) pthread_cond_wait(&P.cv_done, &P.mu);
   pthread_mutex_unlock(&P.mu);
 }
 
@@ -289,13 +371,6 @@ static void *scratch(int tid, int slot, size_t bytes) {
     P.scratch_sz[tid][slot] = bytes;
   }
   return P.scratch[tid][slot];
-}
-
-/* contiguous share of [0, n) for thread tid, boundaries on multiples of `align` */
-static void split(int64_t n, int tid, int nth, int64_t align, int64_t *a, int64_t *b) {
-  int64_t units = (n + align - 1) / align;
-  *a = NW_MIN(n, units * tid / nth * align);
-  *b = NW_MIN(n, units * (tid + 1) / nth * align);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -438,7 +513,7 @@ static nw_weight *new_owned(napi_env env, int type, int64_t rows, int64_t cols) 
 /* jobs                                                                                         */
 /* ------------------------------------------------------------------------------------------- */
 
-static int g_mv_max = 4; /* matmul uses the matrix-vector path for M <= g_mv_max (setMvMax / TFJS_BLAS_MV_MAX) */
+static int g_mv_max = 8; /* matmul uses the matrix-vector path for M <= g_mv_max (setMvMax / TFJS_BLAS_MV_MAX) */
 
 typedef struct {
   const nw_weight *w;
@@ -462,16 +537,23 @@ static void job_matvec(void *vc, int tid, int nth) {
     for (int64_t r = r0; r < r1; r++) {
       const uint8_t *wr = w->data + (size_t)r * w->rbytes;
       const float b = c->bias ? c->bias[r] : 0.f;
-      for (int64_t m = 0; m < c->M; m++) {
+      if (c->M == 1) {
         float s;
         switch (w->type) {
-          case NW_F32: s = k->dot_f32((const float *)wr, c->x + m * cols, cols); break;
-          case NW_F16: s = k->dot_f16((const uint16_t *)wr, c->x + m * cols, cols); break;
-          case NW_BF16: s = k->dot_bf16((const uint16_t *)wr, c->x + m * cols, cols); break;
-          case NW_Q8_0: s = k->dot_q8(wr, c->xq + m * nb, nb); break;
-          default: s = k->dot_q4(wr, c->xq + m * nb, nb); break;
+          case NW_F32: s = k->dot_f32((const float *)wr, c->x, cols); break;
+          case NW_F16: s = k->dot_f16((const uint16_t *)wr, c->x, cols); break;
+          case NW_BF16: s = k->dot_bf16((const uint16_t *)wr, c->x, cols); break;
+          case NW_Q8_0: s = k->dot_q8(wr, c->xq, nb); break;
+          default: s = k->dot_q4(wr, c->xq, nb); break;
         }
-        c->out[m * rows + r] = s + b;
+        c->out[r] = s + b;
+        continue;
+      }
+      for (int64_t m0 = 0; m0 < c->M; m0 += 4) {
+        const int MM = (int)NW_MIN(4, c->M - m0);
+        float res[4];
+        k->dotm(w->type, wr, c->x + m0 * cols, c->xq ? c->xq + m0 * nb : NULL, cols, MM, res);
+        for (int m = 0; m < MM; m++) c->out[(m0 + m) * rows + r] = res[m] + b;
       }
     }
   }
@@ -543,39 +625,44 @@ static void job_matmulT(void *vc, int tid, int nth) {
   }
 }
 
-typedef struct { const nw_weight *w; float *out; const int32_t *ids; int64_t n, r0; } rows_ctx;
+typedef struct { const nw_weight *w; float *out; const int32_t *ids; int64_t n, r0; int64_t next; } rows_ctx;
 static void job_rows(void *vc, int tid, int nth) {
+  (void)tid; (void)nth;
   rows_ctx *c = vc;
-  int64_t a, b;
-  split(c->n, tid, nth, 1, &a, &b);
-  for (int64_t i = a; i < b; i++) {
-    const int64_t r = c->ids ? c->ids[i] : c->r0 + i;
-    g_kern->dequant_row(c->w->type, c->w->data + (size_t)r * c->w->rbytes, c->out + i * c->w->cols, c->w->cols);
+  const int64_t chunk = 16;
+  for (;;) {
+    const int64_t a = __atomic_fetch_add(&c->next, chunk, __ATOMIC_RELAXED);
+    if (a >= c->n) break;
+    const int64_t b = NW_MIN(c->n, a + chunk);
+    for (int64_t i = a; i < b; i++) {
+      const int64_t r = c->ids ? c->ids[i] : c->r0 + i;
+      g_kern->dequant_row(c->w->type, c->w->data + (size_t)r * c->w->rbytes, c->out + i * c->w->cols, c->w->cols);
+    }
   }
 }
 
-typedef struct { const nw_weight *src; const float *srcf; nw_weight *dst; int err; } q_ctx;
+typedef struct { const nw_weight *src; const float *srcf; nw_weight *dst; int err; int64_t next; } q_ctx;
 static void job_quantize(void *vc, int tid, int nth) {
+  (void)nth;
   q_ctx *c = vc;
   nw_weight *d = c->dst;
-  int64_t a, b;
-  split(d->rows, tid, nth, 1, &a, &b);
   float *row = NULL;
-  if (!c->srcf && c->src->type != NW_F32) {
-    row = scratch(tid, 0, (size_t)d->cols * 4);
-    if (!row) { c->err = 1; return; }
-  }
-  for (int64_t r = a; r < b; r++) {
-    const float *x;
-    if (c->srcf) x = c->srcf + r * d->cols;
-    else if (c->src->type == NW_F32 && ((uintptr_t)(c->src->data + (size_t)r * c->src->rbytes) & 3) == 0)
-      x = (const float *)(c->src->data + (size_t)r * c->src->rbytes);
-    else {
-      if (!row && !(row = scratch(tid, 0, (size_t)d->cols * 4))) { c->err = 1; return; }
-      g_kern->dequant_row(c->src->type, c->src->data + (size_t)r * c->src->rbytes, row, d->cols);
-      x = row;
+  for (;;) {
+    const int64_t a = __atomic_fetch_add(&c->next, 8, __ATOMIC_RELAXED);
+    if (a >= d->rows) break;
+    const int64_t b = NW_MIN(d->rows, a + 8);
+    for (int64_t r = a; r < b; r++) {
+      const float *x;
+      const uint8_t *src = c->srcf ? NULL : c->src->data + (size_t)r * c->src->rbytes;
+      if (c->srcf) x = c->srcf + r * d->cols;
+      else if (c->src->type == NW_F32 && ((uintptr_t)src & 3) == 0) x = (const float *)src;
+      else {
+        if (!row && !(row = scratch(tid, 0, (size_t)d->cols * 4))) { c->err = 1; return; }
+        g_kern->dequant_row(c->src->type, src, row, d->cols);
+        x = row;
+      }
+      quant_row(d->type, x, (uint8_t *)d->owned + (size_t)r * d->rbytes, d->cols);
     }
-    quant_row(d->type, x, (uint8_t *)d->owned + (size_t)r * d->rbytes, d->cols);
   }
 }
 
@@ -608,6 +695,7 @@ static napi_value MapFile(napi_env env, napi_callback_info info) {
   char path[4096]; size_t n = 0;
   if (napi_get_value_string_utf8(env, a[0], path, sizeof path, &n) != napi_ok || n == 0)
     TYPE_ERR("tfjs-blas mapFile: path must be a non-empty string");
+  if (n >= sizeof path - 1) RANGE_ERR("tfjs-blas mapFile: path is too long (%zu bytes or more)", n);
   const int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) RANGE_ERR("tfjs-blas mapFile: cannot open '%s': %s", path, strerror(errno));
   struct stat st;
@@ -908,6 +996,7 @@ static napi_value CpuFeatures(napi_env env, napi_callback_info info) {
   napi_get_boolean(env, false, &v);
 #endif
   napi_set_named_property(env, o, "avx512Built", v);
+  napi_create_string_utf8(env, g_selfcheck, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, o, "selfCheck", v);
   napi_get_boolean(env, nw_ob.sgemm != NULL, &v); napi_set_named_property(env, o, "openblas", v);
   napi_create_int32(env, P.started ? P.n : 0, &v); napi_set_named_property(env, o, "threads", v);
   napi_create_int32(env, g_mv_max, &v); napi_set_named_property(env, o, "mvMax", v);
