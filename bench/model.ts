@@ -60,7 +60,7 @@ export async function benchModel(chat: ChatModel, opts: ModelBenchOptions = {}):
   const repeats = opts.repeats ?? 3, P = opts.prefill ?? 512, C = opts.context ?? 1024, D = opts.decode ?? 64;
   const log = opts.log ?? (() => undefined);
   const cases: ModelBenchCase[] = [];
-  const tensors0 = tf.memory().numTensors;
+  let tensors0 = -1; // counted after the warm-up (modules build their rotary/position tables on first use)
 
   // prefill: P tokens into an empty cache, logits of the last one (as before the first generated token)
   const pre: number[] = [];
@@ -74,6 +74,7 @@ export async function benchModel(chat: ChatModel, opts: ModelBenchOptions = {}):
     logits.dispose();
     cache.dispose();
     if (r > 0) pre.push(ms); // run 0 warms up (page-in of mapped weights)
+    else tensors0 = tf.memory().numTensors;
     log(`prefill${P} run ${r}: ${ms.toFixed(0)} ms${r === 0 ? ' (warm-up)' : ''}`);
   }
   cases.push({ name: `prefill${P}`, ms: median(pre), tokens_per_s: (P * 1000) / median(pre), runs: pre });
