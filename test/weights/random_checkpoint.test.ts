@@ -16,6 +16,8 @@ import { rowForRandomVariant } from '../../models/families';
 import { loadChatModel } from '../../models/registry';
 import { RandomSpecOptions, planRandomCheckpoint, writeRandomCheckpoint } from '../../weights/random_checkpoint';
 import { SafetensorsFile } from '../../weights/safetensors';
+import { parseCommand } from '../../scripts/cli';
+import { command } from '../../scripts/make_random';
 import { fixture } from '../helpers/golden';
 
 const IMAGE = fixture('videollama2_clip_mistral_tiny', 'input_image.png');
@@ -145,5 +147,38 @@ describe('the bytes', () => {
     expect(fs.existsSync(path.join(tmp, 'broken'))).toBe(false);
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.partial-'))).toEqual([]);
     fs.rmSync(out, { recursive: true, force: true });
+  });
+});
+
+describe('vlm make-random', () => {
+  const run = async (args: string[]): Promise<string> => {
+    const { opts, positionals } = parseCommand(command, args);
+    const out: string[] = [];
+    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => (out.push(String(s)), true));
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      await command.run(opts, positionals);
+    } finally {
+      spy.mockRestore();
+      err.mockRestore();
+    }
+    return out.join('');
+  };
+
+  it('--dry-run lists the shards and the total without writing', async () => {
+    const text = await run(['--family', 'minicpmv', '--dry-run', '--out', path.join(tmp, 'never')]);
+    expect(text).toMatch(/model-00004-of-00004\.safetensors {2}451 tensors/);
+    expect(text).toMatch(/total: 789 tensors, 16198350304 bytes of bf16/);
+    expect(fs.existsSync(path.join(tmp, 'never'))).toBe(false);
+    const vl = await run(['--family', 'videollama2', '--llm-layers', '2', '--vision-layers', '2', '--shard-gb', '0.5', '--dry-run']);
+    expect(vl).toMatch(/VideoLLaMA2-7B-16F, 2 LLM layers, 2 vision layers \(bf16\)/);
+    expect(vl).toMatch(/model-00001-of-0000\d\.safetensors/);
+  });
+
+  it('bad arguments are usage errors', async () => {
+    await expect(run(['--family', 'llava', '--dry-run'])).rejects.toThrow(/not one of minicpmv, videollama2, videollama2.1/);
+    await expect(run(['--family', 'minicpmv', '--dtype', 'q4', '--dry-run'])).rejects.toThrow(/--dtype/);
+    await expect(run(['--family', 'minicpmv'])).rejects.toThrow(/--out/);
+    await expect(run(['--family', 'minicpmv', '--llm-layers', '0', '--dry-run'])).rejects.toThrow(/--llm-layers/);
   });
 });
