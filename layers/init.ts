@@ -40,17 +40,31 @@ export function fillParam(p: Param, values: (n: number, rows: [number, number]) 
 }
 
 /**
- * Random-initialises every untied parameter of `m`: 1-D `weight`s of norms → 1, biases → 0,
- * everything else uniform noise with std `std`.
+ * Random-initialises every untied parameter of `m` by `initKind`: 1-D `weight`s of norms → 1,
+ * biases → 0, everything else uniform noise with std `std`.
  */
 export function randomizeParams(m: Module, std = 0.02, seed = 1): void {
   let k = seed;
   for (const [name, p] of m.namedParams()) {
     if (p.tiedTo) continue;
-    const leaf = name.split('.').pop()!;
-    const isNormLike = p.shape.length === 1 && /norm|ln_|layernorm|\.bn\./i.test(name);
-    if (p.shape.length === 1 && leaf === 'bias') fillParam(p, (n) => new Float32Array(n));
-    else if (isNormLike && leaf === 'weight') fillParam(p, (n) => new Float32Array(n).fill(1));
+    const kind = initKind(name, p.shape);
+    if (kind === 'zeros') fillParam(p, (n) => new Float32Array(n));
+    else if (kind === 'ones') fillParam(p, (n) => new Float32Array(n).fill(1));
     else fillParam(p, (n) => noise(n, std, k++));
   }
+}
+
+/** How a random parameter is filled. */
+export type InitKind = 'noise' | 'ones' | 'zeros';
+
+/**
+ * The rule of `randomizeParams` for one parameter (by name and shape): 1-D `bias` → zeros,
+ * 1-D `weight` of a norm (`norm`, `ln_`, `layernorm`, `.bn.` in the name) → ones, else noise.
+ * Shared with the random checkpoint writer (weights/random_checkpoint.ts).
+ */
+export function initKind(name: string, shape: readonly number[]): InitKind {
+  const leaf = name.split('.').pop()!;
+  if (shape.length === 1 && leaf === 'bias') return 'zeros';
+  if (shape.length === 1 && leaf === 'weight' && /norm|ln_|layernorm|\.bn\./i.test(name)) return 'ones';
+  return 'noise';
 }

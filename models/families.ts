@@ -13,6 +13,7 @@ import type { ChatModel } from './chat';
 import type { ModelLoadOptions } from './contract';
 import type { TrainFamily } from '../training/family';
 import type { BenchCase } from '../bench/runner';
+import type { RandomCheckpointSpec, RandomSpecOptions } from '../weights/random_checkpoint';
 
 /** Options every training adapter accepts (family-specific ones are validated by `trainOptions`). */
 export interface TrainAdapterOptions {
@@ -51,6 +52,10 @@ export interface FamilyRow {
   benchCases(): BenchCase[];
   /** Chat/trace/finetune flags only this family reads. */
   flags: readonly FamilyFlag[];
+  /** Released checkpoints `vlm make-random --family` can write with random weights (variant names). */
+  randomVariants: readonly string[];
+  /** The tensors and files of a random-weight checkpoint of one variant (weights/random_checkpoint.ts). */
+  randomSpec(opts: RandomSpecOptions): RandomCheckpointSpec;
 }
 
 export const FAMILIES: readonly FamilyRow[] = [
@@ -67,6 +72,8 @@ export const FAMILIES: readonly FamilyRow[] = [
     trainOptions: ['maxSliceNums'],
     benchCases: () => (require('./minicpmv/bench_cases') as typeof import('./minicpmv/bench_cases')).MINICPMV_BENCH_CASES,
     flags: [{ flag: 'max-slice-nums', option: 'maxSliceNums', help: 'MiniCPM-V: slices per image' }],
+    randomVariants: ['minicpmv'],
+    randomSpec: (opts) => (require('./minicpmv/random_checkpoint') as typeof import('./minicpmv/random_checkpoint')).minicpmvRandomSpec(opts),
   },
   {
     name: 'videollama2',
@@ -84,6 +91,8 @@ export const FAMILIES: readonly FamilyRow[] = [
       { flag: 'num-frames', option: 'numFrames', help: 'VideoLLaMA 2: frames sampled from a video' },
       { flag: 'vision-tower', option: 'visionTowerDir', help: 'VideoLLaMA 2: local directory of the vision tower' },
     ],
+    randomVariants: ['videollama2', 'videollama2.1'],
+    randomSpec: (opts) => (require('./videollama2/random_checkpoint') as typeof import('./videollama2/random_checkpoint')).videollama2RandomSpec(opts),
   },
 ];
 
@@ -92,6 +101,11 @@ export function familyRow(name: string): FamilyRow {
   const r = FAMILIES.find((f) => f.name === name);
   if (!r) throw new Error(`unknown model family '${name}' (known: ${FAMILIES.map((f) => f.name).join(', ')})`);
   return r;
+}
+
+/** The row that writes random checkpoints of `variant` (`vlm make-random --family`), or null. */
+export function rowForRandomVariant(variant: string): FamilyRow | null {
+  return FAMILIES.find((f) => f.randomVariants.includes(variant)) ?? null;
 }
 
 /** The row whose `modelTypes` contain `modelType`, or null. */

@@ -8,5 +8,6 @@ import { command as bench } from './bench';
 import { command as finetune } from './finetune';
 import { command as serve } from './serve';
 import { command as merge } from './merge';
+import { command as makeRandom } from './make_random';
 
-export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench, finetune, serve, merge];
+export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench, finetune, serve, merge, makeRandom];
