@@ -70,7 +70,10 @@ export const FAMILIES: readonly FamilyRow[] = [
     loadChat: (dir, opts) => (require('./minicpmv/chat') as typeof import('./minicpmv/chat')).MiniCPMVChat.fromPretrained(dir, opts),
     loadTrainer: async (dir, opts) => (require('./minicpmv/train') as typeof import('./minicpmv/train')).MiniCPMVTrainFamily.load(dir, opts as never) as TrainFamily,
     trainOptions: ['maxSliceNums'],
-    benchCases: () => (require('./minicpmv/bench_cases') as typeof import('./minicpmv/bench_cases')).MINICPMV_BENCH_CASES,
+    benchCases: () => {
+      const m = require('./minicpmv/bench_cases') as typeof import('./minicpmv/bench_cases');
+      return [...m.MINICPMV_BENCH_CASES, ...m.MINICPMV_PREPROCESS_CASES];
+    },
     flags: [{ flag: 'max-slice-nums', option: 'maxSliceNums', help: 'MiniCPM-V: slices per image' }],
     randomVariants: ['minicpmv'],
     randomSpec: (opts) => (require('./minicpmv/random_checkpoint') as typeof import('./minicpmv/random_checkpoint')).minicpmvRandomSpec(opts),

@@ -115,5 +115,8 @@ function preprocessCase(): BenchCase {
   };
 }
 
-/** The cases `vlm bench` lists for this family (the family table's `benchCases`). */
-export const MINICPMV_BENCH_CASES: BenchCase[] = [siglipLayerCase(), resamplerCase(), preprocessCase()];
+/** The tensor cases of this family. */
+export const MINICPMV_BENCH_CASES: BenchCase[] = [siglipLayerCase(), resamplerCase()];
+
+/** Host-side cases (no tensors). The family table's `benchCases` lists both. */
+export const MINICPMV_PREPROCESS_CASES: BenchCase[] = [preprocessCase()];
