@@ -7,5 +7,6 @@ import { command as tokenize } from './tokenize';
 import { command as bench } from './bench';
 import { command as finetune } from './finetune';
 import { command as serve } from './serve';
+import { command as convert } from './convert';
 
-export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench, finetune, serve];
+export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench, finetune, serve, convert];
