@@ -17,6 +17,7 @@
  * A GGUF holding q8_0/q4_0 tensors is refused with any other `--quantize` (no re-quantizing).
  */
 import os from 'node:os';
+import { FileInputError } from '../io/files';
 import { NativeStorage } from '../layers/native_storage';
 import { NativeMapping, NativeType, NativeWeight, loadNativeAddon } from '../layers/native_weight';
 import { Param } from '../layers/module';
@@ -65,7 +66,7 @@ function ggufQuantType(checkpoints: Checkpoint[]): { type: string; file: string 
 function checkGgufChoice(choice: QuantizeChoice, checkpoints: Checkpoint[]): void {
   const q = ggufQuantType(checkpoints);
   if (q && choice !== 'stored') {
-    throw new Error(`--quantize ${choice}: ${q.file} is already quantized (${q.type}, written by vlm convert); it loads only as stored ` +
+    throw new FileInputError(`--quantize ${choice}: ${q.file} is already quantized (${q.type}, written by vlm convert); it loads only as stored ` +
       `(leave --quantize out or pass --quantize stored). To change the type, convert the original checkpoint again with vlm convert --quantize.`);
   }
 }
