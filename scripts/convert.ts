@@ -162,7 +162,7 @@ export const command: Command = {
         'tfjs_vlm.config_json': { type: 'string', value: configText },
       };
       const bar = progressBar(!quiet && process.stderr.isTTY === true);
-      const size = writeConvertedGguf(path.join(tmp, GGUF_MODEL_FILE), items, { metadata, onProgress: (d, t, n) => bar.update(d, t, n) });
+      const size = await writeConvertedGguf(path.join(tmp, GGUF_MODEL_FILE), items, { metadata, onProgress: (d, t, n) => bar.update(d, t, n) });
       bar.end();
       // Into place: an existing --out (allowed above) is moved aside first, then removed.
       let old: string | null = null;

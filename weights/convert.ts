@@ -119,15 +119,20 @@ export interface WriteGgufOptions {
   onProgress?: (written: number, total: number, tensor: string) => void;
 }
 
-/** Writes the planned tensors to `file` (created; the caller owns its removal on failure). Returns the file size. */
-export function writeConvertedGguf(file: string, items: readonly ConvertItem[], opts: WriteGgufOptions): number {
+/**
+ * Writes the planned tensors to `file` (created; the caller owns its removal on failure). Returns
+ * the file size. Yields to the event loop after every chunk, so SIGINT/SIGTERM handlers (the temp
+ * registry of io/files.ts) run promptly during a long conversion.
+ */
+export async function writeConvertedGguf(file: string, items: readonly ConvertItem[], opts: WriteGgufOptions): Promise<number> {
   const chunk = opts.chunkBytes ?? 64 * 2 ** 20;
   const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o666);
   try {
     const w = new GgufWriter(fd, items.map((it) => ({ name: it.name, type: it.type, shape: it.entry.shape })), opts.metadata);
     const total = w.layout.fileBytes;
     let written = w.layout.header.length;
-    items.forEach((it, i) => {
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i];
       const { entry } = it;
       const srcBytes = entry.end - entry.begin;
       const rows = entry.shape.length ? entry.shape[0] : 1;
@@ -151,12 +156,13 @@ export function writeConvertedGguf(file: string, items: readonly ConvertItem[], 
             from.dispose();
           }
         }
+        await new Promise<void>((r) => setImmediate(r));
         if (rows === 0) break;
       }
       w.next();
       written = w.layout.header.length + w.layout.tensors[i].offset + w.layout.tensors[i].bytes;
       opts.onProgress?.(written, total, it.name);
-    });
+    }
     w.close();
     fs.fsyncSync(fd);
     return total;
