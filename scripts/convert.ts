@@ -153,10 +153,13 @@ export const command: Command = {
       const { items, dropped } = planConversion(fw.module, fw.sources, choice);
       const copied = copyNonWeights(model, tmp);
       const quantized = items.some((it) => it.type === 'Q8_0' || it.type === 'Q4_0');
+      // general.file_type: the --quantize type; for 'stored', the type holding the most bytes
+      const byType = Object.entries(bytesByType(items)).sort((a, b) => b[1].bytes - a[1].bytes);
+      const fileType = choice === 'stored' ? GGUF_FILE_TYPE[(byType[0]?.[0] ?? 'F32').toLowerCase()] ?? 0 : GGUF_FILE_TYPE[choice];
       const metadata: Record<string, GgufValue> = {
         'general.architecture': { type: 'string', value: fw.modelType },
         'general.name': { type: 'string', value: typeof cfg._name_or_path === 'string' && cfg._name_or_path ? cfg._name_or_path : path.basename(path.resolve(model)) },
-        'general.file_type': { type: 'uint32', value: GGUF_FILE_TYPE[choice] ?? 0 },
+        'general.file_type': { type: 'uint32', value: fileType },
         ...(quantized ? { 'general.quantization_version': { type: 'uint32', value: 2 } as GgufValue } : {}),
         'tfjs_vlm.quantize': { type: 'string', value: choice },
         'tfjs_vlm.config_json': { type: 'string', value: configText },
