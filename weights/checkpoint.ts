@@ -108,7 +108,7 @@ export class Checkpoint {
       ck.addGguf(gguf);
       return ck;
     }
-    throw new SafetensorsError(`${p}: no model.safetensors, model.safetensors.index.json or ${GGUF_MODEL_FILE} in this directory`);
+    throw new SafetensorsError(`${p}: no model.safetensors or model.safetensors.index.json (or a converted ${GGUF_MODEL_FILE}) in this directory`);
   }
 
   private addGguf(file: string): void {
