@@ -15,7 +15,7 @@ import { command as trace } from '../../scripts/trace';
 import { GGML_TYPE, GGUF_MAGIC, GgufFile, GgmlTypeName, writeGguf } from '../../weights/gguf';
 import { Checkpoint } from '../../weights/checkpoint';
 import { NativeWeight, loadNativeAddon } from '../../layers/native_weight';
-import { floatToHalf } from '../../weights/safetensors';
+import { SafetensorsFile, WriteTensor, floatToHalf, writeSafetensors } from '../../weights/safetensors';
 import { REPO_ROOT, fixture } from '../helpers/golden';
 import { modelFixture } from '../helpers/fixtures';
 
@@ -217,6 +217,31 @@ describeAddon('vlm convert → load the converted directory', () => {
       });
     }
   }
+});
+
+describeAddon('vlm convert: release-era VideoLLaMA 2 (tower weights in the tower directory)', () => {
+  it('writes the tower tensors into model.gguf under model.vision_tower.* and traces identically', async () => {
+    const src = modelFixture('videollama2_clip_mistral_tiny')!;
+    const dir = path.join(tmp, 'vl2_release');
+    fs.cpSync(src, dir, { recursive: true });
+    const st = SafetensorsFile.open(path.join(src, 'model.safetensors'));
+    const keep: Record<string, WriteTensor> = {};
+    for (const k of st.keys()) if (!k.startsWith('model.vision_tower.')) keep[k] = { dtype: 'F32', shape: st.entry(k).shape, data: st.read(k).data as Float32Array };
+    st.close();
+    writeSafetensors(path.join(dir, 'model.safetensors'), keep);
+    const out = path.join(tmp, 'vl2_release-q8');
+    await run(convert, ['--model', dir, '--out', out, '--quantize', 'q8_0', '--quiet']);
+    const g = GgufFile.open(path.join(out, 'model.gguf'));
+    expect(g.keys().filter((k) => k.startsWith('model.vision_tower.vision_tower.vision_model.')).length).toBeGreaterThan(0);
+    g.close();
+    const image = path.join(src, 'input_image.png');
+    const a = path.join(tmp, 'rel-a.safetensors'), b = path.join(tmp, 'rel-b.safetensors');
+    await run(trace, ['--model', dir, '--image', image, '--prompt', 'What?', '--quantize', 'q8_0', '--out', a]);
+    // the converted directory's tower subdirectory has no weights: they come from model.gguf
+    expect(fs.readdirSync(path.join(out, 'clip-vit-tiny-patch14-84')).some((n) => n.endsWith('.safetensors'))).toBe(false);
+    await run(trace, ['--model', out, '--image', image, '--prompt', 'What?', '--out', b]);
+    expect(fs.readFileSync(b).equals(fs.readFileSync(a))).toBe(true);
+  });
 });
 
 describe('vlm convert: arguments and outputs', () => {
