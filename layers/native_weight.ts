@@ -303,6 +303,12 @@ export class NativeWeight {
     return out;
   }
 
+  /** Copies `out.length` raw storage bytes (GGML block layout for q8_0/q4_0) from `byteOffset` into `out`. */
+  readBytes(out: Uint8Array, byteOffset = 0): Uint8Array {
+    this.addon.readBytes(this.native, byteOffset, out);
+    return out;
+  }
+
   /** Frees the native memory now (idempotent; the GC finalizer would do it later). */
   dispose(): void {
     if (this.handle) this.addon.free(this.handle);

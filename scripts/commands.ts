@@ -9,5 +9,6 @@ import { command as finetune } from './finetune';
 import { command as serve } from './serve';
 import { command as merge } from './merge';
 import { command as makeRandom } from './make_random';
+import { command as convert } from './convert';
 
-export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench, finetune, serve, merge, makeRandom];
+export const COMMANDS: Command[] = [chat, trace, preprocess, tokenize, bench, finetune, serve, convert, merge, makeRandom];

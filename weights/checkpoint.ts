@@ -1,12 +1,28 @@
 /**
  * A Hugging Face checkpoint: one `model.safetensors`, or shards listed by
- * `model.safetensors.index.json` ({"weight_map": {key: shard file}}). Shards are opened lazily and
- * read tensor by tensor.
+ * `model.safetensors.index.json` ({"weight_map": {key: shard file}}), or a `model.gguf` written by
+ * `vlm convert` (weights/gguf.ts; the same Hugging Face tensor names, possibly q8_0/q4_0). Shards
+ * are read tensor by tensor.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { readBoundedText } from '../io/files';
+import { GgufFile } from './gguf';
 import { HostTensor, SafetensorsError, SafetensorsFile, TensorEntry } from './safetensors';
+
+/** What a checkpoint reads a shard through (a safetensors or a GGUF file). */
+interface Shard {
+  keys(): string[];
+  has(key: string): boolean;
+  entry(key: string): TensorEntry;
+  readBytes(key: string, from?: number, to?: number): Buffer;
+  read(key: string): HostTensor;
+  readRows(key: string, start: number, end: number): HostTensor;
+  close(): void;
+}
+
+/** The GGUF file name of a converted model directory. */
+export const GGUF_MODEL_FILE = 'model.gguf';
 
 /**
  * A shard named by an index must be a plain file name inside the checkpoint directory: no path
@@ -35,7 +51,9 @@ export class Checkpoint {
   /** Directory or file it was opened from (for messages). */
   readonly source: string;
   private readonly keyToShard = new Map<string, string>();
-  private readonly shards = new Map<string, SafetensorsFile>();
+  private readonly shards = new Map<string, Shard>();
+  /** The GGUF file when the checkpoint is a converted `model.gguf` (null for safetensors). */
+  gguf: GgufFile | null = null;
 
   private constructor(source: string) {
     this.source = source;
@@ -44,13 +62,15 @@ export class Checkpoint {
   /**
    * Opens a checkpoint directory (index + shards, or model.safetensors) or a single .safetensors
    * file. Every shard is validated on open; a key listed in the index but absent from its shard is
-   * an error naming both.
+   * an error naming both. A directory with neither but a `model.gguf` (or a `.gguf` file) opens
+   * that GGUF file.
    */
   static open(p: string): Checkpoint {
     if (!fs.existsSync(p)) throw new SafetensorsError(`${p}: no such file or directory`);
     const ck = new Checkpoint(p);
     if (fs.statSync(p).isFile()) {
-      ck.addShard(p);
+      if (p.endsWith('.gguf')) ck.addGguf(p);
+      else ck.addShard(p);
       return ck;
     }
     const index = path.join(p, 'model.safetensors.index.json');
@@ -83,11 +103,21 @@ export class Checkpoint {
       ck.addShard(single);
       return ck;
     }
-    throw new SafetensorsError(`${p}: no model.safetensors or model.safetensors.index.json in this directory`);
+    const gguf = path.join(p, GGUF_MODEL_FILE);
+    if (fs.existsSync(gguf)) {
+      ck.addGguf(gguf);
+      return ck;
+    }
+    throw new SafetensorsError(`${p}: no model.safetensors or model.safetensors.index.json (or a converted ${GGUF_MODEL_FILE}) in this directory`);
   }
 
-  private addShard(file: string): void {
-    const f = SafetensorsFile.open(file);
+  private addGguf(file: string): void {
+    this.gguf = GgufFile.open(file);
+    this.addShard(file, this.gguf);
+  }
+
+  private addShard(file: string, shard?: Shard): void {
+    const f = shard ?? SafetensorsFile.open(file);
     this.shards.set(file, f);
     for (const k of f.keys()) {
       const prev = this.keyToShard.get(k);
@@ -113,6 +143,11 @@ export class Checkpoint {
 
   entry(key: string): TensorEntry {
     return this.shards.get(this.shardOf(key))!.entry(key);
+  }
+
+  /** Raw bytes [from, to) of one tensor, as stored. */
+  readBytes(key: string, from?: number, to?: number): Buffer {
+    return this.shards.get(this.shardOf(key))!.readBytes(key, from, to);
   }
 
   read(key: string): HostTensor {

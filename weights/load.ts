@@ -106,7 +106,7 @@ export function loadWeights(module: Module, sources: WeightSource[], opts: LoadW
         seenBad.add(mk);
         continue;
       }
-      if (!['F32', 'F16', 'BF16', 'F64'].includes(e.dtype)) {
+      if (!['F32', 'F16', 'BF16', 'F64', 'Q8_0', 'Q4_0'].includes(e.dtype)) {
         dtypeErrors.push(`  wrong dtype: '${ckptKey}' in ${shard} is ${e.dtype}, a float parameter was expected`);
         seenBad.add(mk);
         continue;

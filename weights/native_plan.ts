@@ -10,9 +10,14 @@
  * embedding tables, lm_head). What stays float32 tfjs follows llama.cpp's practice: norms, biases,
  * position embeddings, conv/patch-embedding kernels, the resampler's packed q/k/v and query, and
  * anything not 2-D. A q8_0/q4_0 matrix whose row length is not a multiple of 32 (the block size)
- * keeps its stored type.
+ * keeps its stored type. `nativeTarget` is that rule, shared by the load and `vlm convert`.
+ *
+ * A converted directory (`model.gguf`, weights/gguf.ts) loads with 'stored' by default: its
+ * large matrices are mapped zero-copy in the type they were converted to (f32/f16/bf16/q8_0/q4_0).
+ * A GGUF holding q8_0/q4_0 tensors is refused with any other `--quantize` (no re-quantizing).
  */
 import os from 'node:os';
+import { FileInputError } from '../io/files';
 import { NativeStorage } from '../layers/native_storage';
 import { NativeMapping, NativeType, NativeWeight, loadNativeAddon } from '../layers/native_weight';
 import { Param } from '../layers/module';
@@ -30,7 +35,41 @@ export function parseQuantize(v: string, argName = '--quantize'): QuantizeChoice
   return v as QuantizeChoice;
 }
 
-const STORED: Partial<Record<string, NativeType>> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
+const STORED: Partial<Record<string, NativeType>> = { F32: 'f32', F16: 'f16', BF16: 'bf16', Q8_0: 'q8_0', Q4_0: 'q4_0' };
+
+/**
+ * The rule: the native type a parameter stored as `dtype` gets under `choice`, or null when it
+ * stays a float32 tfjs tensor (not a storable 2-D matrix, or a dtype native weights do not hold;
+ * always null for 'f32').
+ */
+export function nativeTarget(param: Pick<Param, 'storable' | 'shape'>, dtype: string, choice: QuantizeChoice): NativeType | null {
+  const stored = STORED[dtype];
+  if (choice === 'f32' || !param.storable || param.shape.length !== 2 || !stored) return null;
+  let target: NativeType = choice === 'stored' ? stored : choice;
+  if ((target === 'q8_0' || target === 'q4_0') && param.shape[1] % 32 !== 0) target = stored;
+  return target;
+}
+
+/** The q8_0/q4_0 type of a GGUF checkpoint's tensors, if any (null for safetensors or unquantized GGUF). */
+function ggufQuantType(checkpoints: Checkpoint[]): { type: string; file: string } | null {
+  for (const c of checkpoints) {
+    if (!c.gguf) continue;
+    for (const k of c.keys()) {
+      const d = c.entry(k).dtype;
+      if (d === 'Q8_0' || d === 'Q4_0') return { type: d.toLowerCase(), file: c.gguf.path };
+    }
+  }
+  return null;
+}
+
+/** Refuses re-quantizing a quantized GGUF: only 'stored' maps it as converted. */
+function checkGgufChoice(choice: QuantizeChoice, checkpoints: Checkpoint[]): void {
+  const q = ggufQuantType(checkpoints);
+  if (q && choice !== 'stored') {
+    throw new FileInputError(`--quantize ${choice}: ${q.file} is already quantized (${q.type}, written by vlm convert); it loads only as stored ` +
+      `(leave --quantize out or pass --quantize stored). To change the type, convert the original checkpoint again with vlm convert --quantize.`);
+  }
+}
 
 export interface NativePlanOptions {
   /** Receives the per-group storage report before anything is read. */
@@ -47,13 +86,14 @@ function group(moduleKey: string): string {
 
 /** A planner that sends large matrices to native storage in `choice` (null for 'f32'). */
 export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpoint, opts: NativePlanOptions = {}): StoragePlanner | null {
+  const checkpoints = Array.isArray(ck) ? ck : [ck];
+  checkGgufChoice(choice, checkpoints);
   if (choice === 'f32') return null;
   const { addon, reason } = loadNativeAddon();
   if (!addon) {
     throw new Error(`--quantize ${choice} needs the native addon (native/tfjs-blas), which is not available: ${reason}. ` +
       'Install a C compiler (apt-get install build-essential) and reinstall (npm install), or load with --quantize f32.');
   }
-  const checkpoints = Array.isArray(ck) ? ck : [ck];
   const maps = new Map<string, NativeMapping>();
   const mapOf = (file: string) => {
     let m = maps.get(file);
@@ -75,15 +115,14 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
   };
   return {
     plan(moduleKey: string, param: Param, entry: TensorEntry): PlannedStorage | null {
-      const stored = STORED[entry.dtype];
       const elems = param.shape.reduce((a, b) => a * b, 1);
-      if (!param.storable || param.shape.length !== 2 || !stored) {
+      const target = nativeTarget(param, entry.dtype, choice);
+      if (!target) {
         note(group(moduleKey), elems * 4, 'f32 (tfjs)');
         return null;
       }
+      const stored = STORED[entry.dtype]!;
       const [rows, cols] = param.shape;
-      let target: NativeType = choice === 'stored' ? stored : choice;
-      if ((target === 'q8_0' || target === 'q4_0') && cols % 32 !== 0) target = stored;
       const bytes = Math.ceil(elems * BYTES_PER_ELEMENT[target as StorageDType]);
       note(group(moduleKey), bytes, target === stored && choice === 'stored' ? `${target} (mapped)` : target);
       const key = entry.name;
@@ -116,12 +155,14 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
 /**
  * The planner for a load: `quantize` as given, or by default 'f32' when the model's float32
  * weights fit the tfjs backend and 'stored' (mapped as released) when they do not and the native
- * addon is there.
+ * addon is there. A converted GGUF checkpoint defaults to 'stored' (as converted).
  */
 export function plannerFor(model: Param[] | { numParams(): number }, quantize: string | undefined, ck: Checkpoint[] | Checkpoint,
   opts: NativePlanOptions & { backendBudget?: number } = {}): StoragePlanner | null {
   let choice: QuantizeChoice;
+  const checkpoints = Array.isArray(ck) ? ck : [ck];
   if (quantize !== undefined) choice = parseQuantize(quantize);
+  else if (checkpoints.some((c) => c.gguf) && (loadNativeAddon().addon || ggufQuantType(checkpoints))) choice = 'stored';
   else {
     const n = Array.isArray(model) ? model.reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0) : model.numParams();
     const fits = n * 4 <= (opts.backendBudget ?? Infinity);

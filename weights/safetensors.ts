@@ -19,13 +19,21 @@ export const DTYPE_SIZE: Record<SafetensorsDtype, number> = {
   F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
 };
 
+/** A tensor's stored type: a safetensors dtype, or a GGML block-quantized type (GGUF checkpoints, weights/gguf.ts). */
+export type EntryDtype = SafetensorsDtype | 'Q8_0' | 'Q4_0';
+
 export interface TensorEntry {
   name: string;
-  dtype: SafetensorsDtype;
+  dtype: EntryDtype;
   shape: number[];
   /** Absolute byte offsets in the file. */
   begin: number;
   end: number;
+}
+
+/** An entry of a safetensors file (its dtype is always a safetensors one). */
+export interface SafetensorsEntry extends TensorEntry {
+  dtype: SafetensorsDtype;
 }
 
 /** What `read` returns: floats become Float32Array, integers Int32Array, U8/BOOL Uint8Array. */
@@ -53,11 +61,11 @@ function numel(shape: number[]): number {
 export class SafetensorsFile {
   readonly path: string;
   readonly metadata: Record<string, string>;
-  private readonly entries = new Map<string, TensorEntry>();
+  private readonly entries = new Map<string, SafetensorsEntry>();
   private fd: number | null;
   readonly fileSize: number;
 
-  private constructor(file: string, fd: number, fileSize: number, entries: TensorEntry[], metadata: Record<string, string>) {
+  private constructor(file: string, fd: number, fileSize: number, entries: SafetensorsEntry[], metadata: Record<string, string>) {
     this.path = file;
     this.fd = fd;
     this.fileSize = fileSize;
@@ -94,7 +102,7 @@ export class SafetensorsFile {
     return this.entries.has(name);
   }
 
-  entry(name: string): TensorEntry {
+  entry(name: string): SafetensorsEntry {
     const e = this.entries.get(name);
     if (!e) throw new SafetensorsError(`${this.path}: no tensor named '${name}'`);
     return e;
@@ -151,7 +159,7 @@ function readFully(fd: number, buf: Buffer, pos: number, file: string): void {
   }
 }
 
-function parseHeader(fd: number, size: number, file: string): { entries: TensorEntry[]; metadata: Record<string, string> } {
+function parseHeader(fd: number, size: number, file: string): { entries: SafetensorsEntry[]; metadata: Record<string, string> } {
   if (size < 8) throw new SafetensorsError(`${file}: not a safetensors file (${size} bytes, the 8-byte header length is missing)`);
   const lenBuf = Buffer.alloc(8);
   readFully(fd, lenBuf, 0, file);
@@ -188,7 +196,7 @@ function parseHeader(fd: number, size: number, file: string): { entries: TensorE
   }
   const dataStart = 8 + hlen;
   const dataLen = size - dataStart;
-  const entries: TensorEntry[] = [];
+  const entries: SafetensorsEntry[] = [];
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
@@ -299,6 +307,11 @@ export function floatToHalf(x: number): number {
   return sign | (e << 10) | r;
 }
 
+/** Converts one tensor's raw little-endian bytes to a host array (shared with the GGUF reader). */
+export function decodeTensor(buf: Buffer, e: TensorEntry, file: string): HostTensor {
+  return decode(buf, e, file);
+}
+
 function decode(buf: Buffer, e: TensorEntry, file: string): HostTensor {
   const n = numel(e.shape);
   const { dtype, shape } = e;
@@ -349,6 +362,8 @@ function decode(buf: Buffer, e: TensorEntry, file: string): HostTensor {
       return { dtype: 'uint8', shape, data: new Uint8Array(ab, 0, n) };
     case 'BOOL':
       return { dtype: 'bool', shape, data: new Uint8Array(ab, 0, n) };
+    default:
+      throw new SafetensorsError(`${file}: tensor '${e.name}': ${dtype} cannot be decoded here`);
   }
 }
 

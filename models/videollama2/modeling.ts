@@ -143,15 +143,18 @@ export class VideoLLaMA2 extends Module {
     return towerKeyMap({ numHiddenLayers: this.towerConfig.numHiddenLayers, numLayersBuilt: this.vision_tower.numLayers });
   }
 
-  /** Strict load from the model checkpoint and, for tower weights, the main one or the tower dir's. */
-  loadFrom(dir: string, towerDir: string, towerWeights: 'auto' | 'main' | 'tower' = 'auto', log: (msg: string) => void = () => {}, quantize?: string): LoadReport {
+  /**
+   * The weight sources a load reads: the model checkpoint and, for tower weights, the main one or
+   * the tower dir's (see `towerWeights`). Close the returned checkpoints when done.
+   */
+  weightSources(dir: string, towerDir: string, towerWeights: 'auto' | 'main' | 'tower' = 'auto', log: (msg: string) => void = () => {}): WeightSource[] {
     const main = Checkpoint.open(dir);
-    let tower: Checkpoint | null = null;
     try {
       const mainHasTower = main.keys().some((k) => k.startsWith('model.vision_tower.'));
       const fromTower = towerWeights === 'tower' || (towerWeights === 'auto' && !mainHasTower);
       const sources: WeightSource[] = [{ checkpoint: main, keymap: this.keyMap(), only: fromTower ? ['llm.', 'mm_projector.'] : undefined }];
       if (fromTower) {
+        let tower: Checkpoint;
         try {
           tower = Checkpoint.open(towerDir);
         } catch (e) {
@@ -161,11 +164,21 @@ export class VideoLLaMA2 extends Module {
         sources.push({ checkpoint: tower, keymap: this.towerKeyMap(), only: ['vision_tower.'] });
         log(`vision tower weights from ${tower.source}${mainHasTower ? ` (the model checkpoint's model.vision_tower.* tensors are not used)` : ''}`);
       }
+      return sources;
+    } catch (e) {
+      main.close();
+      throw e;
+    }
+  }
+
+  /** Strict load from the model checkpoint and, for tower weights, the main one or the tower dir's. */
+  loadFrom(dir: string, towerDir: string, towerWeights: 'auto' | 'main' | 'tower' = 'auto', log: (msg: string) => void = () => {}, quantize?: string): LoadReport {
+    const sources = this.weightSources(dir, towerDir, towerWeights, log);
+    try {
       const storage = plannerFor(this, quantize, sources.map((s) => s.checkpoint), { log, backendBudget: backendWeightBudget() });
       return loadWeights(this, sources, { what: `VideoLLaMA2 (${this.config.model_type})`, storage });
     } finally {
-      main.close();
-      tower?.close();
+      for (const s of sources) s.checkpoint.close();
     }
   }
 
