@@ -94,6 +94,21 @@ export function loadNativeAddon(): { addon: NativeAddon | null; reason?: string 
   return (cached = { addon: null, reason: `tfjs-blas native addon not available (${errors.join('; ')})` });
 }
 
+/**
+ * One line for `vlm --version`: the native weight kernels in use and the CPU features they were
+ * chosen by (at run time), or why there are none.
+ */
+export function describeNative(): string {
+  const { addon, reason } = loadNativeAddon();
+  if (!addon) return `native weights: unavailable (${reason}); tiny models run on tfjs, real-size checkpoints need it: apt-get install build-essential and npm install`;
+  const f = addon.cpuFeatures();
+  const feats = ['avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512vnni'].filter((k) => (f as unknown as Record<string, unknown>)[k]);
+  const bin = (addon as unknown as { binary?: string }).binary;
+  return `native weights: ${f.kernels} kernels (CPU: ${feats.join(' ') || 'no AVX2'}${f.selfCheck ? `; ${f.selfCheck}` : ''}), ` +
+    `${f.threads || 'all'} threads (VLM_THREADS), OpenBLAS ${f.openblas ? 'loaded' : 'not found (own sgemm)'}` +
+    (bin ? `, ${bin.includes('prebuilds') ? 'prebuilt binary' : 'built from source'}` : '');
+}
+
 function need(): NativeAddon {
   const { addon, reason } = loadNativeAddon();
   if (!addon) throw new Error(reason);

@@ -6,6 +6,7 @@ import { Command, UsageError, commandHelp, exitCodeFor, parseCommand, str } from
 export { exitCodeFor } from './cli';
 import { COMMANDS } from './commands';
 import { describeBackend, initBackend } from '../layers/backend';
+import { describeNative } from '../layers/native_weight';
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -62,7 +63,7 @@ export async function main(argv: string[]): Promise<number> {
   if (name === '--version' || name === '-v' || name === 'version') {
     const bi = rest.indexOf('--backend');
     const info = await initBackend({ backend: bi >= 0 ? rest[bi + 1] : undefined });
-    process.stdout.write(`vlm ${pkg.version}\n${describeBackend(info)}\n`);
+    process.stdout.write(`vlm ${pkg.version}\n${describeBackend(info)}\n${describeNative()}\n`);
     for (const n of info.notes) process.stdout.write(`note: ${n}\n`);
     return 0;
   }

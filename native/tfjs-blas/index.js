@@ -12,8 +12,19 @@ for (const k of ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE']) {
 }
 const setTimeoutVar = !('OPENBLAS_THREAD_TIMEOUT' in process.env);
 if (setTimeoutVar) process.env.OPENBLAS_THREAD_TIMEOUT = '4';
+// A local build (npm install compiled it) wins; else the prebuilt binary shipped for this
+// platform (prebuilds/<platform>-<arch>/, the prebuildify / node-gyp-build convention). Both pick
+// their CPU kernels at run time and load OpenBLAS with dlopen only if it is installed.
+const fs = require('fs');
+const candidates = [
+  path.join(__dirname, 'build', 'Release', 'tfjs_blas.node'),
+  path.join(__dirname, 'prebuilds', `${process.platform}-${process.arch}`, 'tfjs_blas.node'),
+];
 try {
-  module.exports = require(path.join(__dirname, 'build', 'Release', 'tfjs_blas.node'));
+  const file = candidates.find((f) => fs.existsSync(f));
+  if (!file) throw new Error(`tfjs-blas: no build and no prebuilt binary for ${process.platform}-${process.arch} (looked for ${candidates.join(', ')})`);
+  module.exports = require(file);
+  module.exports.binary = file;
 } finally {
   Object.assign(process.env, saved);
   if (setTimeoutVar) delete process.env.OPENBLAS_THREAD_TIMEOUT;
