@@ -125,7 +125,7 @@ function f32data(t: tf.Tensor, what: string): Float32Array {
 // Zero-copy kernels on the wasm and cpu backends
 // ---------------------------------------------------------------------------------------------
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
+ 
 const MM = 'NativeWeightMatMul', MMT = 'NativeWeightMatMulT';
 /** Weights of the kernel calls in flight (an id travels in the attrs; entries live for one call). */
 const inFlight = new Map<number, NativeWeight>();
@@ -192,7 +192,7 @@ function ensureKernels(): Set<string> {
   }
   return kernelsFor;
 }
-/* eslint-enable @typescript-eslint/no-explicit-any */
+ 
 
 export class NativeWeight {
   readonly type: NativeType;

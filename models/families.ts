@@ -14,18 +14,9 @@ import type { ModelLoadOptions } from './contract';
 import type { TrainFamily } from '../training/family';
 import type { BenchCase } from '../bench/runner';
 import type { RandomCheckpointSpec, RandomSpecOptions } from '../weights/random_checkpoint';
-import type { Module } from '../layers/module';
-import type { WeightSource } from '../weights/load';
+import type { FamilyWeights } from '../weights/load';
+export type { FamilyWeights };
 
-/** The unloaded module tree of a checkpoint directory and the weight sources its load reads (`vlm convert`). */
-export interface FamilyWeights {
-  /** Built from the config without allocating weights (dispose when done). */
-  module: Module;
-  /** As the load reads them (close their checkpoints when done). */
-  sources: WeightSource[];
-  /** config.json's `model_type`. */
-  modelType: string;
-}
 
 /** Options every training adapter accepts (family-specific ones are validated by `trainOptions`). */
 export interface TrainAdapterOptions {
@@ -91,20 +82,7 @@ export const FAMILIES: readonly FamilyRow[] = [
     flags: [{ flag: 'max-slice-nums', option: 'maxSliceNums', help: 'MiniCPM-V: slices per image' }],
     randomVariants: ['minicpmv'],
     randomSpec: (opts) => (require('./minicpmv/random_checkpoint') as typeof import('./minicpmv/random_checkpoint')).minicpmvRandomSpec(opts),
-    weights: (dir, opts) => {
-      const { MiniCPMV } = require('./minicpmv/modeling') as typeof import('./minicpmv/modeling');
-      const { loadMiniCPMVConfig } = require('./minicpmv/config') as typeof import('./minicpmv/config');
-      const { MINICPMV_KEYMAP } = require('./minicpmv/keymap') as typeof import('./minicpmv/keymap');
-      const { Checkpoint } = require('../weights/checkpoint') as typeof import('../weights/checkpoint');
-      const config = loadMiniCPMVConfig(dir, opts.log ?? (() => {}));
-      const module = new MiniCPMV(config);
-      try {
-        return { module, sources: [{ checkpoint: Checkpoint.open(dir), keymap: MINICPMV_KEYMAP }], modelType: 'minicpmv' };
-      } catch (e) {
-        module.dispose();
-        throw e;
-      }
-    },
+    weights: (dir, opts) => (require('./minicpmv/modeling') as typeof import('./minicpmv/modeling')).MiniCPMV.unloaded(dir, opts),
   },
   {
     name: 'videollama2',
@@ -124,21 +102,7 @@ export const FAMILIES: readonly FamilyRow[] = [
     ],
     randomVariants: ['videollama2', 'videollama2.1'],
     randomSpec: (opts) => (require('./videollama2/random_checkpoint') as typeof import('./videollama2/random_checkpoint')).videollama2RandomSpec(opts),
-    weights: (dir, opts) => {
-      const { VideoLLaMA2 } = require('./videollama2/modeling') as typeof import('./videollama2/modeling');
-      const { loadVideoLLaMA2Config } = require('./videollama2/config') as typeof import('./videollama2/config');
-      const { resolveVisionTowerDir, loadTowerConfig } = require('./videollama2/vision') as typeof import('./videollama2/vision');
-      const log = opts.log ?? (() => {});
-      const config = loadVideoLLaMA2Config(dir, log);
-      const towerDir = resolveVisionTowerDir(config.mm_vision_tower, dir, { visionTowerDir: opts.visionTowerDir });
-      const module = new VideoLLaMA2(config, loadTowerConfig(towerDir, config.mm_vision_tower, log));
-      try {
-        return { module, sources: module.weightSources(dir, towerDir, 'auto', log), modelType: config.model_type };
-      } catch (e) {
-        module.dispose();
-        throw e;
-      }
-    },
+    weights: (dir, opts) => (require('./videollama2/modeling') as typeof import('./videollama2/modeling')).VideoLLaMA2.unloaded(dir, opts),
   },
 ];
 

@@ -32,6 +32,16 @@ export interface WeightSource {
   only?: string[];
 }
 
+/** The unloaded module tree of a checkpoint directory and the weight sources its load reads (`vlm convert`). */
+export interface FamilyWeights {
+  /** Built from the config without allocating weights (dispose when done). */
+  module: Module;
+  /** As the load reads them (close their checkpoints when done). */
+  sources: WeightSource[];
+  /** config.json's `model_type`. */
+  modelType: string;
+}
+
 export interface LoadReport {
   loaded: number;
   ignored: string[];

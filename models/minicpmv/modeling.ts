@@ -24,7 +24,7 @@ import { CausalLMForwardOptions, Tap } from '../../layers/decoder';
 import { Module, register } from '../../layers/module';
 import { Resampler } from '../../layers/resampler';
 import { Checkpoint } from '../../weights/checkpoint';
-import { LoadReport, loadWeights } from '../../weights/load';
+import { FamilyWeights, LoadReport, loadWeights } from '../../weights/load';
 import { plannerFor } from '../../weights/native_plan';
 import { backendWeightBudget } from '../../layers/memory';
 import { Qwen2ForCausalLM } from '../qwen2/modeling';
@@ -107,6 +107,17 @@ export class MiniCPMV extends Module {
       throw e;
     }
     return model;
+  }
+
+  /** The unloaded module tree and the weight sources a load of `dir` reads (`vlm convert`). */
+  static unloaded(dir: string, opts: { log?: (msg: string) => void } = {}): FamilyWeights {
+    const module = new MiniCPMV(loadMiniCPMVConfig(dir, opts.log ?? (() => {})));
+    try {
+      return { module, sources: [{ checkpoint: Checkpoint.open(dir), keymap: MINICPMV_KEYMAP }], modelType: 'minicpmv' };
+    } catch (e) {
+      module.dispose();
+      throw e;
+    }
   }
 
   /** Strictly loads every parameter from a checkpoint directory or file (MINICPMV_KEYMAP). */

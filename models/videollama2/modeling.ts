@@ -23,7 +23,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM, Tap } from '../../layers/decoder';
 import { Module, register } from '../../layers/module';
-import { WeightSource, loadWeights, LoadReport } from '../../weights/load';
+import { FamilyWeights, WeightSource, loadWeights, LoadReport } from '../../weights/load';
 import { plannerFor } from '../../weights/native_plan';
 import { backendWeightBudget } from '../../layers/memory';
 import { Checkpoint } from '../../weights/checkpoint';
@@ -131,6 +131,20 @@ export class VideoLLaMA2 extends Module {
       throw e;
     }
     return model;
+  }
+
+  /** The unloaded module tree and the weight sources a load of `dir` reads (`vlm convert`). */
+  static unloaded(dir: string, opts: { visionTowerDir?: string; log?: (msg: string) => void } = {}): FamilyWeights {
+    const log = opts.log ?? (() => {});
+    const config = loadVideoLLaMA2Config(dir, log);
+    const towerDir = resolveVisionTowerDir(config.mm_vision_tower, dir, { visionTowerDir: opts.visionTowerDir });
+    const module = new VideoLLaMA2(config, loadTowerConfig(towerDir, config.mm_vision_tower, log));
+    try {
+      return { module, sources: module.weightSources(dir, towerDir, 'auto', log), modelType: config.model_type };
+    } catch (e) {
+      module.dispose();
+      throw e;
+    }
   }
 
   /** Key map of the main checkpoint. */

@@ -1,0 +1,81 @@
+/**
+ * Correctness at real dimensions (issue "real checkpoints", point 5): on a checkpoint with the real
+ * widths (e.g. `vlm make-random --family minicpmv --llm-layers 2 --vision-layers 2`, bf16), compare
+ *   - `vlm trace` with the weights as stored (native bf16, wasm) against the float32 path on the same
+ *     upcast weights (tfjs float32 on the cpu backend, which holds them in RAM): every traced tensor;
+ *   - `--quantize q8_0` / `q4_0` / `f16` against the same float32 reference: every traced tensor;
+ *   - greedy ids over N steps for each storage against the float32 ones (top-1 agreement).
+ * Each run is a separate `vlm` process (backends cannot be mixed in one).
+ *
+ *   node dist/bench/realsize_check.js DIR IMAGE [--steps 32] [--storages stored,q8_0,q4_0] [--json]
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { SafetensorsFile } from '../weights/safetensors';
+
+const VLM = path.join(__dirname, '..', 'bin', 'vlm.js');
+const vlmBin = fs.existsSync(VLM) ? VLM : path.join(__dirname, '..', '..', 'bin', 'vlm.js');
+
+function vlm(args: string[], env: Record<string, string> = {}): string {
+  const r = spawnSync(process.execPath, [vlmBin, ...args], { encoding: 'utf8', maxBuffer: 1 << 26, env: { ...process.env, ...env } });
+  if (r.status !== 0) throw new Error(`vlm ${args.join(' ')} failed (${r.status}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
+  return r.stdout;
+}
+
+/** max |a − b| / max |b| per tensor (the goldens' relative error). */
+function compareTraces(fileA: string, fileB: string): Record<string, number> {
+  const a = SafetensorsFile.open(fileA), b = SafetensorsFile.open(fileB);
+  const out: Record<string, number> = {};
+  try {
+    for (const k of b.keys()) {
+      if (!a.has(k)) continue;
+      const x = a.read(k).data, y = b.read(k).data;
+      if (!(y instanceof Float32Array)) continue;
+      let d = 0, m = 0;
+      for (let i = 0; i < y.length; i++) { d = Math.max(d, Math.abs((x as Float32Array)[i] - y[i])); m = Math.max(m, Math.abs(y[i])); }
+      out[k] = d / (m || 1);
+    }
+  } finally {
+    a.close();
+    b.close();
+  }
+  return out;
+}
+
+function main(): void {
+  const [dir, image, ...rest] = process.argv.slice(2);
+  if (!dir || !image) throw new Error('usage: realsize_check DIR IMAGE [--steps 32] [--storages stored,q8_0,q4_0] [--json]');
+  const opt = (k: string, d: string) => { const i = rest.indexOf(k); return i >= 0 ? rest[i + 1] : d; };
+  const steps = opt('--steps', '32');
+  const storages = opt('--storages', 'stored,q8_0,q4_0').split(',');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'realsize-'));
+  const prompt = 'What is in the image?';
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  const result: Record<string, unknown> = { model: path.resolve(dir), steps: Number(steps) };
+  try {
+    const ref = path.join(tmp, 'f32.safetensors');
+    log('float32 reference (cpu backend, tfjs float32)…');
+    vlm(['trace', '--model', dir, '--image', image, '--prompt', prompt, '--quantize', 'f32', '--out', ref], { VLM_BACKEND: 'cpu' });
+    const refIds: number[] = JSON.parse(vlm(['chat', '--model', dir, '--image', image, '--prompt', prompt, '--greedy', '--max-new-tokens', steps, '--json', '--quantize', 'f32'], { VLM_BACKEND: 'cpu' })).token_ids;
+    result.f32_ids = refIds;
+    for (const s of storages) {
+      log(`${s}…`);
+      const f = path.join(tmp, `${s}.safetensors`);
+      vlm(['trace', '--model', dir, '--image', image, '--prompt', prompt, '--quantize', s, '--out', f]);
+      const errs = compareTraces(f, ref);
+      const ids: number[] = JSON.parse(vlm(['chat', '--model', dir, '--image', image, '--prompt', prompt, '--greedy', '--max-new-tokens', steps, '--json', '--quantize', s])).token_ids;
+      let same = 0;
+      while (same < Math.min(ids.length, refIds.length) && ids[same] === refIds[same]) same++;
+      const agree = ids.filter((t, i) => t === refIds[i]).length;
+      result[s] = { max_rel_err: errs, worst: Math.max(...Object.values(errs)), ids, identical_prefix: same, top1_agreement: agree / refIds.length };
+      log(`${s}: worst ${Math.max(...Object.values(errs)).toExponential(2)}, greedy ids equal for the first ${same}/${refIds.length}`);
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  process.stdout.write(JSON.stringify(result) + '\n');
+}
+
+main();
