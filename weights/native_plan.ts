@@ -165,8 +165,15 @@ export function plannerFor(model: Param[] | { numParams(): number }, quantize: s
   else if (checkpoints.some((c) => c.gguf) && (loadNativeAddon().addon || ggufQuantType(checkpoints))) choice = 'stored';
   else {
     const n = Array.isArray(model) ? model.reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0) : model.numParams();
-    const fits = n * 4 <= (opts.backendBudget ?? Infinity);
-    choice = fits || !loadNativeAddon().addon ? 'f32' : 'stored';
+    const budget = opts.backendBudget ?? Infinity;
+    const fits = n * 4 <= budget;
+    const native = loadNativeAddon();
+    if (!fits && !native.addon) {
+      throw new Error(`the model's float32 weights (${(n * 4 / 1e9).toFixed(2)} GB) do not fit the tfjs backend (budget ${(budget / 1e9).toFixed(2)} GB), ` +
+        `and the native addon that holds them outside it is not available: ${native.reason}. ` +
+        'Reinstall with the prebuilt addon (npm install on linux-x64) or build it (apt-get install build-essential; npm rebuild tfjs-blas).');
+    }
+    choice = fits ? 'f32' : 'stored';
   }
   return nativePlanner(choice, ck, opts);
 }
