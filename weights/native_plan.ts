@@ -84,6 +84,37 @@ function group(moduleKey: string): string {
   return parts[0] === 'model' && parts[1] === 'vision_tower' ? 'model.vision_tower' : parts[0] === 'model' && parts[1] === 'mm_projector' ? 'model.mm_projector' : parts[0];
 }
 
+/** Source rows read per conversion step (bytes). */
+const CHUNK_BYTES = 64 * 2 ** 20;
+
+/**
+ * `key` converted from `from` to `to` in row chunks read from the checkpoint: every type converts
+ * rows independently, so the bytes equal a whole-matrix conversion (and `vlm convert`'s). Peak
+ * memory: one source chunk plus the converted tensor (twice, while it is copied into native memory).
+ */
+export function convertRows(ck: Checkpoint, key: string, from: NativeType, to: NativeType, rows: number, cols: number): NativeWeight {
+  const srcRowBytes = cols * BYTES_PER_ELEMENT[from as StorageDType];
+  const dstRowBytes = Math.round(cols * BYTES_PER_ELEMENT[to as StorageDType]);
+  const per = Math.max(1, Math.floor(CHUNK_BYTES / srcRowBytes));
+  const out = new Uint8Array(rows * dstRowBytes);
+  for (let r = 0; r < rows; r += per) {
+    const r1 = Math.min(rows, r + per);
+    const src = ck.readBytes(key, r * srcRowBytes, r1 * srcRowBytes);
+    const a = NativeWeight.fromBuffer(from, r1 - r, cols, new Uint8Array(src.buffer, src.byteOffset, src.length));
+    try {
+      const b = NativeWeight.quantize(a, to);
+      try {
+        b.readBytes(out.subarray(r * dstRowBytes, r1 * dstRowBytes));
+      } finally {
+        b.dispose();
+      }
+    } finally {
+      a.dispose();
+    }
+  }
+  return NativeWeight.fromBuffer(to, rows, cols, out);
+}
+
 /** A planner that sends large matrices to native storage in `choice` (null for 'f32'). */
 export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpoint, opts: NativePlanOptions = {}): StoragePlanner | null {
   const checkpoints = Array.isArray(ck) ? ck : [ck];
@@ -103,6 +134,11 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
   const fileOf = (entry: TensorEntry, key: string): string => {
     for (const c of checkpoints) if (c.has(key) && c.entry(key) === entry) return c.shardOf(key);
     for (const c of checkpoints) if (c.has(key)) return c.shardOf(key);
+    throw new Error(`no shard holds '${key}'`);
+  };
+  const ckOf = (entry: TensorEntry, key: string): Checkpoint => {
+    for (const c of checkpoints) if (c.has(key) && c.entry(key) === entry) return c;
+    for (const c of checkpoints) if (c.has(key)) return c;
     throw new Error(`no shard holds '${key}'`);
   };
   const groups = new Map<string, { n: number; bytes: number; types: Set<string> }>();
@@ -129,13 +165,10 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
       return {
         bytes,
         load: () => {
-          const src = NativeWeight.fromMap(mapOf(fileOf(entry, key)), entry.begin, stored, rows, cols);
-          if (target === stored) return new NativeStorage(src);
-          try {
-            return new NativeStorage(NativeWeight.quantize(src, target));
-          } finally {
-            src.dispose();
-          }
+          if (target === stored) return new NativeStorage(NativeWeight.fromMap(mapOf(fileOf(entry, key)), entry.begin, stored, rows, cols));
+          // Converted: read the source in row chunks (no mapping: touched file pages would count in
+          // the resident set for the whole checkpoint) and convert chunk by chunk.
+          return new NativeStorage(convertRows(ckOf(entry, key), key, stored, target, rows, cols));
         },
       };
     },
