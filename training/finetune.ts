@@ -12,7 +12,7 @@ import { familyOf } from '../models/registry';
 import { readCheckpointState, resumeTrainer, saveTrainerCheckpoint } from './checkpoints';
 import { RawSample, readDataFile } from './data';
 import { prepareExportDir } from './export';
-import { LoraOptions, loraFromPreset } from './lora';
+import { LORA_PRESETS, LoraFamily, LoraOptions, loraFromPreset } from './lora';
 import { saveAdapter } from './peft_format';
 import { checkMedia, traceGrads } from './run_extras';
 import { TrainLoopOptions, TrainResult, Trainer, TrainerOptions, epochSeed, seededPermutation } from './trainer';
@@ -40,6 +40,12 @@ export interface LoadTrainerOptions extends TrainerOptions {
   loraPreset?: boolean | 'minicpmv' | 'videollama2';
   /** LoRA values that override the preset. */
   loraOverrides?: Partial<LoraOptions>;
+  /**
+   * Storage of the large matrices (weights/native_plan.ts): f32 (default for models that fit the
+   * backend; trainable), or stored / f16 / bf16 / q8_0 / q4_0: held natively and frozen — with LoRA
+   * adapters on top this is QLoRA-style training.
+   */
+  quantize?: string;
   /** Drop samples whose media files are missing (with a warning) instead of failing. */
   skipMissingMedia?: boolean;
 }
@@ -93,7 +99,10 @@ export async function loadTrainer(modelDir: string, opts: LoadTrainerOptions = {
     const owners = [...new Set(misplaced.map((k) => FAMILIES.find((f) => f.trainOptions.includes(k))?.title ?? 'no family\'s'))];
     throw new Error(`${misplaced.join(', ')} (${owners.join(' / ')} options; this is a ${row.title} checkpoint)`);
   }
-  const fam = await row.loadTrainer(modelDir, { samples, dataRoot, maxLength: opts.maxLength, tokenizerDir: opts.tokenizerDir, warn: opts.warn, ...specific });
+  // parts trained fully stay float32 tfjs tensors whatever --quantize says (the rest is frozen)
+  const presetTune = opts.loraPreset ? LORA_PRESETS[row.name as LoraFamily]?.tune : undefined;
+  const keepF32 = opts.tune?.length ? opts.tune : presetTune ?? [];
+  const fam = await row.loadTrainer(modelDir, { samples, dataRoot, maxLength: opts.maxLength, tokenizerDir: opts.tokenizerDir, warn: opts.warn, quantize: opts.quantize, keepF32, ...specific });
   try {
     let topts: LoadTrainerOptions = opts;
     if (opts.loraPreset) {

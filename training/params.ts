@@ -57,7 +57,13 @@ export function selectTrainable(model: Module, keymap: KeyMap, prefixes: readonl
         `(module parts: ${tops.join(', ')}; checkpoint prefixes: ${ckTops.join(', ')})`);
     }
   }
-  return all.filter((t) => prefixes.some((p) => hit(t, p)));
+  const picked = all.filter((t) => prefixes.some((p) => hit(t, p)));
+  const frozen = picked.filter((t) => t.variables.length === 0);
+  if (frozen.length) {
+    throw new Error(`${frozen.length} selected parameter(s) are held natively (${frozen[0].param.storage.dtype}, outside tfjs) and cannot be trained, ` +
+      `e.g. '${frozen[0].key}': train them with LoRA adapters (--lora-*) or load the model with --quantize f32`);
+  }
+  return picked;
 }
 
 /** Inverse permutation of a layout (memory axes → checkpoint axes), or null for 'same'. */

@@ -76,6 +76,8 @@ export interface NativePlanOptions {
   log?: (msg: string) => void;
   /** Bytes the machine can give the model (default: total RAM less 1.5 GB for activations and the runtime). */
   memoryLimit?: number;
+  /** Module-key prefixes kept as float32 tfjs tensors whatever `--quantize` says (parts trained fully). */
+  keepF32?: readonly string[];
 }
 
 /** Groups for the report: the first path segment (llm, vpm, resampler, model, vision_tower, mm_projector). */
@@ -152,7 +154,8 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
   return {
     plan(moduleKey: string, param: Param, entry: TensorEntry): PlannedStorage | null {
       const elems = param.shape.reduce((a, b) => a * b, 1);
-      const target = nativeTarget(param, entry.dtype, choice);
+      const kept = opts.keepF32?.some((p) => moduleKey === p || moduleKey.startsWith(p.endsWith('.') ? p : `${p}.`));
+      const target = kept ? null : nativeTarget(param, entry.dtype, choice);
       if (!target) {
         note(group(moduleKey), elems * 4, 'f32 (tfjs)');
         return null;

@@ -98,10 +98,10 @@ export class MiniCPMV extends Module {
    * `model.safetensors.index.json`), strictly: a missing, unexpected or wrong-shape tensor throws
    * a WeightLoadError listing all of them. `warn` gets config keys nobody reads.
    */
-  static fromPretrained(dir: string, opts: { warn?: (msg: string) => void; log?: (msg: string) => void; quantize?: string } = {}): MiniCPMV {
+  static fromPretrained(dir: string, opts: { warn?: (msg: string) => void; log?: (msg: string) => void; quantize?: string; keepF32?: readonly string[] } = {}): MiniCPMV {
     const model = new MiniCPMV(loadMiniCPMVConfig(dir, opts.warn ?? opts.log));
     try {
-      model.load(dir, { quantize: opts.quantize, log: opts.log ?? opts.warn });
+      model.load(dir, { quantize: opts.quantize, log: opts.log ?? opts.warn, keepF32: opts.keepF32 });
     } catch (e) {
       model.dispose();
       throw e;
@@ -121,10 +121,10 @@ export class MiniCPMV extends Module {
   }
 
   /** Strictly loads every parameter from a checkpoint directory or file (MINICPMV_KEYMAP). */
-  load(dirOrFile: string, opts: { quantize?: string; log?: (msg: string) => void } = {}): LoadReport {
+  load(dirOrFile: string, opts: { quantize?: string; log?: (msg: string) => void; keepF32?: readonly string[] } = {}): LoadReport {
     const ck = Checkpoint.open(dirOrFile);
     try {
-      const storage = plannerFor(this, opts.quantize, ck, { log: opts.log, backendBudget: backendWeightBudget() });
+      const storage = plannerFor(this, opts.quantize, ck, { log: opts.log, backendBudget: backendWeightBudget(), keepF32: opts.keepF32 });
       return loadWeights(this, [{ checkpoint: ck, keymap: MINICPMV_KEYMAP }], { what: 'MiniCPMV', storage });
     } finally {
       ck.close();

@@ -26,6 +26,10 @@ export interface MiniCPMVFamilyOptions {
   maxSliceNums?: number;
   maxLength?: number;
   warn?: (msg: string) => void;
+  /** Storage of the (frozen) large matrices: weights/native_plan.ts (QLoRA-style with q8_0/q4_0). */
+  quantize?: string;
+  /** Module prefixes that stay float32 (and trainable) whatever `quantize` says. */
+  keepF32?: readonly string[];
 }
 
 const NOTHING: Prepared = { dispose: () => undefined };
@@ -54,7 +58,7 @@ export class MiniCPMVTrainFamily implements TrainFamily<MiniCPMVTrainExample, Mi
 
   static load(dir: string, opts: MiniCPMVFamilyOptions = {}): MiniCPMVTrainFamily {
     const tokenizer = loadTokenizer(opts.tokenizerDir ?? dir);
-    const model = MiniCPMV.fromPretrained(dir, { warn: opts.warn });
+    const model = MiniCPMV.fromPretrained(dir, { warn: opts.warn, quantize: opts.quantize, keepF32: opts.keepF32 });
     try {
       return new MiniCPMVTrainFamily(model, tokenizer, dir, opts);
     } catch (e) {

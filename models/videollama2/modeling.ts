@@ -62,6 +62,8 @@ export interface FromPretrainedOptions extends ResolveTowerOptions {
   log?: (msg: string) => void;
   /** Weight storage (weights/native_plan.ts): f32 | stored | f16 | bf16 | q8_0 | q4_0; default by size. */
   quantize?: string;
+  /** Module-key prefixes kept float32 whatever `quantize` says (parts trained fully). */
+  keepF32?: readonly string[];
 }
 
 export interface SpliceOptions {
@@ -125,7 +127,7 @@ export class VideoLLaMA2 extends Module {
     const towerConfig = loadTowerConfig(towerDir, config.mm_vision_tower, log);
     const model = new VideoLLaMA2(config, towerConfig);
     try {
-      model.loadFrom(dir, towerDir, opts.towerWeights ?? 'auto', log, opts.quantize);
+      model.loadFrom(dir, towerDir, opts.towerWeights ?? 'auto', log, opts.quantize, opts.keepF32);
     } catch (e) {
       model.dispose();
       throw e;
@@ -186,10 +188,10 @@ export class VideoLLaMA2 extends Module {
   }
 
   /** Strict load from the model checkpoint and, for tower weights, the main one or the tower dir's. */
-  loadFrom(dir: string, towerDir: string, towerWeights: 'auto' | 'main' | 'tower' = 'auto', log: (msg: string) => void = () => {}, quantize?: string): LoadReport {
+  loadFrom(dir: string, towerDir: string, towerWeights: 'auto' | 'main' | 'tower' = 'auto', log: (msg: string) => void = () => {}, quantize?: string, keepF32?: readonly string[]): LoadReport {
     const sources = this.weightSources(dir, towerDir, towerWeights, log);
     try {
-      const storage = plannerFor(this, quantize, sources.map((s) => s.checkpoint), { log, backendBudget: backendWeightBudget() });
+      const storage = plannerFor(this, quantize, sources.map((s) => s.checkpoint), { log, backendBudget: backendWeightBudget(), keepF32 });
       return loadWeights(this, sources, { what: `VideoLLaMA2 (${this.config.model_type})`, storage });
     } finally {
       for (const s of sources) s.checkpoint.close();

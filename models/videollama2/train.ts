@@ -37,6 +37,10 @@ export interface VideoLLaMA2FamilyOptions {
   /** Tokenizer directory (default: the model directory). */
   tokenizerDir?: string;
   warn?: (msg: string) => void;
+  /** Storage of the (frozen) large matrices: weights/native_plan.ts (QLoRA-style with q8_0/q4_0). */
+  quantize?: string;
+  /** Module prefixes that stay float32 (and trainable) whatever `quantize` says. */
+  keepF32?: readonly string[];
 }
 
 /** Per sample: the media tensor and its frozen tower features [1, T, N, E] (null: text-only). */
@@ -74,7 +78,7 @@ export class VideoLLaMA2TrainFamily implements TrainFamily<VideoLLaMA2TrainExamp
 
   static async load(dir: string, opts: VideoLLaMA2FamilyOptions = {}): Promise<VideoLLaMA2TrainFamily> {
     const tokenizer = loadTokenizer(opts.tokenizerDir ?? dir);
-    const model = await VideoLLaMA2.fromPretrained(dir, { visionTowerDir: opts.visionTowerDir, log: opts.warn ?? (() => undefined) });
+    const model = await VideoLLaMA2.fromPretrained(dir, { visionTowerDir: opts.visionTowerDir, log: opts.warn ?? (() => undefined), quantize: opts.quantize, keepF32: opts.keepF32 });
     try {
       const towerDir = resolveVisionTowerDir(model.config.mm_vision_tower, dir, { visionTowerDir: opts.visionTowerDir });
       const processor = loadTowerImageProcessor(towerDir, undefined, opts.warn);

@@ -280,8 +280,8 @@ static struct {
   void *ctx;
   unsigned long gen, start_gen;
   int open, entered, quit, started;
-  void *scratch[MAXT][2];
-  size_t scratch_sz[MAXT][2];
+  void *scratch[MAXT][3];
+  size_t scratch_sz[MAXT][3];
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv_start = PTHREAD_COND_INITIALIZER, .cv_done = PTHREAD_COND_INITIALIZER};
 static pthread_mutex_t g_op_mu = PTHREAD_MUTEX_INITIALIZER; /* one API operation at a time */
 #define SPIN_ITERS 4000 /* ~0.1 ms of pause before sleeping on the condvar */
@@ -361,7 +361,8 @@ static void pool_run(job_fn fn, void *ctx) {
   pthread_mutex_unlock(&P.mu);
 }
 
-/* per-thread scratch (slot 0: dequantized panel, slot 1: matmulT accumulator); NULL on OOM */
+/* per-thread scratch (slot 0: dequantized panel, slot 1: matmulT accumulator, slot 2 of thread 0:
+   the shared block of the 'block' prefill path); NULL on OOM */
 static void *scratch(int tid, int slot, size_t bytes) {
   if (P.scratch_sz[tid][slot] < bytes) {
     free(P.scratch[tid][slot]);
@@ -666,6 +667,30 @@ static void job_quantize(void *vc, int tid, int nth) {
   }
 }
 
+/* rows [r0, r0+n) of w dequantized into buf (n x cols f32) by the pool, 16-row chunks handed out dynamically */
+typedef struct { const nw_weight *w; float *buf; int64_t r0, n; int64_t next; } dq_ctx;
+static void job_dequant_block(void *vc, int tid, int nth) {
+  (void)tid; (void)nth;
+  dq_ctx *c = vc;
+  for (;;) {
+    const int64_t i = __atomic_fetch_add(&c->next, 16, __ATOMIC_RELAXED);
+    if (i >= c->n) break;
+    const int64_t e = NW_MIN(c->n, i + 16);
+    for (int64_t r = i; r < e; r++)
+      g_kern->dequant_row(c->w->type, c->w->data + (size_t)(c->r0 + r) * c->w->rbytes, c->buf + r * c->w->cols, c->w->cols);
+  }
+}
+
+/* prefill path: 'panels' (default) gives each pool thread its own 256-row panels and single-threaded
+   sgemm calls; 'block' (TFJS_BLAS_PREFILL=block, needs OpenBLAS) dequantizes blocks of <= 64 MB of
+   rows with the pool, then runs one multi-threaded OpenBLAS sgemm per block. Measured level on the
+   2-core AVX2 machine (50-85 GFLOP/s either way, bound by sgemm); kept for machines where one is better. */
+static int prefill_block(void) {
+  static int v = -1;
+  if (v < 0) { const char *e = getenv("TFJS_BLAS_PREFILL"); v = e && strcmp(e, "block") == 0; }
+  return v && nw_ob.sgemm != NULL;
+}
+
 /* number of panels a multiple of the thread count, panel rows a multiple of 16, at most maxp */
 static void plan_panels(int64_t rows, int64_t maxp, int64_t *panel, int64_t *npanels) {
   const int nth = P.n < 1 ? 1 : P.n;
@@ -861,6 +886,22 @@ static napi_value Matmul(napi_env env, napi_callback_info info) {
     if (bias) for (int64_t m = 0; m < M; m++) memcpy(C + m * w->rows, bias, (size_t)w->rows * 4);
     nw_ob.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)w->rows, (int)w->cols, 1.f, c.x, (int)w->cols,
                 (const float *)w->data, (int)w->cols, bias ? 1.f : 0.f, C, (int)w->rows);
+    if (nw_ob.set_num_threads && prev > 0 && prev != P.n) nw_ob.set_num_threads(prev);
+  } else if (prefill_block()) {
+    const int64_t per = NW_MAX(16, (int64_t)((64u << 20) / ((size_t)w->cols * 4)));
+    float *buf = scratch(0, 2, (size_t)NW_MIN(per, w->rows) * (size_t)w->cols * 4);
+    if (!buf) c.err = 1;
+    const int prev = nw_ob.get_num_threads ? nw_ob.get_num_threads() : 0;
+    for (int64_t r0 = 0; buf && r0 < w->rows; r0 += per) {
+      const int64_t n = NW_MIN(per, w->rows - r0);
+      dq_ctx d = {.w = w, .buf = buf, .r0 = r0, .n = n, .next = 0};
+      pool_run(job_dequant_block, &d);
+      if (nw_ob.set_num_threads && nw_ob.get_num_threads && nw_ob.get_num_threads() != P.n) nw_ob.set_num_threads(P.n);
+      float *C = c.out + r0;
+      if (bias) for (int64_t m = 0; m < M; m++) memcpy(C + m * w->rows, bias + r0, (size_t)n * 4);
+      nw_ob.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)n, (int)w->cols, 1.f, c.x, (int)w->cols,
+                  buf, (int)w->cols, bias ? 1.f : 0.f, C, (int)w->rows);
+    }
     if (nw_ob.set_num_threads && prev > 0 && prev != P.n) nw_ob.set_num_threads(prev);
   } else {
     plan_panels(w->rows, 256, &c.panel, &c.npanels);
