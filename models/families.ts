@@ -12,6 +12,7 @@
 import type { ChatModel } from './chat';
 import type { ModelLoadOptions } from './contract';
 import type { TrainFamily } from '../training/family';
+import type { LoraPreset } from '../training/lora';
 import type { BenchCase } from '../bench/runner';
 import type { RandomCheckpointSpec, RandomSpecOptions } from '../weights/random_checkpoint';
 import type { FamilyWeights } from '../weights/load';
@@ -59,6 +60,10 @@ export interface FamilyRow {
   randomVariants: readonly string[];
   /** The tensors and files of a random-weight checkpoint of one variant (weights/random_checkpoint.ts). */
   randomSpec(opts: RandomSpecOptions): RandomCheckpointSpec;
+  /** The key the family's training dataset files a plain-string `image` under (labels of missing-media errors). */
+  dataImageKey: string | null;
+  /** Upstream's LoRA recipe (`--lora-preset NAME`) and the modules LoRA never adapts. */
+  loraPreset(): LoraPreset;
   /** The module tree and weight sources of a checkpoint directory (options: visionTowerDir, log). */
   weights(dir: string, opts: { visionTowerDir?: string; log?: (msg: string) => void }): FamilyWeights;
 }
@@ -82,6 +87,8 @@ export const FAMILIES: readonly FamilyRow[] = [
     flags: [{ flag: 'max-slice-nums', option: 'maxSliceNums', help: 'MiniCPM-V: slices per image' }],
     randomVariants: ['minicpmv'],
     randomSpec: (opts) => (require('./minicpmv/random_checkpoint') as typeof import('./minicpmv/random_checkpoint')).minicpmvRandomSpec(opts),
+    dataImageKey: '<image>',
+    loraPreset: () => (require('./minicpmv/train') as typeof import('./minicpmv/train')).MINICPMV_LORA_PRESET,
     weights: (dir, opts) => (require('./minicpmv/modeling') as typeof import('./minicpmv/modeling')).MiniCPMV.unloaded(dir, opts),
   },
   {
@@ -102,6 +109,8 @@ export const FAMILIES: readonly FamilyRow[] = [
     ],
     randomVariants: ['videollama2', 'videollama2.1'],
     randomSpec: (opts) => (require('./videollama2/random_checkpoint') as typeof import('./videollama2/random_checkpoint')).videollama2RandomSpec(opts),
+    dataImageKey: null,
+    loraPreset: () => (require('./videollama2/train') as typeof import('./videollama2/train')).VIDEOLLAMA2_LORA_PRESET,
     weights: (dir, opts) => (require('./videollama2/modeling') as typeof import('./videollama2/modeling')).VideoLLaMA2.unloaded(dir, opts),
   },
 ];

@@ -34,10 +34,11 @@ export function detectFamily(dir: string): Family {
 
 /** Loads the chat pipeline of a checkpoint directory. */
 export async function loadChatModel(dir: string, opts: LoadOptions = {}): Promise<ChatModel> {
-  const chat = await familyOf(dir).loadChat(dir, opts);
+  const row = familyOf(dir);
+  const chat = await row.loadChat(dir, opts);
   if (opts.adapter) {
     try {
-      attachAdapter(chat as unknown as Parameters<typeof attachAdapter>[0], opts.adapter);
+      attachAdapter(chat as unknown as Parameters<typeof attachAdapter>[0], opts.adapter, row.loraPreset().exclude);
     } catch (e) {
       chat.dispose();
       throw e;

@@ -10,12 +10,13 @@ import { finetune } from '../training/finetune';
 import { LoraOptions, parseTargetModules } from '../training/lora';
 import { LR_SCHEDULES, LrScheduleKind } from '../training/schedule';
 import { StepInfo } from '../training/trainer';
+import { FAMILIES } from '../models/families';
 import { Command, ParsedOptions, UsageError, flag, num, requireStr, str, strList } from './cli';
 
 /** LoRA flags → options (null: no LoRA). peft defaults r 8, alpha 8, dropout 0 when not given. */
-function loraFlags(opts: ParsedOptions): { preset?: 'minicpmv' | 'videollama2'; over: Partial<LoraOptions> } | null {
+function loraFlags(opts: ParsedOptions): { preset?: string; over: Partial<LoraOptions> } | null {
   const preset = str(opts, 'lora-preset');
-  if (preset !== undefined && preset !== 'minicpmv' && preset !== 'videollama2') throw new UsageError(`--lora-preset must be minicpmv or videollama2, got '${preset}'`);
+  if (preset !== undefined && !FAMILIES.some((f) => f.name === preset)) throw new UsageError(`--lora-preset must be ${FAMILIES.map((f) => f.name).join(' or ')}, got '${preset}'`);
   const r = num(opts, 'lora-r', { int: true });
   if (r !== undefined && r <= 0) throw new UsageError(`--lora-r must be an integer > 0, got ${r}`);
   const over: Partial<LoraOptions> = {};
@@ -29,7 +30,7 @@ function loraFlags(opts: ParsedOptions): { preset?: 'minicpmv' | 'videollama2'; 
   if (flag(opts, 'use-rslora')) over.useRslora = true;
   if (!preset && !Object.keys(over).length) return null;
   if (!preset && over.targetModules === undefined) throw new UsageError('--lora-target is required without --lora-preset (a regex, or module names such as q_proj,v_proj)');
-  return { preset: preset as 'minicpmv' | 'videollama2' | undefined, over };
+  return { preset, over };
 }
 
 function fmtTime(s: number): string {

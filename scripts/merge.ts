@@ -7,7 +7,6 @@
 import path from 'node:path';
 import { familyOf } from '../models/registry';
 import { exportCheckpoint } from '../training/export';
-import { LoraFamily } from '../training/lora';
 import { loadAdapter } from '../training/peft_format';
 import { Command, UsageError, flag, requireStr, str } from './cli';
 
@@ -18,7 +17,7 @@ export async function mergeAdapter(model: string, adapter: string, out: string, 
   if (opts.visionTowerDir && !row.trainOptions.includes('visionTowerDir')) throw new UsageError(`--vision-tower: not an option of ${row.title} checkpoints`);
   const fam = await row.loadTrainer(model, { dataRoot: '.', warn: quiet, ...(opts.visionTowerDir ? { visionTowerDir: opts.visionTowerDir } : {}) });
   try {
-    const lora = loadAdapter(adapter, fam.model, fam.keymap, fam.family as LoraFamily);
+    const lora = loadAdapter(adapter, fam.model, fam.keymap, row.loraPreset().exclude);
     lora.merge();
     const o = fam.exportOptions();
     const file = exportCheckpoint(fam.model, fam.keymap, fam.dir, out, {

@@ -25,6 +25,8 @@ export interface TrainFamily<E = unknown, B = unknown> {
   readonly keymap: KeyMap;
   /** The checkpoint directory the model was loaded from. */
   readonly dir: string;
+  /** The connector's module prefix (its own learning rate with `connectorLr`, upstream mm_projector_lr). */
+  readonly connector: string;
   /** What upstream trains by default (module prefixes). */
   readonly defaultTune: readonly string[];
   /** The top-level trainable parts, for help and errors. */

@@ -12,7 +12,7 @@ import { familyOf } from '../models/registry';
 import { readCheckpointState, resumeTrainer, saveTrainerCheckpoint } from './checkpoints';
 import { RawSample, readDataFile } from './data';
 import { prepareExportDir } from './export';
-import { LORA_PRESETS, LoraFamily, LoraOptions, loraFromPreset } from './lora';
+import { LoraModel, LoraOptions, loraFromPreset } from './lora';
 import { saveAdapter } from './peft_format';
 import { checkMedia, traceGrads } from './run_extras';
 import { TrainLoopOptions, TrainResult, Trainer, TrainerOptions, epochSeed, seededPermutation } from './trainer';
@@ -37,7 +37,7 @@ export interface LoadTrainerOptions extends TrainerOptions {
   /** Receives notes (ignored config keys, ...). */
   warn?: (msg: string) => void;
   /** Fill the LoRA options (and tune / connector lr, unless given) from the family's upstream preset. */
-  loraPreset?: boolean | 'minicpmv' | 'videollama2';
+  loraPreset?: boolean | string;
   /** LoRA values that override the preset. */
   loraOverrides?: Partial<LoraOptions>;
   /**
@@ -88,7 +88,7 @@ export async function loadTrainer(modelDir: string, opts: LoadTrainerOptions = {
     throw new Error(`--data-root: ${dataRoot} is not a directory`);
   }
   dataRoot ??= process.cwd();
-  if (samples) samples = checkMedia(samples, dataRoot, !!opts.skipMissingMedia, (m) => process.stderr.write(`warning: ${m}\n`), row.name);
+  if (samples) samples = checkMedia(samples, dataRoot, !!opts.skipMissingMedia, (m) => process.stderr.write(`warning: ${m}\n`), row.dataImageKey);
   if (opts.tokenizerDir !== undefined && !(fs.existsSync(opts.tokenizerDir) && fs.statSync(opts.tokenizerDir).isDirectory())) {
     throw new Error(`--tokenizer: ${opts.tokenizerDir} is not a directory`);
   }
@@ -100,16 +100,18 @@ export async function loadTrainer(modelDir: string, opts: LoadTrainerOptions = {
     throw new Error(`${misplaced.join(', ')} (${owners.join(' / ')} options; this is a ${row.title} checkpoint)`);
   }
   // parts trained fully stay float32 tfjs tensors whatever --quantize says (the rest is frozen)
-  const presetTune = opts.loraPreset ? LORA_PRESETS[row.name as LoraFamily]?.tune : undefined;
+  const presetTune = opts.loraPreset ? row.loraPreset().tune : undefined;
   const keepF32 = opts.tune?.length ? opts.tune : presetTune ?? [];
   const fam = await row.loadTrainer(modelDir, { samples, dataRoot, maxLength: opts.maxLength, tokenizerDir: opts.tokenizerDir, warn: opts.warn, quantize: opts.quantize, keepF32, ...specific });
   try {
     let topts: LoadTrainerOptions = opts;
     if (opts.loraPreset) {
       if (typeof opts.loraPreset === 'string' && opts.loraPreset !== fam.family) throw new Error(`--lora-preset ${opts.loraPreset}: this is a ${fam.family} checkpoint`);
-      const p = loraFromPreset(fam.family as 'minicpmv' | 'videollama2', fam.model, fam.keymap, opts.loraOverrides);
+      const p = loraFromPreset(row.loraPreset(), fam.model, fam.keymap, opts.loraOverrides);
       topts = { ...opts, lora: p.lora, tune: opts.tune?.length ? opts.tune : p.tune, connectorLr: opts.connectorLr ?? p.connectorLr };
     }
+    // the family's never-adapted modules (VideoLLaMA 2: connector, vision tower)
+    if (topts.lora && !(topts.lora instanceof LoraModel) && topts.lora.exclude === undefined) topts = { ...topts, lora: { ...topts.lora, exclude: row.loraPreset().exclude } };
     return new Trainer(fam, topts);
   } catch (e) {
     fam.dispose();

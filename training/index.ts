@@ -16,7 +16,7 @@ export type { StepInfo, TrainLoopOptions, TrainResult, TrainerOptions } from './
 export { checkOutDir, exportCheckpoint } from './export';
 export { finetune, loadTrainer } from './finetune';
 export type { FinetuneOptions, FinetuneResult, LoadTrainerOptions } from './finetune';
-export { LORA_PRESETS, LoraModel, findAllLinearNames, kaimingUniform, loraFromPreset, matchesTarget, parseTargetModules, peftKey } from './lora';
+export { LoraModel, findAllLinearNames, kaimingUniform, loraFromPreset, matchesTarget, parseTargetModules, peftKey } from './lora';
 export type { LoraOptions, LoraPreset, TargetModules } from './lora';
 export { adapterConfigJson, loadAdapter, readAdapterConfig, saveAdapter } from './peft_format';
 export { LR_SCHEDULES, makeSchedule, warmupStepsOf } from './schedule';

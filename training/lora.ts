@@ -37,9 +37,10 @@ export interface LoraOptions {
   seed?: number;
   /** false: A and B both start at zero... (not peft's; tests use `initA`/`initB` instead). Default true. */
   initLoraWeights?: boolean;
+  /** Module names never adapted (the family's; loadTrainer fills it from the family table). */
+  exclude?: LoraExclude;
 }
 
-export type LoraFamily = 'minicpmv' | 'videollama2';
 
 export interface LoraPreset {
   r: number;
@@ -51,23 +52,12 @@ export interface LoraPreset {
   tune: string[];
   /** Learning rate of the connector group (upstream --mm_projector_lr), when the script sets one. */
   connectorLr?: number;
+  /** Module names LoRA never adapts in this family (VideoLLaMA 2: connector and vision tower). */
+  exclude: LoraExclude;
 }
 
-/**
- * Upstream defaults:
- * - MiniCPM-V finetune.py LoraArguments: r 64, alpha 64, dropout 0.05, target
- *   `llm\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj)`; finetune_lora.sh keeps
- *   `--tune_vision true` and the resampler is never frozen, so vpm + resampler train fully
- *   (finetune.py also re-enables `llm.model.embed_tokens`; we leave it frozen: say --tune to add it).
- * - VideoLLaMA 2 scripts/custom/finetune_lora.sh: `--lora_r 128 --lora_alpha 256
- *   --mm_projector_lr 2e-5`, train.py lora_dropout 0.05, targets find_all_linear_names (every
- *   nn.Linear outside mm_projector/vision_tower/vision_resampler, minus lm_head); the projector
- *   trains fully (it is created after get_peft_model).
- */
-export const LORA_PRESETS: Record<LoraFamily, LoraPreset> = {
-  minicpmv: { r: 64, alpha: 64, dropout: 0.05, targetModules: 'llm\\..*layers\\.\\d+\\.self_attn\\.(q_proj|k_proj|v_proj)', tune: ['vpm', 'resampler'] },
-  videollama2: { r: 128, alpha: 256, dropout: 0.05, targetModules: null, tune: ['mm_projector'], connectorLr: 2e-5 },
-};
+/** Module names (torch paths) that LoRA never adapts in a family (its preset says which). */
+export type LoraExclude = RegExp | null;
 
 /** peft `check_target_module_exists` for a string or a list. */
 export function matchesTarget(name: string, target: TargetModules): boolean {
@@ -105,23 +95,23 @@ export interface LinearSite {
   linear: Linear;
 }
 
-/** The Linear modules of `model` that LoRA may adapt for `family`, by torch module name. */
-export function linearSites(model: Module, keymap: KeyMap, family?: LoraFamily): LinearSite[] {
+/** The Linear modules of `model` that LoRA may adapt (minus `exclude`), by torch module name. */
+export function linearSites(model: Module, keymap: KeyMap, exclude: LoraExclude = null): LinearSite[] {
   const out: LinearSite[] = [];
   for (const [p, m] of model.namedModules()) {
     if (!(m instanceof Linear)) continue;
     const key = toCheckpointKey(keymap, `${p}.weight`);
     const name = key.slice(0, -'.weight'.length);
-    if (family === 'videollama2' && /(^|\.)(mm_projector|vision_tower|vision_resampler)(\.|$)/.test(name)) continue;
+    if (exclude && exclude.test(name)) continue;
     out.push({ path: p, name, linear: m });
   }
   return out;
 }
 
 /** VideoLLaMA 2 `find_all_linear_names`: last name segments of the LLM's Linears, minus lm_head (sorted). */
-export function findAllLinearNames(model: Module, keymap: KeyMap): string[] {
+export function findAllLinearNames(model: Module, keymap: KeyMap, exclude: LoraExclude = null): string[] {
   const names = new Set<string>();
-  for (const s of linearSites(model, keymap, 'videollama2')) {
+  for (const s of linearSites(model, keymap, exclude)) {
     const parts = s.name.split('.');
     names.add(parts.length === 1 ? parts[0] : parts[parts.length - 1]);
   }
@@ -181,11 +171,11 @@ export class LoraModel {
   readonly entries: LoraEntry[] = [];
   readonly scaling: number;
   readonly rng: LoraRng;
-  readonly config: Required<Omit<LoraOptions, 'initLoraWeights'>>;
+  readonly config: Required<Omit<LoraOptions, 'initLoraWeights' | 'exclude'>>;
   private mergedState = false;
   private readonly unhook: () => void;
 
-  constructor(readonly model: Module, readonly keymap: KeyMap, readonly family: LoraFamily | undefined, opts: LoraOptions) {
+  constructor(readonly model: Module, readonly keymap: KeyMap, readonly exclude: LoraExclude, opts: LoraOptions) {
     const r = opts.r, alpha = opts.alpha, dropout = opts.dropout ?? 0;
     if (!(Number.isInteger(r) && r > 0)) throw new Error(`LoRA rank r must be an integer > 0, got ${r}`);
     if (!(Number.isFinite(alpha) && alpha > 0)) throw new Error(`LoRA alpha must be > 0, got ${alpha}`);
@@ -197,7 +187,7 @@ export class LoraModel {
     this.rng = { seed: this.config.seed, step: 0, counter: 0 };
     // gradient checkpointing replays a layer's dropout masks in its recomputation
     this.unhook = onRecompute(() => { const c = this.rng.counter; return () => { this.rng.counter = c; }; });
-    const sites = linearSites(model, keymap, family);
+    const sites = linearSites(model, keymap, exclude);
     const hits = sites.filter((s) => matchesTarget(s.name, t));
     if (!hits.length) {
       const examples = sites.slice(0, 6).map((s) => s.name);
@@ -290,9 +280,8 @@ export class LoraModel {
 }
 
 /** LoRA options from a preset, with explicit values taking precedence. */
-export function loraFromPreset(family: LoraFamily, model: Module, keymap: KeyMap, over: Partial<LoraOptions> = {}): { lora: LoraOptions; tune: string[]; connectorLr?: number } {
-  const p = LORA_PRESETS[family];
-  const targetModules = over.targetModules ?? p.targetModules ?? findAllLinearNames(model, keymap);
+export function loraFromPreset(p: LoraPreset, model: Module, keymap: KeyMap, over: Partial<LoraOptions> = {}): { lora: LoraOptions; tune: string[]; connectorLr?: number } {
+  const targetModules = over.targetModules ?? p.targetModules ?? findAllLinearNames(model, keymap, p.exclude);
   return {
     lora: { r: over.r ?? p.r, alpha: over.alpha ?? p.alpha, dropout: over.dropout ?? p.dropout, targetModules, useRslora: over.useRslora, seed: over.seed },
     tune: p.tune, connectorLr: p.connectorLr,

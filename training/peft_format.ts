@@ -21,7 +21,7 @@ import { Checkpoint } from '../weights/checkpoint';
 import { KeyMap, toCheckpointKey, toModuleKey } from '../weights/keymap';
 import { readParam, toMemoryLayout } from '../weights/load';
 import { WriteTensor, writeSafetensors } from '../weights/safetensors';
-import { LoraFamily, LoraModel, TargetModules } from './lora';
+import { LoraExclude, LoraModel, TargetModules } from './lora';
 import { TrainableParam } from './params';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
@@ -134,7 +134,7 @@ export function readAdapterConfig(dir: string): AdapterConfig {
  * the model. Module names that do not match, missing or extra tensors and shape mismatches are
  * errors that list a few.
  */
-export function loadAdapter(dir: string, model: Module, keymap: KeyMap, family: LoraFamily): LoraModel {
+export function loadAdapter(dir: string, model: Module, keymap: KeyMap, exclude: LoraExclude = null): LoraModel {
   const cfg = readAdapterConfig(dir);
   const file = path.join(dir, ADAPTER_WEIGHTS);
   if (!fs.existsSync(file)) throw new Error(`--adapter: ${dir} has no ${ADAPTER_WEIGHTS}`);
@@ -145,7 +145,7 @@ export function loadAdapter(dir: string, model: Module, keymap: KeyMap, family: 
     const loraKeys = keys.filter((k) => /\.lora_[AB]\.weight$/.test(k));
     const wantModules = [...new Set(loraKeys.map((k) => k.replace(/\.lora_[AB]\.weight$/, '').slice(PREFIX.length)))];
     try {
-      lora = new LoraModel(model, keymap, family, { r: cfg.r, alpha: cfg.alpha, dropout: cfg.dropout, targetModules: cfg.targetModules, useRslora: cfg.useRslora, initLoraWeights: false });
+      lora = new LoraModel(model, keymap, exclude, { r: cfg.r, alpha: cfg.alpha, dropout: cfg.dropout, targetModules: cfg.targetModules, useRslora: cfg.useRslora, initLoraWeights: false });
     } catch (e) {
       throw new Error(`--adapter ${dir} does not fit this model: ${(e as Error).message}` + (wantModules.length ? ` (the adapter's modules: ${wantModules.slice(0, 4).join(', ')}${wantModules.length > 4 ? ', …' : ''})` : ''));
     }

@@ -8,17 +8,20 @@ import { Module } from '../layers/module';
 import { KeyMap } from '../weights/keymap';
 import { WriteTensor, writeSafetensors } from '../weights/safetensors';
 import { RawSample, sampleName } from './data';
-import { LoraFamily, LoraModel } from './lora';
+import { LoraExclude, LoraModel } from './lora';
 import { loadAdapter } from './peft_format';
 import { Trainer, seededPermutation } from './trainer';
 import fs from 'node:fs';
 
 /** The media files a sample names, with the label the family's dataset uses in its errors. */
-export function mediaPaths(s: RawSample, family = 'minicpmv'): { label: string; path: string }[] {
+/**
+ * The media files a sample names. `imageKey`: the key the family's dataset files a plain-string
+ * image under (MiniCPM-V: '<image>'; null: none, the label is just 'image').
+ */
+export function mediaPaths(s: RawSample, imageKey: string | null = '<image>'): { label: string; path: string }[] {
   const out: { label: string; path: string }[] = [];
   const img = s.image;
-  const mc = family === 'minicpmv';
-  if (typeof img === 'string') out.push({ label: mc ? "image '<image>'" : 'image', path: img });
+  if (typeof img === 'string') out.push({ label: imageKey ? `image '${imageKey}'` : 'image', path: img });
   else if (img && typeof img === 'object' && !Array.isArray(img)) {
     for (const [k, v] of Object.entries(img)) if (typeof v === 'string') out.push({ label: `image '${k}'`, path: v });
   }
@@ -31,10 +34,10 @@ export function mediaPaths(s: RawSample, family = 'minicpmv'): { label: string; 
  * and the path (upstream fails in its dataset's __getitem__), unless `skip`: then the sample is
  * dropped with a warning.
  */
-export function checkMedia(samples: readonly RawSample[], dataRoot: string, skip: boolean, warn: (m: string) => void, family = 'minicpmv'): RawSample[] {
+export function checkMedia(samples: readonly RawSample[], dataRoot: string, skip: boolean, warn: (m: string) => void, imageKey: string | null = '<image>'): RawSample[] {
   const keep: RawSample[] = [];
   samples.forEach((s, i) => {
-    const missing = mediaPaths(s, family).find(({ path: p }) => { const f = path.isAbsolute(p) ? p : path.join(dataRoot, p); return !(fs.existsSync(f) && fs.statSync(f).isFile()); });
+    const missing = mediaPaths(s, imageKey).find(({ path: p }) => { const f = path.isAbsolute(p) ? p : path.join(dataRoot, p); return !(fs.existsSync(f) && fs.statSync(f).isFile()); });
     if (!missing) { keep.push(s); return; }
     const full = path.isAbsolute(missing.path) ? missing.path : path.join(dataRoot, missing.path);
     const msg = `${sampleName(s, i)}, ${missing.label}: media file '${missing.path}' not found (looked for ${full}; relative paths are resolved against the data root ${dataRoot})`;
@@ -80,8 +83,8 @@ export async function traceGrads(trainer: Trainer, file: string, loop: { batchSi
 }
 
 /** Attaches a peft adapter directory to a loaded chat model (unmerged); freed with the model. */
-export function attachAdapter(chat: { family: string; model: Module; keymap: KeyMap; dispose(): void }, dir: string): LoraModel {
-  const lora = loadAdapter(dir, chat.model, chat.keymap, chat.family as LoraFamily);
+export function attachAdapter(chat: { model: Module; keymap: KeyMap; dispose(): void }, dir: string, exclude: LoraExclude = null): LoraModel {
+  const lora = loadAdapter(dir, chat.model, chat.keymap, exclude);
   const dispose = chat.dispose.bind(chat);
   chat.dispose = () => { lora.dispose(); dispose(); };
   return lora;

@@ -25,7 +25,7 @@ import { TrainFamily } from './family';
 import { Module } from '../layers/module';
 import { TrainableParam, countScalars, selectTrainable, toCheckpointTensor, underPrefix } from './params';
 import { checkSeed, mixHigh } from '../generation/sampling';
-import { LoraFamily, LoraModel, LoraOptions, mixSeed } from './lora';
+import { LoraModel, LoraOptions, mixSeed } from './lora';
 import { LrSchedule, LrScheduleKind, makeSchedule } from './schedule';
 import { withGradientCheckpointing } from '../layers/checkpointing';
 import { sampleName, RawSample } from './data';
@@ -165,7 +165,7 @@ export class Trainer<E = unknown, B = unknown> {
 
   constructor(readonly family: TrainFamily<E, B>, opts: TrainerOptions = {}) {
     const lo = opts.lora;
-    this.lora = lo ? (lo instanceof LoraModel ? lo : new LoraModel(family.model, family.keymap, family.family as LoraFamily, lo)) : null;
+    this.lora = lo ? (lo instanceof LoraModel ? lo : new LoraModel(family.model, family.keymap, lo.exclude ?? null, lo)) : null;
     const tune = this.lora ? [...(opts.tune ?? [])] : opts.tune && opts.tune.length ? [...opts.tune] : [...family.defaultTune];
     if (tune.length) family.checkTune(tune);
     this.tune = tune;
@@ -411,7 +411,7 @@ function layerNormModules(model: Module): Set<string> {
 function makeGroups(t: Trainer<any, any>, opts: TrainerOptions): ParamGroup[] {
   const lr = opts.lr ?? 5e-5, wd = opts.weightDecay ?? 0;
   if (opts.connectorLr !== undefined && !(opts.connectorLr > 0)) throw new Error(`connector learning rate must be > 0, got ${opts.connectorLr}`);
-  const connector = t.family.family === 'videollama2' ? 'mm_projector' : 'resampler';
+  const connector = t.family.connector;
   const norms = opts.hfNoDecay ? layerNormModules(t.family.model) : new Set<string>();
   const specs = new Map<string, { lr: number; wd: number; vars: number[] }>();
   const owner: number[] = [];

@@ -12,6 +12,7 @@ import { MiniCPMV } from './modeling';
 import { MINICPMV_KEYMAP } from './keymap';
 import { Tokenizer, loadTokenizer } from '../../tokenizers';
 import { RawSample } from '../../training/data';
+import { LoraPreset } from '../../training/lora';
 import { ExportOptions } from '../../training/export';
 import { Prepared, TrainFamily } from '../../training/family';
 import { crossEntropy, IGNORE_INDEX } from '../../training/loss';
@@ -32,11 +33,22 @@ export interface MiniCPMVFamilyOptions {
   keepF32?: readonly string[];
 }
 
+/**
+ * Upstream LoRA recipe (MiniCPM-V finetune.py LoraArguments + finetune_lora.sh): r 64, alpha 64,
+ * dropout 0.05, target `llm\..*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj)`; `--tune_vision true`
+ * and the resampler is never frozen, so vpm + resampler train fully (finetune.py also re-enables
+ * `llm.model.embed_tokens`; we leave it frozen: say --tune to add it).
+ */
+export const MINICPMV_LORA_PRESET: LoraPreset = {
+  r: 64, alpha: 64, dropout: 0.05, targetModules: 'llm\\..*layers\\.\\d+\\.self_attn\\.(q_proj|k_proj|v_proj)', tune: ['vpm', 'resampler'], exclude: null,
+};
+
 const NOTHING: Prepared = { dispose: () => undefined };
 
 export class MiniCPMVTrainFamily implements TrainFamily<MiniCPMVTrainExample, MiniCPMVTrainBatch> {
   readonly family = 'minicpmv' as const;
   readonly keymap = MINICPMV_KEYMAP;
+  readonly connector = 'resampler';
   readonly defaultTune = ['llm', 'vpm', 'resampler'] as const;
   readonly parts = ['llm', 'vpm', 'resampler'] as const;
   readonly data: MiniCPMVFinetuneData | null;

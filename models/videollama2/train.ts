@@ -17,6 +17,7 @@ import { TowerImageProcessor, loadTowerImageProcessor } from '../clip/image_proc
 import { MediaInput, VideoLLaMA2 } from './modeling';
 import { resolveVisionTowerDir } from './vision';
 import { RawSample } from '../../training/data';
+import { LoraPreset } from '../../training/lora';
 import { ExportOptions } from '../../training/export';
 import { Prepared, TrainFamily } from '../../training/family';
 import { IGNORE_INDEX, crossEntropy } from '../../training/loss';
@@ -51,8 +52,20 @@ class VideoLLaMA2Prepared implements Prepared {
   }
 }
 
+/**
+ * Upstream LoRA recipe (VideoLLaMA 2 scripts/custom/finetune_lora.sh + train.py): `--lora_r 128
+ * --lora_alpha 256 --mm_projector_lr 2e-5`, lora_dropout 0.05, targets `find_all_linear_names`
+ * (every nn.Linear outside mm_projector/vision_tower/vision_resampler, minus lm_head); the
+ * projector trains fully (it is created after get_peft_model).
+ */
+export const VIDEOLLAMA2_LORA_PRESET: LoraPreset = {
+  r: 128, alpha: 256, dropout: 0.05, targetModules: null, tune: ['mm_projector'], connectorLr: 2e-5,
+  exclude: /(^|\.)(mm_projector|vision_tower|vision_resampler)(\.|$)/,
+};
+
 export class VideoLLaMA2TrainFamily implements TrainFamily<VideoLLaMA2TrainExample, VideoLLaMA2TrainBatch> {
   readonly family = 'videollama2' as const;
+  readonly connector = 'mm_projector';
   readonly defaultTune = ['llm', 'mm_projector'] as const;
   readonly parts = ['llm', 'mm_projector'] as const;
   readonly data: VideoLLaMA2TrainData | null;

@@ -22,6 +22,7 @@ import { Checkpoint } from '../../weights/checkpoint';
 import { SafetensorsFile, writeSafetensors } from '../../weights/safetensors';
 import { expectNoLeak } from '../helpers/memory';
 import { trainFixture } from './helpers';
+import { VIDEOLLAMA2_LORA_PRESET } from '../../models/videollama2/train';
 
 const vq = trainFixture('videollama2_siglip_qwen2_tiny');
 const mc = trainFixture('minicpmv26_tiny');
@@ -96,7 +97,7 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     const t0 = await loadTrainer(vq.model, { data: data3 });
     const batch = t0.family.collate([await t0.family.data!.example(0)]);
     const baseLogits = logitsOf(t0, batch);
-    const lora = loadAdapter(out, t0.family.model, t0.family.keymap, 'videollama2');
+    const lora = loadAdapter(out, t0.family.model, t0.family.keymap, VIDEOLLAMA2_LORA_PRESET.exclude);
     const adapted = logitsOf(t0, batch);
     expect(maxDiff(adapted, baseLogits)).toBeGreaterThan(1e-3); // it trained
     lora.dispose();
@@ -125,7 +126,7 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     t.dispose();
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'))).toMatchObject({ use_rslora: true, target_modules: 'model\\.layers\\.\\d+\\.mlp\\.(up|gate)_proj', modules_to_save: null });
     const t2 = await loadTrainer(vq.model, { data: data3 });
-    loadAdapter(dir, t2.family.model, t2.family.keymap, 'videollama2');
+    loadAdapter(dir, t2.family.model, t2.family.keymap, VIDEOLLAMA2_LORA_PRESET.exclude);
     expect(maxDiff(logitsOf(t2, batch), want)).toBe(0);
     t2.dispose();
   });
@@ -188,7 +189,7 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     for (const k of f.keys()) renamed[k.replace('layers.0.', 'layers.7.')] = { dtype: 'F32', shape: f.read(k).shape, data: f.read(k).data as Float32Array };
     writeSafetensors(st, renamed);
     const t2 = await loadTrainer(vq.model);
-    expect(() => loadAdapter(ad, t2.family.model, t2.family.keymap, 'videollama2')).toThrow(/does not match this base model's module names; adapter modules not in the model: model\.layers\.7\.self_attn\.q_proj.*lacks: model\.layers\.0\.self_attn\.q_proj/);
+    expect(() => loadAdapter(ad, t2.family.model, t2.family.keymap, VIDEOLLAMA2_LORA_PRESET.exclude)).toThrow(/does not match this base model's module names; adapter modules not in the model: model\.layers\.7\.self_attn\.q_proj.*lacks: model\.layers\.0\.self_attn\.q_proj/);
     t2.dispose();
     // NaN loss: stops naming the step and the samples
     const t3 = await loadTrainer(vq.model, { data: data3, lora: { r: 2, alpha: 2, targetModules: ['q_proj'] } });
