@@ -7,7 +7,7 @@
  *   - greedy ids over N steps for each storage against the float32 ones (top-1 agreement).
  * Each run is a separate `vlm` process (backends cannot be mixed in one).
  *
- *   node dist/bench/realsize_check.js DIR IMAGE [--steps 32] [--storages stored,q8_0,q4_0] [--json]
+ *   node dist/bench/realsize_check.js DIR IMAGE [--steps 32] [--storages stored,q8_0,q4_0] [--reference f32|stored]
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -50,16 +50,21 @@ function main(): void {
   const opt = (k: string, d: string) => { const i = rest.indexOf(k); return i >= 0 ? rest[i + 1] : d; };
   const steps = opt('--steps', '32');
   const storages = opt('--storages', 'stored,q8_0,q4_0').split(',');
+  // the float32 reference runs tfjs float32 on the pure-JS cpu backend (slow: ~20 min at 2+2 real-size
+  // layers); `--reference stored` compares against the as-stored native run instead
+  const reference = opt('--reference', 'f32');
+  const refEnv: Record<string, string> = reference === 'f32' ? { VLM_BACKEND: 'cpu' } : {};
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'realsize-'));
   const prompt = 'What is in the image?';
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const result: Record<string, unknown> = { model: path.resolve(dir), steps: Number(steps) };
   try {
     const ref = path.join(tmp, 'f32.safetensors');
-    log('float32 reference (cpu backend, tfjs float32)…');
-    vlm(['trace', '--model', dir, '--image', image, '--prompt', prompt, '--quantize', 'f32', '--out', ref], { VLM_BACKEND: 'cpu' });
-    const refIds: number[] = JSON.parse(vlm(['chat', '--model', dir, '--image', image, '--prompt', prompt, '--greedy', '--max-new-tokens', steps, '--json', '--quantize', 'f32'], { VLM_BACKEND: 'cpu' })).token_ids;
-    result.f32_ids = refIds;
+    log(`reference: --quantize ${reference}${reference === 'f32' ? ' (cpu backend, tfjs float32)' : ''}…`);
+    vlm(['trace', '--model', dir, '--image', image, '--prompt', prompt, '--quantize', reference, '--out', ref], refEnv);
+    const refIds: number[] = JSON.parse(vlm(['chat', '--model', dir, '--image', image, '--prompt', prompt, '--greedy', '--max-new-tokens', steps, '--json', '--quantize', reference], refEnv)).token_ids;
+    result.reference = reference;
+    result.reference_ids = refIds;
     for (const s of storages) {
       log(`${s}…`);
       const f = path.join(tmp, `${s}.safetensors`);
