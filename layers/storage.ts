@@ -87,7 +87,8 @@ export class TensorStorage implements ParamStorage {
       const n = c.shape[0];
       const local = tf.sub(ids, tf.scalar(this.starts[i], 'int32'));
       const inside = tf.logicalAnd(tf.greaterEqual(local, tf.scalar(0, 'int32')), tf.less(local, tf.scalar(n, 'int32')));
-      const rows = tf.gather(c, tf.clipByValue(local, 0, n - 1).cast('int32'));
+      // clamp with int32 min/max: wasm's ClipByValue treats an int32 tensor as float32 (ids pass unclipped)
+      const rows = tf.gather(c, tf.minimum(tf.maximum(local, tf.scalar(0, 'int32')), tf.scalar(n - 1, 'int32')));
       return tf.mul(rows, inside.cast('float32').expandDims(1));
     });
     return tf.addN(parts) as tf.Tensor2D;
