@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseCommand, Command } from '../../scripts/cli';
+import { runStdout } from '../helpers/cli';
 import { command as chat } from '../../scripts/chat';
 import { command as trace } from '../../scripts/trace';
 import { loadNativeAddon } from '../../layers/native_weight';
@@ -24,20 +24,7 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function run(cmd: Command, args: string[]): Promise<string> {
-  const chunks: string[] = [];
-  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
-    chunks.push(String(s));
-    return true;
-  });
-  try {
-    const { opts, positionals } = parseCommand(cmd, args);
-    await cmd.run(opts, positionals);
-  } finally {
-    spy.mockRestore();
-  }
-  return chunks.join('');
-}
+const run = runStdout;
 
 const FLOATS = ['vpm.last_hidden_state', 'resampler.out', 'vision_tower.out', 'stc.readout', 'llm.inputs_embeds', 'llm.layer0', 'llm.layer_last', 'llm.norm', 'llm.logits'];
 

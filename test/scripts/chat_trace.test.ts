@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseCommand, Command } from '../../scripts/cli';
+import { runStdout } from '../helpers/cli';
 import { command as chat } from '../../scripts/chat';
 import { command as trace } from '../../scripts/trace';
 import { Golden, expectClose, expectSameInts, fixture, readAll } from '../helpers/golden';
@@ -18,20 +18,7 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function run(cmd: Command, args: string[]): Promise<string> {
-  const chunks: string[] = [];
-  const spy = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
-    chunks.push(String(s));
-    return true;
-  });
-  try {
-    const { opts, positionals } = parseCommand(cmd, args);
-    await cmd.run(opts, positionals);
-  } finally {
-    spy.mockRestore();
-  }
-  return chunks.join('');
-}
+const run = runStdout;
 
 const INT_NAMES = new Set(['input_ids', 'image_bound', 'tgt_sizes']);
 

@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { Command, UsageError, parseCommand } from '../../scripts/cli';
+import { UsageError } from '../../scripts/cli';
+import { runCommand } from '../helpers/cli';
 import { COMMANDS } from '../../scripts/commands';
 import { command as finetuneCmd } from '../../scripts/finetune';
 import { MiniCPMV } from '../../models/minicpmv/modeling';
@@ -31,19 +32,7 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function runCli(cmd: Command, args: string[]): Promise<{ out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const so = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => { out.push(String(s)); return true; });
-  const se = jest.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => { err.push(String(s)); return true; });
-  try {
-    const { opts, positionals } = parseCommand(cmd, args);
-    await cmd.run(opts, positionals);
-  } finally {
-    so.mockRestore();
-    se.mockRestore();
-  }
-  return { out: out.join(''), err: err.join('') };
-}
+const runCli = runCommand;
 
 /** Every parameter of `a` equals the same-named parameter of `b` (checkpoint layout), or lists the differing ones. */
 function differing(a: VideoLLaMA2 | MiniCPMV, b: VideoLLaMA2 | MiniCPMV): string[] {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { Command, parseCommand } from '../../scripts/cli';
+import { runCommand } from '../helpers/cli';
 import { command as finetuneCmd, progressLine } from '../../scripts/finetune';
 import { command as mergeCmd } from '../../scripts/merge';
 import { Linear } from '../../layers/linear';
@@ -37,19 +37,7 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function runCli(cmd: Command, args: string[]): Promise<{ out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const so = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => { out.push(String(s)); return true; });
-  const se = jest.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => { err.push(String(s)); return true; });
-  try {
-    const { opts, positionals } = parseCommand(cmd, args);
-    await cmd.run(opts, positionals);
-  } finally {
-    so.mockRestore();
-    se.mockRestore();
-  }
-  return { out: out.join(''), err: err.join('') };
-}
+const runCli = runCommand;
 
 /** Logits of sample 0 under `trainer`'s current model (lm_head output). */
 function logitsOf(trainer: Trainer, batch: unknown): Float32Array {
