@@ -38,8 +38,13 @@ export interface TrainFamily<E = unknown, B = unknown> {
   /** A dataset over other samples (e.g. --eval-data), built like `data` (same tokenizer, processor and options). */
   datasetFor(samples: readonly RawSample[]): TrainDataset<E>;
   collate(examples: readonly E[]): B;
-  /** Outside the tape. */
-  prepare(batch: B): Prepared;
+  /**
+   * Outside the tape: work on frozen parts (a vision tower nobody trains), so the tape does not
+   * hold their activations. `trains(modulePath)` says whether anything under a module path (our
+   * module tree: `vpm`, `model.vision_tower`) is trained, fully or by LoRA adapters; without it,
+   * everything counts as trained.
+   */
+  prepare(batch: B, trains?: (modulePath: string) => boolean): Prepared;
   /** Inside the tape: the scalar loss of the batch as upstream computes it. */
   loss(batch: B, prepared: Prepared): tf.Scalar;
   /** Number of supervised positions of a batch (for logs). */

@@ -191,6 +191,9 @@ export class Trainer<E = unknown, B = unknown> {
     this.optimizer = this.groups[0].optimizer;
   }
 
+  /** Whether anything under a module path is trained (full parameters or LoRA adapters). */
+  readonly trains = (modulePath: string): boolean => this.params.some((p) => underPrefix(p.name, modulePath)); // adapters are named <path>.lora_A.weight
+
   /** The trainable variables (memory layout), in `params` order. */
   get variables(): readonly tf.Variable[] {
     return this.vars;
@@ -206,7 +209,7 @@ export class Trainer<E = unknown, B = unknown> {
    * with the loss scaled by `scale` before differentiation (HF divides by the accumulation steps).
    */
   private lossAndVarGrads(batch: B, scale = 1, micro = 0): { loss: number; grads: (tf.Tensor | null)[] } {
-    const prep = this.family.prepare(batch);
+    const prep = this.family.prepare(batch, this.trains);
     if (this.lora) {
       this.lora.rng.step = mixSeed(this.stepCount, micro);
       this.lora.rng.counter = 0;
@@ -236,7 +239,7 @@ export class Trainer<E = unknown, B = unknown> {
     let sum = 0;
     for (let i = 0; i < data.length; i++) {
       const batch = this.family.collate([await data.example(i)]);
-      const prep = this.family.prepare(batch);
+      const prep = this.family.prepare(batch, this.trains);
       try {
         sum += tf.tidy(() => this.family.loss(batch, prep).dataSync()[0]);
       } finally {

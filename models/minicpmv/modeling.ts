@@ -48,6 +48,11 @@ export interface MiniCPMVEmbedOptions {
   taps?: Tap | null;
   /** torch's float vector width for the NaViT position ids (navit_positions.ts); default 8. */
   vecWidth?: number;
+  /**
+   * `vpmStates` of the flat image list, computed beforehand (training runs a frozen vpm outside
+   * the gradient tape); the caller keeps ownership.
+   */
+  vpmStates?: tf.Tensor3D;
 }
 
 export interface MiniCPMVForwardOptions extends MiniCPMVEmbedOptions, Omit<CausalLMForwardOptions, 'taps'> {}
@@ -132,10 +137,10 @@ export class MiniCPMV extends Module {
   }
 
   /**
-   * Vision features of a flat list of images: `vpm` in batches of `vision_batch_size`, then the
-   * resampler. Returns [N, Q, D].
+   * `vpm` over a flat list of images in batches of `vision_batch_size`: last hidden states
+   * [N, maxL, E] (padded patches included; the resampler masks them).
    */
-  visionFeatures(pixelValues: readonly PixelStrip[], tgtSizes: readonly TgtSize[], opts: MiniCPMVEmbedOptions = {}): tf.Tensor3D {
+  vpmStates(pixelValues: readonly PixelStrip[], tgtSizes: readonly TgtSize[], opts: MiniCPMVEmbedOptions = {}): tf.Tensor3D {
     const vc = this.config.vision_config;
     const pixels = packStrips(pixelValues, tgtSizes, vc.num_channels, vc.patch_size); // [N, C, P, maxL·P]
     try {
@@ -143,26 +148,36 @@ export class MiniCPMV extends Module {
         const tap = opts.taps ?? null;
         tap?.('vpm.pixel_values_padded', pixels);
         const N = pixelValues.length, bs = this.config.vision_batch_size;
-        let hs: tf.Tensor3D;
-        if (N <= bs) {
-          hs = this.vpm.forward(pixels, tgtSizes, { taps: tap, vecWidth: opts.vecWidth });
-        } else {
-          const collect = tap ? new TapCollector() : null;
-          const parts: tf.Tensor3D[] = [];
-          for (let s = 0; s < N; s += bs) {
-            const n = Math.min(bs, N - s);
-            const chunk = pixels.slice([s, 0, 0, 0], [n, -1, -1, -1]) as tf.Tensor4D;
-            parts.push(this.vpm.forward(chunk, tgtSizes.slice(s, s + n), { taps: collect?.tap, vecWidth: opts.vecWidth }));
-            chunk.dispose();
-          }
-          if (tap) collect!.replay(tap);
-          hs = tf.concat(parts, 0) as tf.Tensor3D; // [N, maxL, E]
+        if (N <= bs) return this.vpm.forward(pixels, tgtSizes, { taps: tap, vecWidth: opts.vecWidth });
+        const collect = tap ? new TapCollector() : null;
+        const parts: tf.Tensor3D[] = [];
+        for (let s = 0; s < N; s += bs) {
+          const n = Math.min(bs, N - s);
+          const chunk = pixels.slice([s, 0, 0, 0], [n, -1, -1, -1]) as tf.Tensor4D;
+          parts.push(this.vpm.forward(chunk, tgtSizes.slice(s, s + n), { taps: collect?.tap, vecWidth: opts.vecWidth }));
+          chunk.dispose();
         }
-        return this.resampler.forward(hs, tgtSizes, { taps: tap });
+        if (tap) collect!.replay(tap);
+        return tf.concat(parts, 0) as tf.Tensor3D; // [N, maxL, E]
       });
     } finally {
       pixels.dispose();
     }
+  }
+
+  /**
+   * Vision features of a flat list of images: `vpm` (or the given `vpmStates`), then the
+   * resampler. Returns [N, Q, D].
+   */
+  visionFeatures(pixelValues: readonly PixelStrip[], tgtSizes: readonly TgtSize[], opts: MiniCPMVEmbedOptions = {}): tf.Tensor3D {
+    const given = opts.vpmStates;
+    if (given && given.shape[0] !== pixelValues.length) {
+      throw new Error(`vpmStates has ${given.shape[0]} image(s), pixel_values has ${pixelValues.length}`);
+    }
+    return tf.tidy(() => {
+      const hs = given ?? this.vpmStates(pixelValues, tgtSizes, opts);
+      return this.resampler.forward(hs, tgtSizes, { taps: opts.taps ?? null });
+    });
   }
 
   /** `get_vllm_embedding`: inputs_embeds [B, S, D] with every image's features spliced in. */

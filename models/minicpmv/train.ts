@@ -45,6 +45,11 @@ export const MINICPMV_LORA_PRESET: LoraPreset = {
 
 const NOTHING: Prepared = { dispose: () => undefined };
 
+/** The frozen vpm's last hidden states of a batch's images. */
+interface VpmPrepared extends Prepared {
+  vpmStates?: tf.Tensor3D;
+}
+
 export class MiniCPMVTrainFamily implements TrainFamily<MiniCPMVTrainExample, MiniCPMVTrainBatch> {
   readonly family = 'minicpmv' as const;
   readonly keymap = MINICPMV_KEYMAP;
@@ -87,12 +92,17 @@ export class MiniCPMVTrainFamily implements TrainFamily<MiniCPMVTrainExample, Mi
     return collateMiniCPMV(examples, this.maxLength);
   }
 
-  prepare(): Prepared {
-    return NOTHING;
+  /** A frozen vpm (nothing under `vpm` trained) runs here, outside the tape: its activations are not kept for backward. */
+  prepare(batch: MiniCPMVTrainBatch, trains?: (modulePath: string) => boolean): Prepared {
+    const pixels = batch.inputs.pixelValues.flat();
+    if (!pixels.length || !trains || trains('vpm')) return NOTHING;
+    const states = this.model.vpmStates(pixels, batch.inputs.tgtSizes.flat());
+    return { vpmStates: states, dispose: () => states.dispose() } as VpmPrepared;
   }
 
-  loss(batch: MiniCPMVTrainBatch): tf.Scalar {
-    return tf.tidy(() => crossEntropy(this.model.forward(batch.inputs), batch.labels));
+  loss(batch: MiniCPMVTrainBatch, prepared: Prepared): tf.Scalar {
+    const vpmStates = (prepared as VpmPrepared).vpmStates;
+    return tf.tidy(() => crossEntropy(this.model.forward(batch.inputs, { vpmStates }), batch.labels));
   }
 
   supervisedTokens(batch: MiniCPMVTrainBatch): number {

@@ -1,0 +1,74 @@
+/**
+ * A frozen vision tower runs outside the gradient tape (`TrainFamily.prepare`): the loss and the
+ * gradients equal those of the in-tape run, and the tape holds fewer tensors (the tower's
+ * activations are not kept for backward). Full-size MiniCPM-V LoRA needed this: the SigLIP
+ * activations of one 448×448 image overflowed the wasm heap.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { loadTrainer } from '../../training/finetune';
+import { Trainer } from '../../training/trainer';
+import { trainFixture } from './helpers';
+
+const fx = trainFixture('minicpmv26_tiny');
+
+/** Loss, the gradient of every trainable variable, and the tensors alive when the forward ends (tape included). */
+function run(t: Trainer, batch: unknown, trains?: (p: string) => boolean): { loss: number; grads: Float32Array[]; live: number } {
+  const prep = t.family.prepare(batch, trains);
+  let live = 0;
+  try {
+    const { value, grads } = tf.variableGrads(() => {
+      const l = t.family.loss(batch, prep);
+      live = tf.memory().numTensors;
+      return l;
+    }, [...t.variables]);
+    const out = { loss: value.dataSync()[0], grads: t.variables.map((v) => grads[v.name].dataSync() as Float32Array), live };
+    value.dispose();
+    tf.dispose(Object.values(grads));
+    return out;
+  } finally {
+    prep.dispose();
+  }
+}
+
+describe('frozen vision outside the tape (MiniCPM-V)', () => {
+  let t: Trainer;
+  let batch: unknown;
+  beforeAll(async () => {
+    t = await loadTrainer(fx.model, {
+      data: fx.data, dataRoot: fx.dataRoot, tokenizerDir: fx.tokenizerDir, tune: ['resampler'],
+      lora: { r: 2, alpha: 4, dropout: 0, targetModules: 'llm\\..*\\.(q_proj|v_proj)' }, // a name list would also adapt vpm's q_proj / v_proj
+    });
+    batch = t.family.collate([await t.family.data!.example(0)]);
+  });
+  afterAll(() => t?.dispose());
+
+  it('the trainer knows what it trains', () => {
+    expect(t.trains('vpm')).toBe(false);
+    expect(t.trains('resampler')).toBe(true);
+    expect(t.trains('llm')).toBe(true); // adapters
+  });
+
+  it('same loss and gradients as in the tape, with fewer tensors held; nothing leaks', () => {
+    run(t, batch); // first run: caches (rotary tables) are made once
+    const n0 = tf.memory().numTensors;
+    const inTape = run(t, batch); // no predicate: everything counts as trained
+    const outside = run(t, batch, t.trains);
+    expect(tf.memory().numTensors).toBe(n0);
+    expect(outside.loss).toBe(inTape.loss);
+    outside.grads.forEach((g, i) => expect(Array.from(g)).toEqual(Array.from(inTape.grads[i])));
+    expect(outside.live).toBeLessThan(inTape.live);
+  });
+
+  it('with vpm trained, vpm stays in the tape', async () => {
+    const full = await loadTrainer(fx.model, { data: fx.data, dataRoot: fx.dataRoot, tokenizerDir: fx.tokenizerDir, tune: ['vpm.encoder.layers.0'] });
+    try {
+      expect(full.trains('vpm')).toBe(true);
+      const b = full.family.collate([await full.family.data!.example(0)]);
+      const prep = full.family.prepare(b, full.trains) as { vpmStates?: tf.Tensor; dispose(): void };
+      expect(prep.vpmStates).toBeUndefined();
+      prep.dispose();
+    } finally {
+      full.dispose();
+    }
+  });
+});
