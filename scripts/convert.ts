@@ -90,112 +90,129 @@ export const command: Command = {
     quiet: { type: 'boolean', help: 'no progress bar and no summary' },
   },
   async run(opts) {
-    const model = requireStr(opts, 'model');
-    const out = requireStr(opts, 'out');
     const q = requireStr(opts, 'quantize');
     if (!(CONVERT_CHOICES as readonly string[]).includes(q)) throw new UsageError(`--quantize: '${q}' is not one of ${CONVERT_CHOICES.join(', ')}`);
-    const choice = q as QuantizeChoice;
-    const force = flag(opts, 'force'), quiet = flag(opts, 'quiet');
-    const tower = str(opts, 'vision-tower');
-
-    // Inputs.
-    if (!fs.existsSync(model) || !fs.statSync(model).isDirectory()) throw new FileInputError(`--model: ${model} is not a directory`);
-    const cfgFile = path.join(model, 'config.json');
-    if (!fs.existsSync(cfgFile)) throw new FileInputError(`--model: ${model} has no config.json (expected a Hugging Face checkpoint directory)`);
-    const configText = readBoundedText(cfgFile, 'config', '--model');
-    let cfg: Record<string, unknown>;
-    try {
-      cfg = JSON.parse(configText);
-    } catch (e) {
-      throw new FileInputError(`${cfgFile}: not valid JSON (${(e as Error).message})`);
-    }
-    const row = rowForModelType(cfg.model_type);
-    if (!row) throw new FileInputError(`${cfgFile}: model_type ${JSON.stringify(cfg.model_type)} is not supported (supported: ${FAMILIES.flatMap((f) => f.modelTypes).join(', ')})`);
-    if (fs.existsSync(path.join(model, GGUF_MODEL_FILE)) && !fs.existsSync(path.join(model, 'model.safetensors')) && !fs.existsSync(path.join(model, 'model.safetensors.index.json'))) {
-      throw new FileInputError(`--model: ${model} is already converted (${GGUF_MODEL_FILE}); convert the original Hugging Face checkpoint instead`);
-    }
-
-    // The output: never the input, inside it or around it; an existing non-empty directory only with --force.
-    const outAbs = path.resolve(out);
-    for (const inp of [model, ...(tower ? [tower] : [])]) {
-      if (isInside(real(outAbs), real(inp)) || isInside(outAbs, path.resolve(inp))) {
-        throw new FileInputError(`--out: ${out} is or lies inside the input directory ${inp}; choose a path outside it`);
-      }
-      if (isInside(real(inp), real(outAbs)) || isInside(path.resolve(inp), outAbs)) {
-        throw new FileInputError(`--out: ${out} contains the input directory ${inp}; refusing to replace it`);
-      }
-    }
-    let exists = false;
-    try {
-      const st = fs.lstatSync(outAbs);
-      exists = true;
-      if (!force && (!st.isDirectory() || fs.readdirSync(outAbs).length > 0)) {
-        throw new FileInputError(`--out: ${out} already exists${st.isDirectory() ? ' and is not empty' : ' and is not a directory'}; pass --force to replace it`);
-      }
-    } catch (e) {
-      if (e instanceof FileInputError) throw e;
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new FileInputError(`--out: ${out}: cannot access (${(e as NodeJS.ErrnoException).code})`);
-    }
-    const parent = path.dirname(outAbs);
-    if (!fs.existsSync(parent) || !fs.statSync(parent).isDirectory()) throw new FileInputError(`--out: directory ${parent} does not exist`);
-    try {
-      fs.accessSync(parent, fs.constants.W_OK | fs.constants.X_OK);
-    } catch {
-      throw new FileInputError(`--out: directory ${parent} is not writable`);
-    }
-
-    // The model tree and its weight sources, checked as the load checks them.
-    const notes: string[] = [];
-    const fw = row.weights(model, { visionTowerDir: tower, log: (m) => notes.push(m) });
-    const t0 = Date.now();
-    const tmp = makeTempDirNear(outAbs);
-    try {
-      const { items, dropped } = planConversion(fw.module, fw.sources, choice);
-      const copied = copyNonWeights(model, tmp);
-      const quantized = items.some((it) => it.type === 'Q8_0' || it.type === 'Q4_0');
-      // general.file_type: the --quantize type; for 'stored', the type holding the most bytes
-      const byType = Object.entries(bytesByType(items)).sort((a, b) => b[1].bytes - a[1].bytes);
-      const fileType = choice === 'stored' ? GGUF_FILE_TYPE[(byType[0]?.[0] ?? 'F32').toLowerCase()] ?? 0 : GGUF_FILE_TYPE[choice];
-      const metadata: Record<string, GgufValue> = {
-        'general.architecture': { type: 'string', value: fw.modelType },
-        'general.name': { type: 'string', value: typeof cfg._name_or_path === 'string' && cfg._name_or_path ? cfg._name_or_path : path.basename(path.resolve(model)) },
-        'general.file_type': { type: 'uint32', value: fileType },
-        ...(quantized ? { 'general.quantization_version': { type: 'uint32', value: 2 } as GgufValue } : {}),
-        'tfjs_vlm.quantize': { type: 'string', value: choice },
-        'tfjs_vlm.config_json': { type: 'string', value: configText },
-      };
-      const bar = progressBar(!quiet && process.stderr.isTTY === true);
-      const size = await writeConvertedGguf(path.join(tmp, GGUF_MODEL_FILE), items, { metadata, onProgress: (d, t, n) => bar.update(d, t, n) });
-      bar.end();
-      // Into place: an existing --out (allowed above) is moved aside first, then removed.
-      let old: string | null = null;
-      if (exists) {
-        old = `${tmp}.old`;
-        trackTemp(old);
-        fs.renameSync(outAbs, old);
-      }
-      try {
-        fs.renameSync(tmp, outAbs);
-      } catch (e) {
-        if (old) fs.renameSync(old, outAbs);
-        throw e;
-      }
-      untrackTemp(tmp);
-      if (old) discardTemp(old);
-      if (!quiet) {
-        const s = (Date.now() - t0) / 1000;
-        const types = Object.entries(bytesByType(items)).map(([k, v]) => `${v.tensors} ${k} (${(v.bytes / 1e6).toFixed(1)} MB)`).join(', ');
-        process.stdout.write(`wrote ${out}: ${GGUF_MODEL_FILE} ${(size / 1e6).toFixed(1)} MB, ${items.length} tensors: ${types}; ` +
-          `${copied.length} other files copied${dropped.length ? `; ${dropped.length} ignored tensor(s) dropped` : ''} in ${s.toFixed(1)} s\n`);
-        for (const n of notes) process.stdout.write(`note: ${n}\n`);
-      }
-    } catch (e) {
-      discardTemp(tmp);
-      throw e;
-    } finally {
-      for (const s of fw.sources) s.checkpoint.close();
-      fw.module.dispose();
-    }
+    await convertCheckpoint({
+      model: requireStr(opts, 'model'), out: requireStr(opts, 'out'), quantize: q as QuantizeChoice,
+      force: flag(opts, 'force'), quiet: flag(opts, 'quiet'), visionTowerDir: str(opts, 'vision-tower'),
+    });
     return 0;
   },
 };
+
+export interface ConvertOptions {
+  /** Hugging Face checkpoint directory. */
+  model: string;
+  out: string;
+  quantize: QuantizeChoice;
+  visionTowerDir?: string;
+  /** Replace an existing `out`. */
+  force?: boolean;
+  /** No progress bar and no summary on stdout. */
+  quiet?: boolean;
+}
+
+/** `vlm convert` as a function (also `vlm merge --quantize`). */
+export async function convertCheckpoint(o: ConvertOptions): Promise<void> {
+  const { model, out, force = false, quiet = false } = o;
+  const choice = o.quantize;
+  const tower = o.visionTowerDir;
+  // Inputs.
+  if (!fs.existsSync(model) || !fs.statSync(model).isDirectory()) throw new FileInputError(`--model: ${model} is not a directory`);
+  const cfgFile = path.join(model, 'config.json');
+  if (!fs.existsSync(cfgFile)) throw new FileInputError(`--model: ${model} has no config.json (expected a Hugging Face checkpoint directory)`);
+  const configText = readBoundedText(cfgFile, 'config', '--model');
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(configText);
+  } catch (e) {
+    throw new FileInputError(`${cfgFile}: not valid JSON (${(e as Error).message})`);
+  }
+  const row = rowForModelType(cfg.model_type);
+  if (!row) throw new FileInputError(`${cfgFile}: model_type ${JSON.stringify(cfg.model_type)} is not supported (supported: ${FAMILIES.flatMap((f) => f.modelTypes).join(', ')})`);
+  if (fs.existsSync(path.join(model, GGUF_MODEL_FILE)) && !fs.existsSync(path.join(model, 'model.safetensors')) && !fs.existsSync(path.join(model, 'model.safetensors.index.json'))) {
+    throw new FileInputError(`--model: ${model} is already converted (${GGUF_MODEL_FILE}); convert the original Hugging Face checkpoint instead`);
+  }
+
+  // The output: never the input, inside it or around it; an existing non-empty directory only with --force.
+  const outAbs = path.resolve(out);
+  for (const inp of [model, ...(tower ? [tower] : [])]) {
+    if (isInside(real(outAbs), real(inp)) || isInside(outAbs, path.resolve(inp))) {
+      throw new FileInputError(`--out: ${out} is or lies inside the input directory ${inp}; choose a path outside it`);
+    }
+    if (isInside(real(inp), real(outAbs)) || isInside(path.resolve(inp), outAbs)) {
+      throw new FileInputError(`--out: ${out} contains the input directory ${inp}; refusing to replace it`);
+    }
+  }
+  let exists = false;
+  try {
+    const st = fs.lstatSync(outAbs);
+    exists = true;
+    if (!force && (!st.isDirectory() || fs.readdirSync(outAbs).length > 0)) {
+      throw new FileInputError(`--out: ${out} already exists${st.isDirectory() ? ' and is not empty' : ' and is not a directory'}; pass --force to replace it`);
+    }
+  } catch (e) {
+    if (e instanceof FileInputError) throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new FileInputError(`--out: ${out}: cannot access (${(e as NodeJS.ErrnoException).code})`);
+  }
+  const parent = path.dirname(outAbs);
+  if (!fs.existsSync(parent) || !fs.statSync(parent).isDirectory()) throw new FileInputError(`--out: directory ${parent} does not exist`);
+  try {
+    fs.accessSync(parent, fs.constants.W_OK | fs.constants.X_OK);
+  } catch {
+    throw new FileInputError(`--out: directory ${parent} is not writable`);
+  }
+
+  // The model tree and its weight sources, checked as the load checks them.
+  const notes: string[] = [];
+  const fw = row.weights(model, { visionTowerDir: tower, log: (m) => notes.push(m) });
+  const t0 = Date.now();
+  const tmp = makeTempDirNear(outAbs);
+  try {
+    const { items, dropped } = planConversion(fw.module, fw.sources, choice);
+    const copied = copyNonWeights(model, tmp);
+    const quantized = items.some((it) => it.type === 'Q8_0' || it.type === 'Q4_0');
+    // general.file_type: the --quantize type; for 'stored', the type holding the most bytes
+    const byType = Object.entries(bytesByType(items)).sort((a, b) => b[1].bytes - a[1].bytes);
+    const fileType = choice === 'stored' ? GGUF_FILE_TYPE[(byType[0]?.[0] ?? 'F32').toLowerCase()] ?? 0 : GGUF_FILE_TYPE[choice];
+    const metadata: Record<string, GgufValue> = {
+      'general.architecture': { type: 'string', value: fw.modelType },
+      'general.name': { type: 'string', value: typeof cfg._name_or_path === 'string' && cfg._name_or_path ? cfg._name_or_path : path.basename(path.resolve(model)) },
+      'general.file_type': { type: 'uint32', value: fileType },
+      ...(quantized ? { 'general.quantization_version': { type: 'uint32', value: 2 } as GgufValue } : {}),
+      'tfjs_vlm.quantize': { type: 'string', value: choice },
+      'tfjs_vlm.config_json': { type: 'string', value: configText },
+    };
+    const bar = progressBar(!quiet && process.stderr.isTTY === true);
+    const size = await writeConvertedGguf(path.join(tmp, GGUF_MODEL_FILE), items, { metadata, onProgress: (d, t, n) => bar.update(d, t, n) });
+    bar.end();
+    // Into place: an existing --out (allowed above) is moved aside first, then removed.
+    let old: string | null = null;
+    if (exists) {
+      old = `${tmp}.old`;
+      trackTemp(old);
+      fs.renameSync(outAbs, old);
+    }
+    try {
+      fs.renameSync(tmp, outAbs);
+    } catch (e) {
+      if (old) fs.renameSync(old, outAbs);
+      throw e;
+    }
+    untrackTemp(tmp);
+    if (old) discardTemp(old);
+    if (!quiet) {
+      const s = (Date.now() - t0) / 1000;
+      const types = Object.entries(bytesByType(items)).map(([k, v]) => `${v.tensors} ${k} (${(v.bytes / 1e6).toFixed(1)} MB)`).join(', ');
+      process.stdout.write(`wrote ${out}: ${GGUF_MODEL_FILE} ${(size / 1e6).toFixed(1)} MB, ${items.length} tensors: ${types}; ` +
+        `${copied.length} other files copied${dropped.length ? `; ${dropped.length} ignored tensor(s) dropped` : ''} in ${s.toFixed(1)} s\n`);
+      for (const n of notes) process.stdout.write(`note: ${n}\n`);
+    }
+  } catch (e) {
+    discardTemp(tmp);
+    throw e;
+  } finally {
+    for (const s of fw.sources) s.checkpoint.close();
+    fw.module.dispose();
+  }
+}

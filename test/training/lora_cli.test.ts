@@ -91,7 +91,7 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     lora.dispose();
     t0.dispose();
     const merged = path.join(tmp, 'merged');
-    await expect(runCli(mergeCmd, ['--model', vq.model, '--adapter', out, '--out', path.join(tmp, 'q'), '--quantize'])).rejects.toThrow(/not yet/);
+    await expect(runCli(mergeCmd, ['--model', vq.model, '--adapter', out, '--out', path.join(tmp, 'q'), '--quantize', 'q5_k'])).rejects.toThrow(/--quantize: 'q5_k' is not one of/);
     await runCli(mergeCmd, ['--model', vq.model, '--adapter', out, '--out', merged]);
     const src = Checkpoint.open(vq.model), dst = Checkpoint.open(merged);
     expect(dst.keys().sort()).toEqual(src.keys().sort());
@@ -101,6 +101,16 @@ describe('vlm finetune with LoRA (VideoLLaMA 2.1 tiny)', () => {
     const mergedLogits = logitsOf(tm, tm.family.collate([await tm.family.data!.example(0)]));
     tm.dispose();
     expect(maxDiff(mergedLogits, adapted) / maxAbs(adapted)).toBeLessThan(1e-5);
+
+    // --quantize: the merge converted as vlm convert does (one GGUF); 'stored' keeps the merged float32 exactly
+    const mergedGguf = path.join(tmp, 'merged_gguf');
+    await runCli(mergeCmd, ['--model', vq.model, '--adapter', out, '--out', mergedGguf, '--quantize', 'stored']);
+    expect(fs.readdirSync(mergedGguf)).toContain('model.gguf');
+    expect(fs.readdirSync(mergedGguf).some((n) => n.endsWith('.safetensors'))).toBe(false);
+    expect(fs.readdirSync(tmp).filter((n) => n.includes('.partial-'))).toEqual([]);
+    const tg = await loadTrainer(mergedGguf, { data: data3, quantize: 'f32' });
+    expect(maxDiff(logitsOf(tg, tg.family.collate([await tg.family.data!.example(0)])), mergedLogits)).toBe(0);
+    tg.dispose();
   });
 
   it('API: saveAdapter → loadAdapter gives bit-identical logits', async () => {
