@@ -10,7 +10,8 @@
  *   off, VLM_BLAS_THREADS sets its threads (default: all cores).
  * - cpu: pure JS, slow, but holds tensors up to the machine's RAM.
  * On wasm and cpu, UnsortedSegmentSum (tf.gather's gradient) is replaced by a linear-time kernel
- * (segment_sum.ts).
+ * (segment_sum.ts). On every backend the backward pass frees gradients and saved tensors as it
+ * goes (backprop.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
@@ -21,6 +22,7 @@ import {
   registerCpuFallbacks, registerWasmBlas, registerWasmFusedMatMulFix, unrefWasmWorkers, withReportedCores,
 } from './wasm_kernels';
 import { registerSegmentSum } from './segment_sum';
+import { installLeanBackprop } from './backprop';
 import type { BackendContext } from './layout';
 
 export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -206,6 +208,7 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
       info.kernels = [...info.kernels.filter((k) => !k.startsWith('UnsortedSegmentSum(')), 'UnsortedSegmentSum(linear)'];
     }
   }
+  installLeanBackprop(); // intermediate gradients freed as the backward pass goes (backprop.ts)
   current = info;
   return info;
 }
