@@ -2,7 +2,8 @@
  * Correctness at real dimensions (issue "real checkpoints", point 5): on a checkpoint with the real
  * widths (e.g. `vlm make-random --family minicpmv --llm-layers 2 --vision-layers 2`, bf16), compare
  *   - `vlm trace` with the weights as stored (native bf16, wasm) against the float32 path on the same
- *     upcast weights (tfjs float32 on the cpu backend, which holds them in RAM): every traced tensor;
+ *     upcast weights (tfjs float32 on the cpu backend, which holds them in RAM, with its matmuls on
+ *     OpenBLAS sgemm: VLM_CPU_BLAS=1): every traced tensor;
  *   - `--quantize q8_0` / `q4_0` / `f16` against the same float32 reference: every traced tensor;
  *   - greedy ids over N steps for each storage against the float32 ones (top-1 agreement).
  * Each run is a separate `vlm` process (backends cannot be mixed in one).
@@ -50,17 +51,18 @@ function main(): void {
   const opt = (k: string, d: string) => { const i = rest.indexOf(k); return i >= 0 ? rest[i + 1] : d; };
   const steps = opt('--steps', '32');
   const storages = opt('--storages', 'stored,q8_0,q4_0').split(',');
-  // the float32 reference runs tfjs float32 on the pure-JS cpu backend (slow: ~20 min at 2+2 real-size
-  // layers); `--reference stored` compares against the as-stored native run instead
+  // the float32 reference runs tfjs float32 on the cpu backend (RAM-sized tensors) with OpenBLAS
+  // matmuls (the pure-JS ones took > 25 min at 2+2 real-size layers); `--reference stored`
+  // compares against the as-stored native run instead
   const reference = opt('--reference', 'f32');
-  const refEnv: Record<string, string> = reference === 'f32' ? { VLM_BACKEND: 'cpu' } : {};
+  const refEnv: Record<string, string> = reference === 'f32' ? { VLM_BACKEND: 'cpu', VLM_CPU_BLAS: '1' } : {};
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'realsize-'));
   const prompt = 'What is in the image?';
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const result: Record<string, unknown> = { model: path.resolve(dir), steps: Number(steps) };
   try {
     const ref = path.join(tmp, 'f32.safetensors');
-    log(`reference: --quantize ${reference}${reference === 'f32' ? ' (cpu backend, tfjs float32)' : ''}…`);
+    log(`reference: --quantize ${reference}${reference === 'f32' ? ' (cpu backend, tfjs float32, OpenBLAS matmuls)' : ''}…`);
     vlm(['trace', '--model', dir, '--image', image, '--prompt', prompt, '--quantize', reference, '--out', ref], refEnv);
     const refIds: number[] = JSON.parse(vlm(['chat', '--model', dir, '--image', image, '--prompt', prompt, '--greedy', '--max-new-tokens', steps, '--json', '--quantize', reference], refEnv)).token_ids;
     result.reference = reference;

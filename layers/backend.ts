@@ -8,7 +8,8 @@
  *   addon is built (best pairing, shared/NATIVE_KERNELS.md §4), otherwise 2 threads through the
  *   Node worker shim. VLM_WASM_THREADS overrides the thread count, VLM_NO_BLAS=1 turns the addon
  *   off, VLM_BLAS_THREADS sets its threads (default: all cores).
- * - cpu: pure JS, slow, but holds tensors up to the machine's RAM.
+ * - cpu: pure JS, slow, but holds tensors up to the machine's RAM. VLM_CPU_BLAS=1 runs its
+ *   BatchMatMul/_FusedMatMul on the OpenBLAS addon (a fast float32 reference at real size).
  * On wasm and cpu, UnsortedSegmentSum (tf.gather's gradient) is replaced by a linear-time kernel
  * (segment_sum.ts). On every backend the backward pass frees gradients and saved tensors as it
  * goes (backprop.ts).
@@ -19,7 +20,7 @@ import * as wasm from '@tensorflow/tfjs-backend-wasm';
 import os from 'node:os';
 import {
   BlasAddon, WASM_MISSING_KERNELS, WASM_WRONG_KERNELS, installNodeWorkerShim, loadBlas,
-  registerCpuFallbacks, registerWasmBlas, registerWasmFusedMatMulFix, unrefWasmWorkers, withReportedCores,
+  registerCpuBlas, registerCpuFallbacks, registerWasmBlas, registerWasmFusedMatMulFix, unrefWasmWorkers, withReportedCores,
 } from './wasm_kernels';
 import { registerSegmentSum } from './segment_sum';
 import { installLeanBackprop } from './backprop';
@@ -200,6 +201,11 @@ export async function initBackend(opts: BackendOptions = {}): Promise<BackendInf
       console.warn = warn;
     }
     info.backend = 'cpu';
+    if (process.env.VLM_CPU_BLAS === '1') {
+      const r = loadBlas(opts.blasThreads ?? envInt('VLM_BLAS_THREADS') ?? os.cpus().length);
+      if (r.addon) info.kernels.push(...registerCpuBlas(r.addon).map((k) => `${k}(openblas)`));
+      else info.notes.push(`VLM_CPU_BLAS=1: native kernels unavailable (${r.error})`);
+    }
     break;
   }
   if (info.backend === 'wasm' || info.backend === 'cpu') {

@@ -299,3 +299,47 @@ export function registerWasmBlas(blas: BlasAddon): string[] {
   swap('_FusedMatMul', origFused, (args) => run(args, true));
   return ['BatchMatMul', '_FusedMatMul'];
 }
+
+/**
+ * The same OpenBLAS kernels for the pure-JS cpu backend (opt-in: VLM_CPU_BLAS=1), whose tensors
+ * are JS Float32Arrays: a float32 reference that holds a real-size model in RAM and runs at
+ * sgemm speed (bench/realsize_check.ts). Anything else runs the stock kernel.
+ */
+export function registerCpuBlas(blas: BlasAddon): string[] {
+  const origMM = tf.getKernel('BatchMatMul', 'cpu');
+  const origFused = tf.getKernel('_FusedMatMul', 'cpu');
+  if (!origMM || !origFused) throw new Error('registerCpuBlas: the cpu backend has no matmul kernels');
+  const run = (args: Parameters<tf.KernelFunc>[0], fused: boolean): tf.TensorInfo | tf.TensorInfo[] => {
+    const { inputs, backend, attrs } = args as any;
+    const { a, b, bias, preluActivationWeights } = inputs as Record<string, tf.TensorInfo>;
+    const transposeA = !!attrs.transposeA, transposeB = !!attrs.transposeB;
+    const activation: string = fused ? (attrs.activation ?? 'linear') : 'linear';
+    const fallback = () => {
+      blasStats.fallbacks++;
+      return (fused ? origFused : origMM).kernelFunc(args);
+    };
+    const be = backend as any;
+    const vals = (t: tf.TensorInfo): Float32Array | null => {
+      const v = be.data.get(t.dataId)?.values;
+      return v instanceof Float32Array ? v : null;
+    };
+    const A = vals(a), B = vals(b), Bias = bias ? vals(bias) : null, P = preluActivationWeights ? vals(preluActivationWeights) : null;
+    if (!A || !B || (bias && !Bias)) return fallback();
+    const m = mmShapes(a, b, transposeA, transposeB);
+    if (!m || m.M * m.N * m.K * m.batch === 0) return fallback();
+    const act = ACT[activation];
+    const bl = bcastLen(bias, m);
+    const pl = activation === 'prelu' ? bcastLen(preluActivationWeights, m) : 0;
+    if (act === undefined || bl < 0 || pl < 0 || (activation === 'prelu' && (pl <= 0 || !P))) return fallback();
+    const C = new Float32Array(tf.util.sizeFromShape(m.outShape));
+    blas.gemm(A, 0, B, 0, C, 0, +transposeA, +transposeB, m.M, m.N, m.K, m.batch, m.batchA, m.batchB,
+      Bias, 0, bl, act, attrs.leakyreluAlpha ?? 0.2, pl ? P : null, 0, pl);
+    blasStats.calls++;
+    return be.makeTensorInfo(m.outShape, 'float32', C);
+  };
+  for (const [name, old, fused] of [['BatchMatMul', origMM, false], ['_FusedMatMul', origFused, true]] as const) {
+    tf.unregisterKernel(name, 'cpu');
+    tf.registerKernel({ kernelName: name, backendName: 'cpu', kernelFunc: (args) => run(args, fused), setupFunc: old.setupFunc });
+  }
+  return ['BatchMatMul', '_FusedMatMul'];
+}
