@@ -30,10 +30,7 @@ export interface ModelBenchOptions {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Peak resident set of this process so far (MB). */
-export function peakRssMb(): number {
-  return Math.round(process.resourceUsage().maxRSS / 1024);
-}
+export { peakRssMb } from '../layers/memory';
 
 function randomIds(n: number, vocab: number, seed: number): number[] {
   let x = seed >>> 0 || 1;

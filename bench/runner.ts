@@ -4,6 +4,7 @@
  * (`peakBytes`). Numbers, never assertions.
  */
 import * as tf from '@tensorflow/tfjs';
+import { wasmHeapBytes } from '../layers/memory';
 
 export interface BenchCaseResult {
   name: string;
@@ -57,9 +58,7 @@ function median(xs: number[]): number {
  */
 export function peakBytes(kind: 'backend' | 'process' = 'backend'): number {
   if (kind === 'process') return process.resourceUsage().maxRSS * 1024;
-  const be = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }) : null;
-  const heap = be?.wasm?.HEAPU8?.length;
-  return heap ?? process.resourceUsage().maxRSS * 1024;
+  return wasmHeapBytes() ?? process.resourceUsage().maxRSS * 1024;
 }
 
 /** Runs one case: warm-up, then `repeats` timed runs (median); peak memory after them. */

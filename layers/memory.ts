@@ -48,3 +48,15 @@ export function weightHeapFactor(ctx: BackendContext): number {
 export function backendWeightBudget(): number {
   return tf.getBackend() === 'wasm' ? wasmBudgetBytes() : Infinity;
 }
+
+/** Size of the wasm backend's heap in bytes (it only grows: its high-water mark), or null on other backends. */
+export function wasmHeapBytes(): number | null {
+  if (tf.getBackend() !== 'wasm') return null;
+  const be = tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } };
+  return be.wasm?.HEAPU8?.length ?? null;
+}
+
+/** Peak resident set of this process so far, in MiB. */
+export function peakRssMb(): number {
+  return Math.round(process.resourceUsage().maxRSS / 1024);
+}

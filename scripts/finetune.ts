@@ -11,6 +11,7 @@ import { LoraOptions, parseTargetModules } from '../training/lora';
 import { LR_SCHEDULES, LrScheduleKind } from '../training/schedule';
 import { StepInfo } from '../training/trainer';
 import { FAMILIES } from '../models/families';
+import { peakRssMb, wasmHeapBytes } from '../layers/memory';
 import { Command, ParsedOptions, UsageError, flag, num, requireStr, str, strList } from './cli';
 
 /** LoRA flags → options (null: no LoRA). peft defaults r 8, alpha 8, dropout 0 when not given. */
@@ -48,6 +49,12 @@ export function progressLine(s: StepInfo, elapsedMs: number, startStep: number, 
   if (!tty) return `step ${s.step}/${s.totalSteps} epoch ${s.epoch} ${stats} (${Math.round(s.ms)} ms)\n`;
   const W = 24, fill = Math.round((W * s.step) / s.totalSteps);
   return `\r[${'#'.repeat(fill)}${'-'.repeat(W - fill)}] ${s.step}/${s.totalSteps} ${stats}\x1b[K${s.step === s.totalSteps ? '\n' : ''}`;
+}
+
+/** Peak RSS and the wasm heap's size (its high-water mark) so far, for logs. */
+function memoryFields(): { peak_rss_mb: number; wasm_heap_mb?: number } {
+  const heap = wasmHeapBytes();
+  return { peak_rss_mb: peakRssMb(), ...(heap !== null ? { wasm_heap_mb: Math.round(heap / 2 ** 20) } : {}) };
 }
 
 export const command: Command = {
@@ -164,7 +171,7 @@ export const command: Command = {
       warn: process.env.VLM_DEBUG === '1' ? (m) => process.stderr.write(`warning: ${m}\n`) : () => undefined,
       onStep: (s) => {
         if (startStep < 0) startStep = s.step - 1;
-        log({ step: s.step, epoch: s.epoch, loss: s.loss, lr: s.lr, grad_norm: s.gradNorm, tokens: s.supervisedTokens, samples: s.samples, ms: Math.round(s.ms) });
+        log({ step: s.step, epoch: s.epoch, loss: s.loss, lr: s.lr, grad_norm: s.gradNorm, tokens: s.supervisedTokens, samples: s.samples, ms: Math.round(s.ms), ...memoryFields() });
         process.stderr.write(progressLine(s, performance.now() - t0, startStep, tty));
       },
     });
@@ -176,7 +183,7 @@ export const command: Command = {
     if (json) {
       process.stdout.write(JSON.stringify({
         family: r.family, steps: r.steps, epochs: r.epochs, losses: r.losses, trained: r.trained,
-        trainable_scalars: r.trainableScalars, out, ms: Math.round(r.ms),
+        trainable_scalars: r.trainableScalars, out, ms: Math.round(r.ms), ...memoryFields(),
       }) + '\n');
     } else {
       process.stdout.write(`trained ${r.trained.length} tensors (${r.trainableScalars} scalars) for ${r.steps} steps; ` +
