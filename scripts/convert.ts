@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FileInputError, makeTempDirNear, readBoundedText, trackTemp, untrackTemp, discardTemp } from '../io/files';
 import { FAMILIES, rowForModelType } from '../models/families';
-import { GGUF_MODEL_FILE } from '../weights/checkpoint';
+import { GGUF_MODEL_FILE, copyNonWeights } from '../weights/checkpoint';
 import { bytesByType, planConversion, writeConvertedGguf } from '../weights/convert';
 import { GGUF_FILE_TYPE, GgufValue } from '../weights/gguf';
 import { QuantizeChoice } from '../weights/native_plan';
@@ -33,27 +33,6 @@ function real(p: string): string {
   } catch {
     return path.resolve(p);
   }
-}
-
-/** Copies HF_DIR minus weights (recursively, following symlinks as HF cache snapshots use them). */
-function copyNonWeights(src: string, dst: string): string[] {
-  const copied: string[] = [];
-  const walk = (from: string, to: string, rel: string) => {
-    for (const name of fs.readdirSync(from).sort()) {
-      if (name.endsWith('.safetensors') || name === 'model.safetensors.index.json' || name === GGUF_MODEL_FILE) continue;
-      const s = path.join(from, name);
-      const st = fs.statSync(s);
-      if (st.isDirectory()) {
-        fs.mkdirSync(path.join(to, name));
-        walk(s, path.join(to, name), path.join(rel, name));
-      } else if (st.isFile()) {
-        fs.copyFileSync(s, path.join(to, name));
-        copied.push(path.join(rel, name));
-      }
-    }
-  };
-  walk(src, dst, '');
-  return copied;
 }
 
 /** A one-line progress bar on stderr (TTY only). */

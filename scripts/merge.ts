@@ -3,14 +3,16 @@
  * Folds a peft LoRA adapter into its base model (W + alpha/r · B·A; `modules_to_save` weights
  * replace the base's) and writes a checkpoint directory in the base's format (HF safetensors, the
  * base's keys, configs and tokenizer copied), loadable by `vlm chat --model OUT` and upstream.
- * With `--quantize Q` the merged weights are then converted as `vlm convert --quantize Q` does
- * (one GGUF, `model.gguf`); the float32 merge lives in a temporary directory meanwhile.
+ * Streamed (training/merge.ts): the model is never loaded, so real-size bases merge in bounded
+ * memory. With `--quantize Q` the merged checkpoint is then converted as `vlm convert
+ * --quantize Q` does (one GGUF, `model.gguf`); the merge lives in a temporary directory meanwhile.
  */
 import path from 'node:path';
 import { discardTemp, makeTempDirNear } from '../io/files';
 import { familyOf } from '../models/registry';
-import { checkOutDir, exportCheckpoint } from '../training/export';
-import { loadAdapter } from '../training/peft_format';
+import { checkOutDir } from '../training/export';
+import { mergeStreaming } from '../training/merge';
+import { readAdapterConfig } from '../training/peft_format';
 import { GGUF_MODEL_FILE } from '../weights/checkpoint';
 import { QuantizeChoice } from '../weights/native_plan';
 import { CONVERT_CHOICES, convertCheckpoint } from './convert';
@@ -18,33 +20,30 @@ import { Command, UsageError, requireStr, str } from './cli';
 
 /** Merges `adapter` into `model` and writes `out` (converted to `quantize` when given); returns the weights file. */
 export async function mergeAdapter(model: string, adapter: string, out: string, opts: { visionTowerDir?: string; quantize?: QuantizeChoice } = {}): Promise<string> {
+  const row = familyOf(model);
+  if (opts.visionTowerDir && !row.trainOptions.includes('visionTowerDir')) throw new UsageError(`--vision-tower: not an option of ${row.title} checkpoints`);
   if (opts.quantize) {
     checkOutDir(out, [model, adapter]);
     const tmp = makeTempDirNear(path.resolve(out));
     try {
       const merged = path.join(tmp, 'merged');
       await mergeAdapter(model, adapter, merged, { visionTowerDir: opts.visionTowerDir });
-      await convertCheckpoint({ model: merged, out, quantize: opts.quantize, quiet: true });
+      await convertCheckpoint({ model: merged, out, quantize: opts.quantize, quiet: true, visionTowerDir: opts.visionTowerDir });
       return path.join(out, GGUF_MODEL_FILE);
     } finally {
       discardTemp(tmp);
     }
   }
-  const row = familyOf(model);
-  const quiet = () => undefined;
-  if (opts.visionTowerDir && !row.trainOptions.includes('visionTowerDir')) throw new UsageError(`--vision-tower: not an option of ${row.title} checkpoints`);
-  const fam = await row.loadTrainer(model, { dataRoot: '.', warn: quiet, ...(opts.visionTowerDir ? { visionTowerDir: opts.visionTowerDir } : {}) });
+  const fw = row.weights(model, { visionTowerDir: opts.visionTowerDir, log: () => undefined });
   try {
-    const lora = loadAdapter(adapter, fam.model, fam.keymap, row.loraPreset().exclude);
-    lora.merge();
-    const o = fam.exportOptions();
-    const file = exportCheckpoint(fam.model, fam.keymap, fam.dir, out, {
-      ...o, metadata: { 'tfjs-vlm': 'merge', adapter: path.resolve(adapter), r: String(lora.config.r), lora_alpha: String(lora.config.alpha) },
+    const cfg = readAdapterConfig(adapter);
+    return mergeStreaming({
+      baseDir: model, adapterDir: adapter, outDir: out, module: fw.module, keymap: fw.sources[0].keymap, exclude: row.loraPreset().exclude,
+      metadata: { 'tfjs-vlm': 'merge', adapter: path.resolve(adapter), r: String(cfg.r), lora_alpha: String(cfg.alpha) },
     });
-    lora.dispose();
-    return file;
   } finally {
-    fam.dispose();
+    for (const s of fw.sources) s.checkpoint.close();
+    fw.module.dispose();
   }
 }
 

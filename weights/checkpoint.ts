@@ -163,3 +163,24 @@ export class Checkpoint {
     this.shards.clear();
   }
 }
+
+/** Copies HF_DIR minus weights (recursively, following symlinks as HF cache snapshots use them). */
+export function copyNonWeights(src: string, dst: string): string[] {
+  const copied: string[] = [];
+  const walk = (from: string, to: string, rel: string) => {
+    for (const name of fs.readdirSync(from).sort()) {
+      if (name.endsWith('.safetensors') || name === 'model.safetensors.index.json' || name === GGUF_MODEL_FILE) continue;
+      const s = path.join(from, name);
+      const st = fs.statSync(s);
+      if (st.isDirectory()) {
+        fs.mkdirSync(path.join(to, name));
+        walk(s, path.join(to, name), path.join(rel, name));
+      } else if (st.isFile()) {
+        fs.copyFileSync(s, path.join(to, name));
+        copied.push(path.join(rel, name));
+      }
+    }
+  };
+  walk(src, dst, '');
+  return copied;
+}

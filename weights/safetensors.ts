@@ -417,6 +417,11 @@ function encode(t: WriteTensor, name: string): Buffer {
   }
 }
 
+/** Float values encoded as a safetensors dtype (float32 → F16/BF16 round to nearest even); `name` is for errors. */
+export function encodeValues(dtype: SafetensorsDtype, data: Float32Array, name: string): Buffer {
+  return encode({ dtype, shape: [data.length], data }, name);
+}
+
 /**
  * Writes tensors (in the given order) to `file` atomically: a temporary file in the same
  * directory is renamed into place only after every byte is written.
