@@ -148,7 +148,7 @@ export async function convertCheckpoint(o: ConvertOptions): Promise<void> {
   const t0 = Date.now();
   const tmp = makeTempDirNear(outAbs);
   try {
-    const { items, dropped } = planConversion(fw.module, fw.sources, choice);
+    const { items, dropped } = planConversion(fw.module, fw.sources, choice, fw.mmproj);
     const copied = copyNonWeights(model, tmp);
     const quantized = items.some((it) => it.type === 'Q8_0' || it.type === 'Q4_0');
     // general.file_type: the --quantize type; for 'stored', the type holding the most bytes

@@ -26,7 +26,7 @@ import { Checkpoint } from './checkpoint';
 import { GGML_OF_DTYPE, GgmlTypeName, GgufValue, GgufWriter, ggmlTensorBytes } from './gguf';
 import { WeightSource } from './load';
 import { toCheckpointKey, toModuleKey } from './keymap';
-import { QuantizeChoice, nativeTarget } from './native_plan';
+import { QuantizeChoice, nativeTarget, underAnyPrefix } from './native_plan';
 import { TensorEntry } from './safetensors';
 
 export interface ConvertItem {
@@ -57,7 +57,7 @@ const GGML_OF_NATIVE: Record<NativeType, GgmlTypeName> = { f32: 'F32', f16: 'F16
  * (every parameter present once with its shape). Tensors the load ignores are kept as stored
  * (those of a second source are dropped, as are ignored tensors of a type GGUF cannot hold).
  */
-export function planConversion(module: Module, sources: WeightSource[], choice: QuantizeChoice): { items: ConvertItem[]; dropped: string[] } {
+export function planConversion(module: Module, sources: WeightSource[], choice: QuantizeChoice, mmproj: readonly string[] = []): { items: ConvertItem[]; dropped: string[] } {
   const expected = new Map<string, Param>();
   for (const [k, p] of module.namedParams()) if (!p.tiedTo) expected.set(k, p);
   const items: ConvertItem[] = [];
@@ -89,7 +89,7 @@ export function planConversion(module: Module, sources: WeightSource[], choice: 
         problems.push(`  wrong shape: '${key}' in ${ck.shardOf(key)} is [${entry.shape.join(', ')}], '${mk}' expects [${param.shape.join(', ')}]`);
         continue;
       }
-      const target = param ? nativeTarget(param, entry.dtype, choice) : null;
+      const target = param ? nativeTarget(param, entry.dtype, choice, mk !== null && underAnyPrefix(mk, mmproj)) : null;
       const type = target ? GGML_OF_NATIVE[target] : stored;
       const name = si === 0 || mk === null ? key : toCheckpointKey(sources[0].keymap, mk);
       if (byName.has(name)) {

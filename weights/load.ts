@@ -40,6 +40,8 @@ export interface FamilyWeights {
   sources: WeightSource[];
   /** config.json's `model_type`. */
   modelType: string;
+  /** Module-key prefixes of the vision encoder and connector (f16 under q8_0/q4_0: native_plan.ts). */
+  mmproj?: readonly string[];
 }
 
 export interface LoadReport {

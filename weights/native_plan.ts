@@ -40,12 +40,15 @@ const STORED: Partial<Record<string, NativeType>> = { F32: 'f32', F16: 'f16', BF
 /**
  * The rule: the native type a parameter stored as `dtype` gets under `choice`, or null when it
  * stays a float32 tfjs tensor (not a storable 2-D matrix, or a dtype native weights do not hold;
- * always null for 'f32').
+ * always null for 'f32'). `mmproj`: the parameter belongs to the vision encoder or the connector,
+ * which q8_0/q4_0 leave in f16 — llama.cpp's practice for multimodal models (the LLM quantized,
+ * the `mmproj` file f16; e.g. MiniCPM-V 2.6's released GGUFs).
  */
-export function nativeTarget(param: Pick<Param, 'storable' | 'shape'>, dtype: string, choice: QuantizeChoice): NativeType | null {
+export function nativeTarget(param: Pick<Param, 'storable' | 'shape'>, dtype: string, choice: QuantizeChoice, mmproj = false): NativeType | null {
   const stored = STORED[dtype];
   if (choice === 'f32' || !param.storable || param.shape.length !== 2 || !stored) return null;
   let target: NativeType = choice === 'stored' ? stored : choice;
+  if (mmproj && (target === 'q8_0' || target === 'q4_0')) target = 'f16';
   if ((target === 'q8_0' || target === 'q4_0') && param.shape[1] % 32 !== 0) target = stored;
   return target;
 }
@@ -78,6 +81,13 @@ export interface NativePlanOptions {
   memoryLimit?: number;
   /** Module-key prefixes kept as float32 tfjs tensors whatever `--quantize` says (parts trained fully). */
   keepF32?: readonly string[];
+  /** Module-key prefixes of the vision encoder and connector (`nativeTarget`'s mmproj rule). */
+  mmproj?: readonly string[];
+}
+
+/** Whether a module key is one of `prefixes` or lies under one. */
+export function underAnyPrefix(moduleKey: string, prefixes: readonly string[] | undefined): boolean {
+  return !!prefixes?.some((p) => moduleKey === p || moduleKey.startsWith(p.endsWith('.') ? p : `${p}.`));
 }
 
 /** Groups for the report: the first path segment (llm, vpm, resampler, model, vision_tower, mm_projector). */
@@ -154,8 +164,8 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
   return {
     plan(moduleKey: string, param: Param, entry: TensorEntry): PlannedStorage | null {
       const elems = param.shape.reduce((a, b) => a * b, 1);
-      const kept = opts.keepF32?.some((p) => moduleKey === p || moduleKey.startsWith(p.endsWith('.') ? p : `${p}.`));
-      const target = kept ? null : nativeTarget(param, entry.dtype, choice);
+      const kept = underAnyPrefix(moduleKey, opts.keepF32);
+      const target = kept ? null : nativeTarget(param, entry.dtype, choice, underAnyPrefix(moduleKey, opts.mmproj));
       if (!target) {
         note(group(moduleKey), elems * 4, 'f32 (tfjs)');
         return null;

@@ -76,6 +76,9 @@ class TapCollector {
   }
 }
 
+/** The SigLIP vpm and the resampler: f16 when the LLM is quantized to q8_0/q4_0 (weights/native_plan.ts). */
+export const MINICPMV_MMPROJ = ['vpm', 'resampler'] as const;
+
 export class MiniCPMV extends Module {
   static className = 'MiniCPMV';
   readonly config: MiniCPMVConfig;
@@ -118,7 +121,7 @@ export class MiniCPMV extends Module {
   static unloaded(dir: string, opts: { log?: (msg: string) => void } = {}): FamilyWeights {
     const module = new MiniCPMV(loadMiniCPMVConfig(dir, opts.log ?? (() => {})));
     try {
-      return { module, sources: [{ checkpoint: Checkpoint.open(dir), keymap: MINICPMV_KEYMAP }], modelType: 'minicpmv' };
+      return { module, sources: [{ checkpoint: Checkpoint.open(dir), keymap: MINICPMV_KEYMAP }], modelType: 'minicpmv', mmproj: MINICPMV_MMPROJ };
     } catch (e) {
       module.dispose();
       throw e;
@@ -129,7 +132,7 @@ export class MiniCPMV extends Module {
   load(dirOrFile: string, opts: { quantize?: string; log?: (msg: string) => void; keepF32?: readonly string[] } = {}): LoadReport {
     const ck = Checkpoint.open(dirOrFile);
     try {
-      const storage = plannerFor(this, opts.quantize, ck, { log: opts.log, backendBudget: backendWeightBudget(), keepF32: opts.keepF32 });
+      const storage = plannerFor(this, opts.quantize, ck, { log: opts.log, backendBudget: backendWeightBudget(), keepF32: opts.keepF32, mmproj: MINICPMV_MMPROJ });
       return loadWeights(this, [{ checkpoint: ck, keymap: MINICPMV_KEYMAP }], { what: 'MiniCPMV', storage });
     } finally {
       ck.close();

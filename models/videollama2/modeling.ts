@@ -88,6 +88,9 @@ export interface Spliced {
 }
 
 /** VideoLLaMA2 (Mistral LLM) and VideoLLaMA2.1 (Qwen2 LLM) for batch-1 inference. */
+/** The vision tower and the connector: f16 when the LLM is quantized to q8_0/q4_0 (weights/native_plan.ts). */
+export const VIDEOLLAMA2_MMPROJ = ['vision_tower', 'mm_projector'] as const;
+
 export class VideoLLaMA2 extends Module {
   static className = 'VideoLLaMA2';
   readonly config: VideoLLaMA2Config;
@@ -142,7 +145,7 @@ export class VideoLLaMA2 extends Module {
     const towerDir = resolveVisionTowerDir(config.mm_vision_tower, dir, { visionTowerDir: opts.visionTowerDir });
     const module = new VideoLLaMA2(config, loadTowerConfig(towerDir, config.mm_vision_tower, log));
     try {
-      return { module, sources: module.weightSources(dir, towerDir, 'auto', log), modelType: config.model_type };
+      return { module, sources: module.weightSources(dir, towerDir, 'auto', log), modelType: config.model_type, mmproj: VIDEOLLAMA2_MMPROJ };
     } catch (e) {
       module.dispose();
       throw e;
@@ -191,7 +194,7 @@ export class VideoLLaMA2 extends Module {
   loadFrom(dir: string, towerDir: string, towerWeights: 'auto' | 'main' | 'tower' = 'auto', log: (msg: string) => void = () => {}, quantize?: string, keepF32?: readonly string[]): LoadReport {
     const sources = this.weightSources(dir, towerDir, towerWeights, log);
     try {
-      const storage = plannerFor(this, quantize, sources.map((s) => s.checkpoint), { log, backendBudget: backendWeightBudget(), keepF32 });
+      const storage = plannerFor(this, quantize, sources.map((s) => s.checkpoint), { log, backendBudget: backendWeightBudget(), keepF32, mmproj: VIDEOLLAMA2_MMPROJ });
       return loadWeights(this, sources, { what: `VideoLLaMA2 (${this.config.model_type})`, storage });
     } finally {
       for (const s of sources) s.checkpoint.close();
