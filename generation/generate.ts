@@ -37,15 +37,30 @@ export interface GenerationModel {
   forwardLast(embeds: tf.Tensor3D, cache: KVCache, padding?: { mask: number[][]; positions: number[][] }): tf.Tensor3D;
 }
 
+/** Prompt positions per prefill forward (unpadded prompts; llama.cpp's default ubatch). */
+export const PREFILL_CHUNK = 512;
+
 /** Adapts a CausalLM (Qwen2, Mistral) to the generation loop. */
-export function asGenerationModel(lm: CausalLM): GenerationModel {
+export function asGenerationModel(lm: CausalLM, opts: { prefillChunk?: number } = {}): GenerationModel {
+  const chunk = opts.prefillChunk ?? PREFILL_CHUNK;
   return {
     numLayers: lm.cfg.numHiddenLayers,
     maxPositions: lm.cfg.maxPositionEmbeddings,
     vocabSize: lm.cfg.vocabSize,
     embed: (ids) => lm.model.embed(ids),
     forwardLast: (embeds, cache, padding) => {
-      if (!padding) return lm.forward(embeds, { cache, logits: 'last' });
+      if (!padding) {
+        // long prompts in chunks of PREFILL_CHUNK positions (llama.cpp's ubatch): the attention
+        // scores are [H, chunk, S] instead of [H, S, S], which keeps a 16-frame video's prefill
+        // (1.7k positions) inside a few hundred MB of heap; the result is the same up to round-off
+        const T = embeds.shape[1];
+        for (let s = 0; s + chunk < T; s += chunk) {
+          tf.tidy(() => { lm.model.forward(embeds.slice([0, s, 0], [-1, chunk, -1]) as tf.Tensor3D, { cache }); });
+        }
+        const last = Math.floor((T - 1) / chunk) * chunk;
+        if (last === 0) return lm.forward(embeds, { cache, logits: 'last' });
+        return tf.tidy(() => lm.forward(embeds.slice([0, last, 0], [-1, T - last, -1]) as tf.Tensor3D, { cache, logits: 'last' }));
+      }
       const pos = tf.tensor2d(padding.positions, undefined, 'int32');
       try {
         return lm.forward(embeds, { cache, logits: 'last', attentionMask: padding.mask, positionIds: pos });
