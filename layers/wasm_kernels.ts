@@ -240,6 +240,36 @@ function bcastLen(t: tf.TensorInfo | undefined, m: MMShape): number {
 /** Number of matmuls that went through OpenBLAS (for tests and `--verbose`). */
 export const blasStats = { calls: 0, fallbacks: 0 };
 
+/** A BatchMatMul/_FusedMatMul call OpenBLAS can take: shapes, activation code, broadcast lengths. */
+interface BlasCall {
+  a: tf.TensorInfo; b: tf.TensorInfo; bias?: tf.TensorInfo; prelu?: tf.TensorInfo;
+  tA: boolean; tB: boolean; m: MMShape; act: number; bl: number; pl: number; alpha: number;
+}
+
+/** Runs a matmul call on the stock kernel it replaced (counted in blasStats.fallbacks). */
+function stockMatmul(mm: tf.KernelConfig, fusedMM: tf.KernelConfig) {
+  return (args: Parameters<tf.KernelFunc>[0], fused: boolean) => {
+    blasStats.fallbacks++;
+    return (fused ? fusedMM : mm).kernelFunc(args);
+  };
+}
+
+/** The OpenBLAS plan of a matmul kernel call, or null when the stock kernel must run it. */
+function planBlasCall(args: Parameters<tf.KernelFunc>[0], fused: boolean): BlasCall | null {
+  const { inputs, attrs } = args as any;
+  const { a, b, bias, preluActivationWeights: prelu } = inputs as Record<string, tf.TensorInfo>;
+  const tA = !!attrs.transposeA, tB = !!attrs.transposeB;
+  const activation: string = fused ? (attrs.activation ?? 'linear') : 'linear';
+  if (a.dtype !== 'float32' || b.dtype !== 'float32' || (bias && bias.dtype !== 'float32')) return null;
+  const m = mmShapes(a, b, tA, tB);
+  if (!m || m.M * m.N * m.K * m.batch === 0) return null;
+  const act = ACT[activation];
+  const bl = bcastLen(bias, m);
+  const pl = activation === 'prelu' ? bcastLen(prelu, m) : 0;
+  if (act === undefined || bl < 0 || pl < 0 || (activation === 'prelu' && pl <= 0)) return null;
+  return { a, b, bias, prelu, tA, tB, m, act, bl, pl, alpha: attrs.leakyreluAlpha ?? 0.2 };
+}
+
 /**
  * Replaces the wasm BatchMatMul and _FusedMatMul kernels by OpenBLAS calls on the wasm heap.
  * Anything the addon doesn't cover (non-float32, empty, odd broadcasts) runs the stock kernel.
@@ -248,6 +278,7 @@ export function registerWasmBlas(blas: BlasAddon): string[] {
   const origMM = tf.getKernel('BatchMatMul', 'wasm');
   const origFused = tf.getKernel('_FusedMatMul', 'wasm');
   if (!origMM || !origFused) throw new Error('registerWasmBlas: the wasm backend has no matmul kernels');
+  const fallback = stockMatmul(origMM, origFused);
   // memory.grow detaches a non-shared ArrayBuffer, and a SharedArrayBuffer object keeps its old
   // length: always take the current buffer from the Memory object, after allocating the output.
   const heap = (be: any): Float32Array => {
@@ -257,26 +288,13 @@ export function registerWasmBlas(blas: BlasAddon): string[] {
   const offsetOf = (be: any, t: tf.TensorInfo): number => be.dataIdMap.get(t.dataId).memoryOffset as number;
 
   const run = (args: Parameters<tf.KernelFunc>[0], fused: boolean): tf.TensorInfo | tf.TensorInfo[] => {
-    const { inputs, backend, attrs } = args as any;
-    const { a, b, bias, preluActivationWeights } = inputs as Record<string, tf.TensorInfo>;
-    const transposeA = !!attrs.transposeA, transposeB = !!attrs.transposeB;
-    const activation: string = fused ? (attrs.activation ?? 'linear') : 'linear';
-    const fallback = () => {
-      blasStats.fallbacks++;
-      return (fused ? origFused : origMM).kernelFunc(args);
-    };
-    if (a.dtype !== 'float32' || b.dtype !== 'float32') return fallback();
-    const m = mmShapes(a, b, transposeA, transposeB);
-    if (!m || m.M * m.N * m.K * m.batch === 0) return fallback();
-    const act = ACT[activation];
-    const bl = bcastLen(bias, m);
-    const pl = activation === 'prelu' ? bcastLen(preluActivationWeights, m) : 0;
-    if (act === undefined || bl < 0 || pl < 0 || (activation === 'prelu' && pl <= 0)) return fallback();
-    if (bias && bias.dtype !== 'float32') return fallback();
-    const be = backend as any;
+    const p = planBlasCall(args, fused);
+    if (!p) return fallback(args, fused);
+    const { a, b, bias, prelu, m } = p;
+    const be = args.backend as any;
     const aOff = offsetOf(be, a), bOff = offsetOf(be, b);
-    const biasOff = bias ? offsetOf(be, bias) : 0, pOff = pl ? offsetOf(be, preluActivationWeights) : 0;
-    if ((aOff | bOff | biasOff | pOff) % 4 !== 0) return fallback();
+    const biasOff = bias ? offsetOf(be, bias) : 0, pOff = p.pl ? offsetOf(be, prelu!) : 0;
+    if ((aOff | bOff | biasOff | pOff) % 4 !== 0) return fallback(args, fused);
     const out: tf.TensorInfo = be.makeOutput(m.outShape, 'float32'); // allocate FIRST (may grow memory) ...
     const cOff = offsetOf(be, out);
     if (cOff === 0) {
@@ -285,9 +303,8 @@ export function registerWasmBlas(blas: BlasAddon): string[] {
         `(${(tf.util.sizeFromShape(m.outShape) * 4 / 2 ** 20).toFixed(0)} MiB)`);
     }
     const H = heap(be); // ... THEN take the view of the current buffer
-    blas.gemm(H, aOff / 4, H, bOff / 4, H, cOff / 4, +transposeA, +transposeB, m.M, m.N, m.K,
-      m.batch, m.batchA, m.batchB, bias ? H : null, biasOff / 4, bl, act, attrs.leakyreluAlpha ?? 0.2,
-      pl ? H : null, pOff / 4, pl);
+    blas.gemm(H, aOff / 4, H, bOff / 4, H, cOff / 4, +p.tA, +p.tB, m.M, m.N, m.K,
+      m.batch, m.batchA, m.batchB, bias ? H : null, biasOff / 4, p.bl, p.act, p.alpha, p.pl ? H : null, pOff / 4, p.pl);
     blasStats.calls++;
     return out;
   };
@@ -309,31 +326,20 @@ export function registerCpuBlas(blas: BlasAddon): string[] {
   const origMM = tf.getKernel('BatchMatMul', 'cpu');
   const origFused = tf.getKernel('_FusedMatMul', 'cpu');
   if (!origMM || !origFused) throw new Error('registerCpuBlas: the cpu backend has no matmul kernels');
+  const fallback = stockMatmul(origMM, origFused);
   const run = (args: Parameters<tf.KernelFunc>[0], fused: boolean): tf.TensorInfo | tf.TensorInfo[] => {
-    const { inputs, backend, attrs } = args as any;
-    const { a, b, bias, preluActivationWeights } = inputs as Record<string, tf.TensorInfo>;
-    const transposeA = !!attrs.transposeA, transposeB = !!attrs.transposeB;
-    const activation: string = fused ? (attrs.activation ?? 'linear') : 'linear';
-    const fallback = () => {
-      blasStats.fallbacks++;
-      return (fused ? origFused : origMM).kernelFunc(args);
-    };
-    const be = backend as any;
-    const vals = (t: tf.TensorInfo): Float32Array | null => {
-      const v = be.data.get(t.dataId)?.values;
+    const p = planBlasCall(args, fused);
+    const be = args.backend as any;
+    const vals = (t: tf.TensorInfo | undefined): Float32Array | null => {
+      const v = t ? be.data.get(t.dataId)?.values : null;
       return v instanceof Float32Array ? v : null;
     };
-    const A = vals(a), B = vals(b), Bias = bias ? vals(bias) : null, P = preluActivationWeights ? vals(preluActivationWeights) : null;
-    if (!A || !B || (bias && !Bias)) return fallback();
-    const m = mmShapes(a, b, transposeA, transposeB);
-    if (!m || m.M * m.N * m.K * m.batch === 0) return fallback();
-    const act = ACT[activation];
-    const bl = bcastLen(bias, m);
-    const pl = activation === 'prelu' ? bcastLen(preluActivationWeights, m) : 0;
-    if (act === undefined || bl < 0 || pl < 0 || (activation === 'prelu' && (pl <= 0 || !P))) return fallback();
+    if (!p) return fallback(args, fused);
+    const { m } = p;
+    const A = vals(p.a), B = vals(p.b), Bias = vals(p.bias), P = vals(p.prelu);
+    if (!A || !B || (p.bias && !Bias) || (p.pl && !P)) return fallback(args, fused);
     const C = new Float32Array(tf.util.sizeFromShape(m.outShape));
-    blas.gemm(A, 0, B, 0, C, 0, +transposeA, +transposeB, m.M, m.N, m.K, m.batch, m.batchA, m.batchB,
-      Bias, 0, bl, act, attrs.leakyreluAlpha ?? 0.2, pl ? P : null, 0, pl);
+    blas.gemm(A, 0, B, 0, C, 0, +p.tA, +p.tB, m.M, m.N, m.K, m.batch, m.batchA, m.batchB, Bias, 0, p.bl, p.act, p.alpha, p.pl ? P : null, 0, p.pl);
     blasStats.calls++;
     return be.makeTensorInfo(m.outShape, 'float32', C);
   };
