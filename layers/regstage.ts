@@ -22,6 +22,7 @@
  * Shape letters: N images, H/W height/width, C channels, R squeeze channels.
  */
 import * as tf from '@tensorflow/tfjs';
+import { checkpointLayer } from './checkpointing';
 import { Conv2d } from './conv';
 import { ActName, activation } from './mlp';
 import { Module, register } from './module';
@@ -273,7 +274,8 @@ export class RegStage extends Module {
     return tf.tidy(() => {
       let h = x;
       for (let i = 1; i <= this.depth; i++) {
-        const next = this.block(i).forward(h);
+        const blk = this.block(i);
+        const next = checkpointLayer(blk, (t: tf.Tensor4D) => blk.forward(t), h); // --gradient-checkpointing: per block
         // Without a tap nothing else holds the previous output: free it now (peak ≈ 2 activations).
         if (h !== x && !onBlock) h.dispose();
         h = next;

@@ -26,6 +26,7 @@ import { VIDEOLLAMA2_LORA_PRESET } from '../../models/videollama2/train';
 
 const vq = trainFixture('videollama2_siglip_qwen2_tiny');
 const mc = trainFixture('minicpmv26_tiny');
+const vm = trainFixture('videollama2_clip_mistral_tiny');
 let tmp: string;
 let data3: string;
 beforeAll(() => {
@@ -314,8 +315,11 @@ describe('trainer features', () => {
     }
   });
 
-  it('gradient checkpointing: the same gradients (LLM + vision layers), less peak memory', async () => {
-    const t = await loadTrainer(mc.model, { data: mc.data, dataRoot: mc.dataRoot, tokenizerDir: mc.tokenizerDir, tune: ['llm', 'vpm', 'resampler'] });
+  it.each([
+    ['MiniCPM-V tiny, llm+vpm+resampler', () => loadTrainer(mc.model, { data: mc.data, dataRoot: mc.dataRoot, tokenizerDir: mc.tokenizerDir, tune: ['llm', 'vpm', 'resampler'] })],
+    ['VideoLLaMA 2 tiny, STC connector (RegStage blocks)', () => loadTrainer(vm.model, { data: vm.data, dataRoot: vm.dataRoot, tune: ['mm_projector'] })],
+  ] as const)('gradient checkpointing: the same gradients, less peak memory (%s)', async (what, load) => {
+    const t = await load();
     try {
       const batch = t.family.collate([await t.family.data!.example(0)]);
       const run = (on: boolean) => {
@@ -344,7 +348,7 @@ describe('trainer features', () => {
       }
       expect(worst).toBeLessThan(1e-5);
       const [p0, p1] = [plain.peak, ckpt.peak];
-      console.log(`gradient checkpointing (MiniCPM-V tiny, llm+vpm+resampler): peak ${(p0 / 2 ** 20).toFixed(2)} MiB -> ${(p1 / 2 ** 20).toFixed(2)} MiB; max rel grad diff ${worst.toExponential(2)}`);
+      console.log(`gradient checkpointing (${what}): peak ${(p0 / 2 ** 20).toFixed(2)} MiB -> ${(p1 / 2 ** 20).toFixed(2)} MiB; max rel grad diff ${worst.toExponential(2)}`);
       expect(p1).toBeLessThan(p0);
       tf.dispose([...plain.grads.values(), ...ckpt.grads.values()]);
     } finally {
