@@ -77,6 +77,11 @@ export interface SpliceOptions {
    * runs here (training keeps the frozen tower out of the gradient tape).
    */
   towerFeatures?: tf.Tensor4D;
+  /**
+   * `encodeImagesOrVideos(media)` computed beforehand ([B, L, H], not disposed): neither the tower
+   * nor the connector runs here (training with a frozen connector keeps it out of the tape too).
+   */
+  connectorFeatures?: tf.Tensor3D;
 }
 
 export interface Spliced {
@@ -281,7 +286,7 @@ export class VideoLLaMA2 extends Module {
     let L = 0; // connector tokens per media
     const inputsEmbeds = tf.tidy(() => {
       const feats = !media.length ? null
-        : opts.towerFeatures ? aggregate(this.mm_projector, opts.towerFeatures, opts.taps) : this.encodeImagesOrVideos(media, opts.taps); // [B, L, H]
+        : opts.connectorFeatures ?? (opts.towerFeatures ? aggregate(this.mm_projector, opts.towerFeatures, opts.taps) : this.encodeImagesOrVideos(media, opts.taps)); // [B, L, H]
       const parts: tf.Tensor[] = [];
       let start = 0;
       const text = (a: number, b: number) => {

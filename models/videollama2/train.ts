@@ -45,10 +45,11 @@ export interface VideoLLaMA2FamilyOptions {
 }
 
 /** Per sample: the media tensor and its frozen tower features [1, T, N, E] (null: text-only). */
+/** Per sample: the media, and the frozen tower's features [1, T, N, E] or, with a frozen connector too, the connector's [1, L, H]. */
 class VideoLLaMA2Prepared implements Prepared {
-  constructor(readonly media: (MediaInput | null)[], readonly feats: (tf.Tensor4D | null)[]) {}
+  constructor(readonly media: (MediaInput | null)[], readonly feats: (tf.Tensor4D | null)[], readonly connected: (tf.Tensor3D | null)[] = []) {}
   dispose(): void {
-    tf.dispose([...this.media.map((m) => m?.pixels), ...this.feats].filter((t): t is tf.Tensor => !!t));
+    tf.dispose([...this.media.map((m) => m?.pixels), ...this.feats, ...this.connected].filter((t): t is tf.Tensor => !!t));
   }
 }
 
@@ -120,10 +121,17 @@ export class VideoLLaMA2TrainFamily implements TrainFamily<VideoLLaMA2TrainExamp
     return collateVideoLLaMA2(examples, this.padTokenId, this.maxLength);
   }
 
-  /** Pixels to tensors and the frozen tower's features, outside the tape. */
-  prepare(batch: VideoLLaMA2TrainBatch): VideoLLaMA2Prepared {
+  /**
+   * Pixels to tensors and, outside the tape, the frozen tower's features — or, when nothing under
+   * `mm_projector` trains either (LoRA on the LLM only), the connector's output.
+   */
+  prepare(batch: VideoLLaMA2TrainBatch, trains?: (modulePath: string) => boolean): VideoLLaMA2Prepared {
     const media: (MediaInput | null)[] = batch.media.map((m) => (m ? { modal: m.modal, pixels: tf.tensor4d(m.pixels.data, m.pixels.shape) } : null));
     try {
+      if (trains && !trains('mm_projector')) {
+        const connected = media.map((m) => (m ? tf.tidy(() => this.model.encodeImagesOrVideos([m])) : null));
+        return new VideoLLaMA2Prepared(media, media.map(() => null), connected);
+      }
       const feats = media.map((m) => (m ? tf.tidy(() => this.model.towerFeatures([m])) : null));
       return new VideoLLaMA2Prepared(media, feats);
     } catch (e) {
@@ -137,7 +145,9 @@ export class VideoLLaMA2TrainFamily implements TrainFamily<VideoLLaMA2TrainExamp
     return tf.tidy(() => {
       const rows = batch.inputIds.map((ids, b) => {
         const m = prep.media[b];
-        return this.model.prepareInputsEmbeds(ids, m ? [m] : [], { labels: batch.labels[b], attentionMask: batch.attentionMask[b], towerFeatures: prep.feats[b] ?? undefined });
+        return this.model.prepareInputsEmbeds(ids, m ? [m] : [], {
+          labels: batch.labels[b], attentionMask: batch.attentionMask[b], towerFeatures: prep.feats[b] ?? undefined, connectorFeatures: prep.connected[b] ?? undefined,
+        });
       });
       const L = Math.max(...rows.map((r) => r.inputsEmbeds.shape[1]));
       const H = this.model.config.llm.hiddenSize;

@@ -72,3 +72,29 @@ describe('frozen vision outside the tape (MiniCPM-V)', () => {
     }
   });
 });
+
+describe('frozen tower and connector outside the tape (VideoLLaMA 2, LoRA on the LLM only)', () => {
+  const vm = trainFixture('videollama2_clip_mistral_tiny');
+  let t: Trainer;
+  let batch: unknown;
+  beforeAll(async () => {
+    t = await loadTrainer(vm.model, { data: vm.data, dataRoot: vm.dataRoot, lora: { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'v_proj'] } });
+    batch = t.family.collate([await t.family.data!.example(0)]);
+  });
+  afterAll(() => t?.dispose());
+
+  it('the connector output is prepared outside the tape; same loss and gradients; fewer tensors held', () => {
+    expect(t.trains('mm_projector')).toBe(false);
+    const prep = t.family.prepare(batch, t.trains) as unknown as { connected: (tf.Tensor | null)[]; dispose(): void };
+    expect(prep.connected.some((c) => c !== null)).toBe(true);
+    prep.dispose();
+    run(t, batch);
+    const n0 = tf.memory().numTensors;
+    const inTape = run(t, batch);
+    const outside = run(t, batch, t.trains);
+    expect(tf.memory().numTensors).toBe(n0);
+    expect(outside.loss).toBe(inTape.loss);
+    outside.grads.forEach((g, i) => expect(Array.from(g)).toEqual(Array.from(inTape.grads[i])));
+    expect(outside.live).toBeLessThan(inTape.live);
+  });
+});
