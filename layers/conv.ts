@@ -23,6 +23,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { LayoutChoice, byMatmul } from './layout';
 import { Module, Param, register } from './module';
+import { TensorStorage } from './storage';
 
 export type Conv2dImpl = 'pointwise' | 'patch' | 'depthwise' | 'dense';
 
@@ -80,7 +81,8 @@ export class Conv2d extends Module {
     if (this.impl === 'pointwise') layout = byMatmul('same', 'oihw_to_hwio');
     else if (this.impl === 'depthwise') layout = 'depthwise_to_hwc1';
     else layout = 'oihw_to_hwio';
-    this.weight = new Param([outChannels, inChannels / this.groups, kernelSize, kernelSize], { layout });
+    // a pointwise kernel is a matrix [O, I] read only by matmul: it may be stored natively (f16/bf16)
+    this.weight = new Param([outChannels, inChannels / this.groups, kernelSize, kernelSize], { layout, storable: this.impl === 'pointwise' ? 'matmul' : undefined });
     this.bias = opts.bias ? new Param([outChannels]) : null;
   }
 
@@ -96,8 +98,11 @@ export class Conv2d extends Module {
     const Ho = this.outSize(H), Wo = this.outSize(W);
     if (Ho < 1 || Wo < 1) throw new Error(`${this.name}: input ${H}×${W} is smaller than the ${this.kernelSize}×${this.kernelSize} kernel`);
     const O = this.outChannels, k = this.kernelSize;
-    const w = this.weight.value;
     const bias = this.bias ? this.bias.value : undefined;
+    if (this.impl === 'pointwise' && !(this.weight.storage instanceof TensorStorage)) {
+      return tf.tidy(() => this.weight.matmul(x.reshape([B * H * W, C]) as tf.Tensor2D, bias).reshape([B, H, W, O]) as tf.Tensor4D); // native [O, I]
+    }
+    const w = this.weight.value;
     return tf.tidy(() => {
       switch (this.impl) {
         case 'pointwise': {

@@ -40,15 +40,18 @@ const STORED: Partial<Record<string, NativeType>> = { F32: 'f32', F16: 'f16', BF
 /**
  * The rule: the native type a parameter stored as `dtype` gets under `choice`, or null when it
  * stays a float32 tfjs tensor (not a storable 2-D matrix, or a dtype native weights do not hold;
- * always null for 'f32'). `mmproj`: the parameter belongs to the vision encoder or the connector,
+ * always null for 'f32'). A pointwise conv kernel [O, I, 1, 1] counts as the matrix [O, I] (q-types
+ * give it f16). `mmproj`: the parameter belongs to the vision encoder or the connector,
  * which q8_0/q4_0 leave in f16 — llama.cpp's practice for multimodal models (the LLM quantized,
  * the `mmproj` file f16; e.g. MiniCPM-V 2.6's released GGUFs).
  */
 export function nativeTarget(param: Pick<Param, 'storable' | 'shape'>, dtype: string, choice: QuantizeChoice, mmproj = false): NativeType | null {
   const stored = STORED[dtype];
-  if (choice === 'f32' || !param.storable || param.shape.length !== 2 || !stored) return null;
+  // a matrix [rows, cols], or a pointwise conv kernel [O, I, 1, 1] (the same bytes as [O, I])
+  const matrix = param.shape.length === 2 || (param.shape.length > 2 && param.shape.slice(2).every((d) => d === 1));
+  if (choice === 'f32' || !param.storable || !matrix || !stored) return null;
   let target: NativeType = choice === 'stored' ? stored : choice;
-  if (mmproj && (target === 'q8_0' || target === 'q4_0')) target = 'f16';
+  if ((mmproj || param.shape.length > 2) && (target === 'q8_0' || target === 'q4_0')) target = 'f16';
   if ((target === 'q8_0' || target === 'q4_0') && param.shape[1] % 32 !== 0) target = stored;
   return target;
 }
