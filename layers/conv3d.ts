@@ -14,6 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Module, Param, register } from './module';
+import { TensorStorage } from './storage';
 
 export type Triple = [number, number, number];
 
@@ -51,7 +52,8 @@ export class Conv3d extends Module {
     this.impl = opts.impl ?? (isPatch ? 'patch' : 'conv');
     if (this.impl === 'patch' && !isPatch) throw new Error(`Conv3d: impl 'patch' needs kernel = stride, got kernel [${this.kernelSize}] stride [${this.stride}]`);
     const [kd, kh, kw] = this.kernelSize;
-    this.weight = new Param([outChannels, inChannels, kd, kh, kw], { layout: 'oidhw_to_dhwio' });
+    // the patch form reads its kernel only by matmul: it may be stored natively as [O, I·kd·kh·kw]
+    this.weight = new Param([outChannels, inChannels, kd, kh, kw], { layout: 'oidhw_to_dhwio', storable: this.impl === 'patch' ? 'matmul' : undefined });
     this.bias = opts.bias === false ? null : new Param([outChannels]); // torch default: bias=True
   }
 
@@ -69,7 +71,8 @@ export class Conv3d extends Module {
     const [pd, ph, pw] = this.padding;
     const [kd, kh, kw] = this.kernelSize;
     const O = this.outChannels;
-    const w = this.weight.value;
+    const native = !(this.weight.storage instanceof TensorStorage); // [O, I·kd·kh·kw] outside tfjs
+    const w = native ? null : this.weight.value;
     const bias = this.bias ? this.bias.value : undefined;
     return tf.tidy(() => {
       const xp = pd || ph || pw ? tf.pad(x, [[0, 0], [pd, pd], [ph, ph], [pw, pw], [0, 0]]) : x;
@@ -90,7 +93,10 @@ export class Conv3d extends Module {
       if (xc !== x) xc.dispose();
       const patches = t1.reshape([B * Do * Ho, kd * kh, Wo, kw * C]).transpose([0, 2, 1, 3]); // [B·D'·H', W', kd·kh, kw·I]
       t1.dispose();
-      const y = tf.fused.matMul({ a: patches.reshape([B * Do * Ho * Wo, kd * kh * kw * C]) as tf.Tensor2D, b: w.reshape([kd * kh * kw * C, O]) as tf.Tensor2D, bias }); // DHWIO as [kd·kh·kw·I, O]
+      const N = B * Do * Ho * Wo, K = kd * kh * kw;
+      const y = native
+        ? this.weight.matmul(patches.reshape([N, K, C]).transpose([0, 2, 1]).reshape([N, C * K]) as tf.Tensor2D, bias) // rows in torch's (I, kd, kh, kw) order
+        : tf.fused.matMul({ a: patches.reshape([N, K * C]) as tf.Tensor2D, b: w!.reshape([K * C, O]) as tf.Tensor2D, bias }); // DHWIO as [kd·kh·kw·I, O]
       patches.dispose();
       return y.reshape([B, Do, Ho, Wo, O]) as tf.Tensor5D;
     });

@@ -26,7 +26,7 @@ import { Checkpoint } from './checkpoint';
 import { GGML_OF_DTYPE, GgmlTypeName, GgufValue, GgufWriter, ggmlTensorBytes } from './gguf';
 import { WeightSource } from './load';
 import { toCheckpointKey, toModuleKey } from './keymap';
-import { QuantizeChoice, nativeTarget, underAnyPrefix } from './native_plan';
+import { QuantizeChoice, matrixShape, nativeTarget, underAnyPrefix } from './native_plan';
 import { TensorEntry } from './safetensors';
 
 export interface ConvertItem {
@@ -143,7 +143,7 @@ export async function writeConvertedGguf(file: string, items: readonly ConvertIt
         const src = it.checkpoint.readBytes(it.key, r * rowBytes, r1 * rowBytes);
         if (!it.convert) w.write(src);
         else {
-          const [, cols] = entry.shape;
+          const [, cols] = matrixShape(entry.shape);
           const from = NativeWeight.fromBuffer(nativeOf(entry.dtype, it.name), r1 - r, cols, new Uint8Array(src.buffer, src.byteOffset, src.length));
           try {
             const to = NativeWeight.quantize(from, nativeOf(it.type, it.name));

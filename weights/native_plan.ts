@@ -40,16 +40,15 @@ const STORED: Partial<Record<string, NativeType>> = { F32: 'f32', F16: 'f16', BF
 /**
  * The rule: the native type a parameter stored as `dtype` gets under `choice`, or null when it
  * stays a float32 tfjs tensor (not a storable 2-D matrix, or a dtype native weights do not hold;
- * always null for 'f32'). A pointwise conv kernel [O, I, 1, 1] counts as the matrix [O, I] (q-types
- * give it f16). `mmproj`: the parameter belongs to the vision encoder or the connector,
+ * always null for 'f32'). A storable conv kernel [O, I, k…] counts as the row-major matrix
+ * [O, I·k…] (`matrixShape`; q-types give it f16). `mmproj`: the parameter belongs to the vision encoder or the connector,
  * which q8_0/q4_0 leave in f16 — llama.cpp's practice for multimodal models (the LLM quantized,
  * the `mmproj` file f16; e.g. MiniCPM-V 2.6's released GGUFs).
  */
 export function nativeTarget(param: Pick<Param, 'storable' | 'shape'>, dtype: string, choice: QuantizeChoice, mmproj = false): NativeType | null {
   const stored = STORED[dtype];
-  // a matrix [rows, cols], or a pointwise conv kernel [O, I, 1, 1] (the same bytes as [O, I])
-  const matrix = param.shape.length === 2 || (param.shape.length > 2 && param.shape.slice(2).every((d) => d === 1));
-  if (choice === 'f32' || !param.storable || !matrix || !stored) return null;
+  // a matrix [rows, cols], or a conv kernel [O, I, k…] read as the row-major matrix [O, I·k…]
+  if (choice === 'f32' || !param.storable || param.shape.length < 2 || !stored) return null;
   let target: NativeType = choice === 'stored' ? stored : choice;
   if ((mmproj || param.shape.length > 2) && (target === 'q8_0' || target === 'q4_0')) target = 'f16';
   if ((target === 'q8_0' || target === 'q4_0') && param.shape[1] % 32 !== 0) target = stored;
@@ -86,6 +85,11 @@ export interface NativePlanOptions {
   keepF32?: readonly string[];
   /** Module-key prefixes of the vision encoder and connector (`nativeTarget`'s mmproj rule). */
   mmproj?: readonly string[];
+}
+
+/** A storable parameter as the matrix its bytes form: [shape[0], product of the rest]. */
+export function matrixShape(shape: readonly number[]): [number, number] {
+  return [shape[0], shape.slice(1).reduce((a, b) => a * b, 1)];
 }
 
 /** Whether a module key is one of `prefixes` or lies under one. */
@@ -174,7 +178,7 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
         return null;
       }
       const stored = STORED[entry.dtype]!;
-      const [rows, cols] = param.shape;
+      const [rows, cols] = matrixShape(param.shape);
       const bytes = Math.ceil(elems * BYTES_PER_ELEMENT[target as StorageDType]);
       note(group(moduleKey), bytes, target === stored && choice === 'stored' ? `${target} (mapped)` : target);
       const key = entry.name;
