@@ -91,7 +91,7 @@ export const command: Command = {
     'num-frames': { type: 'string', arg: 'N', help: 'VideoLLaMA 2: frames per video (default: config num_frames)' },
     'vision-tower': { type: 'string', arg: 'DIR', help: 'VideoLLaMA 2: local directory of the vision tower named by mm_vision_tower' },
     plain: { type: 'boolean', help: 'VideoLLaMA 2: pretraining-stage data (preprocess_plain: one pair, no chat template)' },
-    json: { type: 'boolean', help: 'print one JSON object {"family", "steps", "losses", "trained", "trainable_scalars", "out", "ms"} at the end' },
+    json: { type: 'boolean', help: 'print one JSON object {"family", "steps", "losses", "trained", "trainable_scalars", "out", "ms", "peak_rss_mb", "wasm_heap_mb"} at the end' },
     'lora-r': { type: 'string', arg: 'R', help: 'LoRA rank (turns LoRA on; peft default 8)' },
     'lora-alpha': { type: 'string', arg: 'A', help: 'LoRA alpha (scaling alpha/r; peft default 8)' },
     'lora-dropout': { type: 'string', arg: 'P', help: 'dropout on the adapter input (peft default 0)' },
