@@ -21,10 +21,9 @@ import { Checkpoint, copyNonWeights } from '../weights/checkpoint';
 import { KeyMap } from '../weights/keymap';
 import { SafetensorsFile, encodeValues } from '../weights/safetensors';
 import { LoraExclude, linearSites, matchesTarget } from './lora';
-import { ADAPTER_WEIGHTS, readAdapterConfig } from './peft_format';
+import { ADAPTER_WEIGHTS, PEFT_PREFIX as PREFIX, adapterModules, checkAdapterModules, readAdapterConfig } from './peft_format';
 import { checkOutDir } from './export';
 
-const PREFIX = 'base_model.model.';
 /** Source bytes per streamed chunk. */
 const CHUNK_BYTES = 64 << 20;
 
@@ -43,7 +42,7 @@ export interface MergeInputs {
 
 interface Adapted { A: tf.Tensor2D; B: Float32Array; r: number }
 
-const list = (xs: string[]) => `${xs.slice(0, 4).join(', ')}${xs.length > 4 ? `, … (${xs.length} in all)` : ''}`;
+const list = (xs: string[]) => `${xs.slice(0, 4).join(', ')}${xs.length > 4 ? `, … (${xs.length} in all)` : ''}`; // a few names for errors
 
 /** Merges the adapter into the base and writes `outDir` (staged beside it, renamed when complete); returns the weights file. */
 export function mergeStreaming(m: MergeInputs): string {
@@ -60,18 +59,9 @@ export function mergeStreaming(m: MergeInputs): string {
     if (base.gguf) throw new FileInputError(`--model: ${baseDir} is a converted ${path.basename(base.source)} checkpoint; merge into the original Hugging Face checkpoint (then convert)`);
     // the adapter against the model
     const keys = ad.keys();
-    const loraKeys = keys.filter((k) => /\.lora_[AB]\.weight$/.test(k));
-    const modules = [...new Set(loraKeys.map((k) => k.replace(/\.lora_[AB]\.weight$/, '').slice(PREFIX.length)))];
-    const selected = linearSites(m.module, m.keymap, m.exclude).map((s) => s.name).filter((n) => matchesTarget(n, cfg.targetModules));
-    const have = new Set(selected);
-    const unknown = modules.filter((x) => !have.has(x));
-    const missing = selected.filter((x) => !keys.includes(`${PREFIX}${x}.lora_A.weight`) || !keys.includes(`${PREFIX}${x}.lora_B.weight`));
-    if (unknown.length || missing.length) {
-      throw new FileInputError(`--adapter ${adapterDir} does not match this base model's module names` +
-        (unknown.length ? `; adapter modules not in the model: ${list(unknown)}` : '') +
-        (missing.length ? `; model modules its target_modules select but the adapter lacks: ${list(missing)}` : '') +
-        ` (base_model_name_or_path: ${cfg.baseModel ?? '?'})`);
-    }
+    const modules = adapterModules(keys);
+    const selected = linearSites(m.module, m.keymap, m.exclude).map((x) => x.name).filter((n) => matchesTarget(n, cfg.targetModules));
+    checkAdapterModules(adapterDir, keys, selected, cfg);
     for (const name of modules) {
       const key = `${name}.weight`;
       if (!base.has(key)) throw new FileInputError(`--adapter ${adapterDir}: ${name} adapts '${key}', which ${baseDir} does not hold`);
@@ -141,16 +131,14 @@ function writeShard(src: string, dst: string, base: Checkpoint, ad: SafetensorsF
       if (sv) {
         fs.writeSync(fd, encodeValues(e.dtype, ad.read(sv).data as Float32Array, e.name));
       } else if (ad1) {
-        const [rows, cols] = e.shape;
+        const rows = e.shape[0];
         const step = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, bytes / rows)));
         for (let r0 = 0; r0 < rows; r0 += step) {
           const r1 = Math.min(rows, r0 + step);
           const w = base.readRows(e.name, r0, r1).data as Float32Array; // [r1−r0, cols]
           const delta = tf.tidy(() => tf.matMul(tf.tensor2d(ad1.B.subarray(r0 * ad1.r, r1 * ad1.r), [r1 - r0, ad1.r]), ad1.A).dataSync() as Float32Array);
-          const out = new Float32Array(w.length);
-          for (let i = 0; i < w.length; i++) out[i] = w[i] + Math.fround(delta[i] * scale);
-          fs.writeSync(fd, encodeValues(e.dtype, out, e.name));
-          if (cols * (r1 - r0) !== w.length) throw new Error(`${e.name}: read ${w.length} values for rows [${r0}, ${r1})`);
+          for (let i = 0; i < w.length; i++) w[i] += Math.fround(delta[i] * scale); // float32 add, rounded once below
+          fs.writeSync(fd, encodeValues(e.dtype, w, e.name));
         }
       } else {
         for (let o = 0; o < bytes; o += CHUNK_BYTES) fs.writeSync(fd, f.readBytes(e.name, o, Math.min(bytes, o + CHUNK_BYTES)));

@@ -26,7 +26,9 @@ import { TrainableParam } from './params';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
-const PREFIX = 'base_model.model.';
+/** peft's prefix of every adapter tensor name. */
+export const PEFT_PREFIX = 'base_model.model.';
+const PREFIX = PEFT_PREFIX;
 
 /** The torch module names of the `tune` prefixes (peft `modules_to_save` entries). */
 export function modulesToSave(keymap: KeyMap, tune: readonly string[]): string[] {
@@ -129,6 +131,27 @@ export function readAdapterConfig(dir: string): AdapterConfig {
   };
 }
 
+/** The module names an adapter's lora_A / lora_B tensors name (peft prefix and suffix removed). */
+export function adapterModules(keys: readonly string[]): string[] {
+  return [...new Set(keys.filter((k) => /\.lora_[AB]\.weight$/.test(k)).map((k) => k.replace(/\.lora_[AB]\.weight$/, '').slice(PREFIX.length)))];
+}
+
+/**
+ * Throws, listing a few, when the adapter's modules differ from `selected` (the model's Linear
+ * layers its target_modules select): modules the model lacks, or selected ones without A and B.
+ */
+export function checkAdapterModules(dir: string, keys: readonly string[], selected: readonly string[], cfg: AdapterConfig): void {
+  const have = new Set(selected);
+  const unknown = adapterModules(keys).filter((m) => !have.has(m));
+  const missing = selected.filter((m) => !keys.includes(`${PREFIX}${m}.lora_A.weight`) || !keys.includes(`${PREFIX}${m}.lora_B.weight`));
+  if (!unknown.length && !missing.length) return;
+  const list = (xs: string[]) => `${xs.slice(0, 4).join(', ')}${xs.length > 4 ? `, … (${xs.length} in all)` : ''}`;
+  throw new Error(`--adapter ${dir} does not match this base model's module names` +
+    (unknown.length ? `; adapter modules not in the model: ${list(unknown)}` : '') +
+    (missing.length ? `; model modules its target_modules select but the adapter lacks: ${list(missing)}` : '') +
+    ` (base_model_name_or_path: ${cfg.baseModel ?? '?'})`);
+}
+
 /**
  * Attaches the adapter in `dir` to `model` (unmerged) and loads the `modules_to_save` weights into
  * the model. Module names that do not match, missing or extra tensors and shape mismatches are
@@ -142,23 +165,13 @@ export function loadAdapter(dir: string, model: Module, keymap: KeyMap, exclude:
   let lora: LoraModel | null = null;
   try {
     const keys = ck.keys();
-    const loraKeys = keys.filter((k) => /\.lora_[AB]\.weight$/.test(k));
-    const wantModules = [...new Set(loraKeys.map((k) => k.replace(/\.lora_[AB]\.weight$/, '').slice(PREFIX.length)))];
+    const wantModules = adapterModules(keys);
     try {
       lora = new LoraModel(model, keymap, exclude, { r: cfg.r, alpha: cfg.alpha, dropout: cfg.dropout, targetModules: cfg.targetModules, useRslora: cfg.useRslora, initLoraWeights: false });
     } catch (e) {
       throw new Error(`--adapter ${dir} does not fit this model: ${(e as Error).message}` + (wantModules.length ? ` (the adapter's modules: ${wantModules.slice(0, 4).join(', ')}${wantModules.length > 4 ? ', …' : ''})` : ''));
     }
-    const have = new Set(lora.entries.map((e) => e.name));
-    const unknown = wantModules.filter((m) => !have.has(m));
-    const missing = lora.entries.filter((e) => !keys.includes(`${PREFIX}${e.name}.lora_A.weight`) || !keys.includes(`${PREFIX}${e.name}.lora_B.weight`)).map((e) => e.name);
-    if (unknown.length || missing.length) {
-      const list = (xs: string[]) => `${xs.slice(0, 4).join(', ')}${xs.length > 4 ? `, … (${xs.length} in all)` : ''}`;
-      throw new Error(`--adapter ${dir} does not match this base model's module names` +
-        (unknown.length ? `; adapter modules not in the model: ${list(unknown)}` : '') +
-        (missing.length ? `; model modules its target_modules select but the adapter lacks: ${list(missing)}` : '') +
-        ` (base_model_name_or_path: ${cfg.baseModel ?? '?'})`);
-    }
+    checkAdapterModules(dir, keys, lora.entries.map((e) => e.name), cfg);
     for (const e of lora.entries) {
       for (const [which, p] of [['A', e.A], ['B', e.B]] as const) {
         const t = ck.read(`${PREFIX}${e.name}.lora_${which}.weight`);
