@@ -58,8 +58,7 @@ function layerCase(family: string, cfg: DecoderConfig, mode: 'prefill' | 'decode
         run: () => {
           const cache = new KVCache(1);
           if (baseK && baseV) {
-            cache.layers[0].keys = tf.keep(baseK.clone());
-            cache.layers[0].values = tf.keep(baseV.clone());
+            cache.layers[0].set(tf.keep(baseK.clone()), tf.keep(baseV.clone()));
           }
           const out = tf.tidy(() => {
             const [cos, sin] = rotary.cosSinRange(past, T);

@@ -13,6 +13,7 @@
  * G = H / Hkv, D head dim.
  */
 import * as tf from '@tensorflow/tfjs';
+import { cachedAttention, cachedAttentionReady } from './cached_attention';
 import { KVCacheLayer } from './kv_cache';
 import { Linear } from './linear';
 import { Module, register } from './module';
@@ -131,6 +132,14 @@ export class GQAttention extends Module {
       let v = this.v_proj.forward(x).reshape([B, T, Hkv, D]).transpose([0, 2, 1, 3]) as tf.Tensor4D; // [B, Hkv, T, D]
       const qr = applyRotary(q, c, s).reshape([B, Hkv, G * T, D]); // [B, Hkv, G·T, D]
       k = applyRotary(k, ck, sk) as tf.Tensor4D;
+      if (cache && mask === null && T === 1 && cachedAttentionReady()) {
+        // decode step: append in place, attend on the cache buffers [B, Hkv, cap, D] (layers/cached_attention.ts)
+        const past = cache.seqLength;
+        cache.append(k, v);
+        const buf = cache.buffers()!;
+        const ctx = cachedAttention(qr as tf.Tensor4D, buf.k, buf.v, { S: buf.length, past, T, div: Math.sqrt(D) }); // [B, Hkv, G, D]
+        return this.o_proj.forward(ctx.reshape([B, T, H * D])) as tf.Tensor3D; // T = 1: [B, Hkv, G, 1, D] is already head-major
+      }
       if (cache) [k, v] = cache.update(k, v); // [B, Hkv, S, D]
       const S = k.shape[2];
 

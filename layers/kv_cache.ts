@@ -4,56 +4,154 @@
  * The cache owns its tensors (kept out of tf.tidy) and disposes what it replaces.
  */
 import * as tf from '@tensorflow/tfjs';
+import { cachedAttentionReady, copyBlocksInHeap } from './cached_attention';
+
+/** Positions of spare capacity added when an in-place cache grows. */
+const CAPACITY_STEP = 256;
 
 export class KVCacheLayer {
-  keys: tf.Tensor4D | null = null;
-  values: tf.Tensor4D | null = null;
+  /**
+   * Storage [B, Hkv, cap, D]: positions [0, length) are valid. On the composite path cap = length
+   * (each update concatenates); with cached attention (wasm + addon) the buffers keep spare
+   * capacity and new positions are written in place, so a decode step copies T rows, not the cache.
+   */
+  private k: tf.Tensor4D | null = null;
+  private v: tf.Tensor4D | null = null;
+  private length = 0;
+  private inPlace = false;
+  /** [B, Hkv, length, D] copies of the valid positions of in-place buffers (made on demand). */
+  private view: [tf.Tensor4D, tf.Tensor4D] | null = null;
 
   /** Number of cached positions. */
   get seqLength(): number {
-    return this.keys ? this.keys.shape[2] : 0;
+    return this.length;
   }
 
-  /** Appends k, v ([B, Hkv, T, D]) and returns the full [B, Hkv, S, D] pair (owned by the cache). */
+  /** Cached keys [B, Hkv, S, D] (owned by the cache), or null. */
+  get keys(): tf.Tensor4D | null {
+    return this.full()?.[0] ?? null;
+  }
+
+  /** Cached values [B, Hkv, S, D] (owned by the cache), or null. */
+  get values(): tf.Tensor4D | null {
+    return this.full()?.[1] ?? null;
+  }
+
+  /** Replaces the cache with kept tensors k, v [B, Hkv, S, D] (the cache owns them). */
+  set(k: tf.Tensor4D, v: tf.Tensor4D): void {
+    this.dispose();
+    this.k = k;
+    this.v = v;
+    this.length = k.shape[2];
+  }
+
+  /** The in-place buffers (for cached attention) and their valid length, or null on the composite path. */
+  buffers(): { k: tf.Tensor4D; v: tf.Tensor4D; length: number } | null {
+    return this.inPlace && this.k && this.v ? { k: this.k, v: this.v, length: this.length } : null;
+  }
+
+  /**
+   * Appends k, v ([B, Hkv, T, D]) and returns the full [B, Hkv, S, D] pair. Call it inside tf.tidy:
+   * on the composite path the pair is the cache's own storage; with in-place buffers it is a fresh
+   * copy of the valid positions that the tidy disposes (so a prefill does not hold a second cache).
+   */
   update(k: tf.Tensor4D, v: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D] {
-    const nk = this.keys ? tf.concat([this.keys, k], 2) : k.clone();
-    const nv = this.values ? tf.concat([this.values, v], 2) : v.clone();
-    this.keys?.dispose();
-    this.values?.dispose();
-    this.keys = tf.keep(nk);
-    this.values = tf.keep(nv);
-    return [this.keys, this.values];
+    if (this.inPlace || (this.k === null && cachedAttentionReady())) {
+      this.append(k, v);
+      const [B, H, , D] = this.k!.shape;
+      return [this.k!.slice([0, 0, 0, 0], [B, H, this.length, D]), this.v!.slice([0, 0, 0, 0], [B, H, this.length, D])];
+    }
+    const nk = this.k ? tf.concat([this.k, k], 2) : k.clone();
+    const nv = this.v ? tf.concat([this.v, v], 2) : v.clone();
+    this.set(tf.keep(nk) as tf.Tensor4D, tf.keep(nv) as tf.Tensor4D);
+    return [this.k!, this.v!];
+  }
+
+  /**
+   * Appends k, v ([B, Hkv, T, D]) in place into buffers with spare capacity (wasm + addon; the
+   * composite cache is converted on first use). Read them with `buffers()`.
+   */
+  append(k: tf.Tensor4D, v: tf.Tensor4D): void {
+    const [B, Hkv, T, D] = k.shape;
+    this.inPlace = true; // a composite cache (cap = length) is copied into new buffers by grow()
+    this.dropView();
+    const need = this.length + T;
+    if (!this.k || this.k.shape[2] < need || this.k.shape[0] !== B) this.grow(B, Hkv, D, Math.ceil((need + CAPACITY_STEP) / CAPACITY_STEP) * CAPACITY_STEP);
+    const cap = this.k!.shape[2];
+    copyBlocksInHeap(k, T * D, this.k!, this.length * D, cap * D, B * Hkv, T * D);
+    copyBlocksInHeap(v, T * D, this.v!, this.length * D, cap * D, B * Hkv, T * D);
+    this.length = need;
+  }
+
+  /** New buffers with `cap` positions holding the valid ones. */
+  private grow(B: number, Hkv: number, D: number, cap: number): void {
+    const nk = tf.keep(tf.zeros([B, Hkv, cap, D])) as tf.Tensor4D, nv = tf.keep(tf.zeros([B, Hkv, cap, D])) as tf.Tensor4D;
+    if (this.k && this.v && this.length > 0) {
+      const old = this.k.shape[2];
+      copyBlocksInHeap(this.k, old * D, nk, 0, cap * D, B * Hkv, this.length * D);
+      copyBlocksInHeap(this.v, old * D, nv, 0, cap * D, B * Hkv, this.length * D);
+    }
+    this.k?.dispose();
+    this.v?.dispose();
+    this.k = nk;
+    this.v = nv;
+  }
+
+  /** [keys, values] of the valid positions (the storage itself when it has no spare capacity). */
+  private full(): [tf.Tensor4D, tf.Tensor4D] | null {
+    if (!this.k || !this.v) return null;
+    if (this.k.shape[2] === this.length) return [this.k, this.v];
+    if (!this.view) {
+      const [B, H, , D] = this.k.shape;
+      this.view = [tf.keep(this.k.slice([0, 0, 0, 0], [B, H, this.length, D])), tf.keep(this.v.slice([0, 0, 0, 0], [B, H, this.length, D]))];
+    }
+    return this.view;
+  }
+
+  private dropView(): void {
+    this.view?.[0].dispose();
+    this.view?.[1].dispose();
+    this.view = null;
   }
 
   /** Keeps only the first `length` positions. */
   crop(length: number): void {
-    if (!this.keys || !this.values || length >= this.seqLength) return;
-    const [B, H, , D] = this.keys.shape;
-    const k = tf.keep(this.keys.slice([0, 0, 0, 0], [B, H, length, D]));
-    const v = tf.keep(this.values.slice([0, 0, 0, 0], [B, H, length, D]));
-    this.keys.dispose();
-    this.values.dispose();
-    this.keys = k;
-    this.values = v;
+    if (!this.k || !this.v || length >= this.length) return;
+    this.dropView();
+    if (this.inPlace) { // the buffers stay; positions past `length` are overwritten by the next append
+      this.length = length;
+      return;
+    }
+    const [B, H, , D] = this.k.shape;
+    this.set(tf.keep(this.k.slice([0, 0, 0, 0], [B, H, length, D])), tf.keep(this.v.slice([0, 0, 0, 0], [B, H, length, D])));
   }
 
   /** Reorders / selects batch rows (beam search): row i of the result is old row idx[i]. */
   selectBatch(idx: number[]): void {
-    if (!this.keys || !this.values) return;
+    if (!this.k || !this.v) return;
+    this.dropView();
     const ix = tf.tensor1d(idx, 'int32');
-    const k = tf.keep(tf.gather(this.keys, ix));
-    const v = tf.keep(tf.gather(this.values, ix));
+    const k = tf.keep(tf.gather(this.k, ix));
+    const v = tf.keep(tf.gather(this.v, ix));
     ix.dispose();
-    this.keys.dispose();
-    this.values.dispose();
-    this.keys = k;
-    this.values = v;
+    this.k.dispose();
+    this.v.dispose();
+    this.k = k;
+    this.v = v;
+  }
+
+  /** Bytes held (storage and views). */
+  bytes(): number {
+    return ((this.k?.size ?? 0) + (this.v?.size ?? 0) + (this.view ? this.view[0].size * 2 : 0)) * 4;
   }
 
   dispose(): void {
-    this.keys?.dispose();
-    this.values?.dispose();
-    this.keys = this.values = null;
+    this.dropView();
+    this.k?.dispose();
+    this.v?.dispose();
+    this.k = this.v = null;
+    this.length = 0;
+    this.inPlace = false;
   }
 }
 
@@ -80,7 +178,7 @@ export class KVCache {
   /** Bytes held (for memory reports). */
   bytes(): number {
     let n = 0;
-    for (const l of this.layers) n += ((l.keys?.size ?? 0) + (l.values?.size ?? 0)) * 4;
+    for (const l of this.layers) n += l.bytes();
     return n;
   }
 

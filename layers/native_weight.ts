@@ -65,6 +65,9 @@ export interface NativeAddon {
   setThreads(n: number): void;
   setMvMax(n: number): void;
   toF16(src: Float32Array, dst: Uint16Array): void;
+  /** Decode attention on a KV cache with spare capacity; offsets in floats into `heap` (layers/cached_attention.ts). */
+  attention?(heap: Float32Array, qOff: number, kOff: number, vOff: number, outOff: number, B: number, Hkv: number, R: number,
+    T: number, D: number, S: number, cap: number, past: number, div: number, window: number): void;
   info(): { core: string; config: string; threads: number; openblas: boolean; openblasError: string; kernels: string };
 }
 
@@ -135,7 +138,7 @@ let nextId = 1;
 let kernelsFor: Set<string> | null = null;
 
 /** The current Memory buffer (memory.grow detaches / outgrows older views: take it after allocating). */
-function wasmHeap(be: any): Float32Array {
+export function wasmHeap(be: any): Float32Array {
   const mem = be.wasm.wasmMemory ?? be.wasm.asm?.memory ?? be.wasm.HEAPF32?.buffer;
   return new Float32Array(mem instanceof WebAssembly.Memory ? mem.buffer : (mem as ArrayBuffer));
 }

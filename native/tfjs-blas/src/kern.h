@@ -5,6 +5,7 @@
  * (a mapped safetensors tensor starts wherever the file puts it): only unaligned loads are used.
  */
 #include "nw.h"
+#include <math.h>
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -487,6 +488,127 @@ static void SFX(sgemm_nt)(int64_t M, int64_t N, int64_t K, const float *A, int64
   }
 }
 
+/*
+ * Attention of R <= 8 query rows that share one K/V head (decode, or a few new positions):
+ *   out_r = softmax_j(q_r . k_j / div) . V over keys j in [lo_r, hi_r] (causal / sliding window),
+ * in f32 like the composite path (scores divided, max-subtracted exp, normalised, then weighted).
+ * q rows and out rows are D floats apart, K and V rows D floats apart. sc: 8 * J floats of scratch,
+ * J = max(hi_r) + 1 keys are scored (a row gives weight 0 to keys it may not see). Scores are kept
+ * key-major (sc[8 j + r]): the 8 row dots of a key reduce into one vector, and the weights of a key
+ * are adjacent for the weighted sum of V, which runs over tiles of 64 keys (a tile of V stays in L1
+ * while every 16-float column block of the rows is accumulated).
+ */
+#if defined(__AVX2__)
+/* e^x for x <= 0 (max-subtracted scores), Cephes expf: |rel. err| about 1 ulp; x < -87.3 gives 0 */
+static inline __m256 SFX(exp8)(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.33654475f));
+  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+  const __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+/* lane r of the result = sum of the 8 lanes of a[r] (r < 8) */
+static inline __m256 SFX(hsum8x8)(const __m256 *a) {
+  const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 q0 = _mm256_hadd_ps(h01, h23), q1 = _mm256_hadd_ps(h45, h67); /* [r0..r3 low | r0..r3 high] and r4..r7 */
+  return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
+}
+NW_INLINE void SFX(attn_body)(const int R, const float *q, const float *K, const float *V, int64_t D, int64_t J,
+                              const int64_t *lo, const int64_t *hi, float div, float *sc, float *out) {
+  const __m256 vdiv = _mm256_set1_ps(div);
+  for (int64_t j = 0; j < J; j++) {
+    const float *kj = K + j * D;
+    __m256 a[8];
+    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < D; c += 8) {
+      const __m256 kc = _mm256_loadu_ps(kj + c);
+      for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * D + c), kc, a[r]);
+    }
+    _mm256_storeu_ps(sc + 8 * j, _mm256_div_ps(SFX(hsum8x8)(a), vdiv));
+  }
+  /* softmax of the 8 rows at once (lanes r >= R see no key and are never read) */
+  int32_t lo8[8], hi8[8];
+  for (int r = 0; r < 8; r++) { lo8[r] = r < R ? (int32_t)lo[r] : 1; hi8[r] = r < R ? (int32_t)hi[r] : 0; }
+  const __m256i vlo = _mm256_loadu_si256((const __m256i *)lo8), vhi = _mm256_loadu_si256((const __m256i *)hi8);
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  __m256 mx = ninf, sum = _mm256_setzero_ps();
+  for (int64_t j = 0; j < J; j++) {
+    const __m256i vj = _mm256_set1_epi32((int32_t)j);
+    /* seen: lo <= j <= hi, i.e. not (lo > j) and not (j > hi) */
+    const __m256 seen = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_or_si256(_mm256_cmpgt_epi32(vlo, vj), _mm256_cmpgt_epi32(vj, vhi)), _mm256_set1_epi32(-1)));
+    mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, _mm256_loadu_ps(sc + 8 * j), seen));
+  }
+  for (int64_t j = 0; j < J; j++) {
+    const __m256i vj = _mm256_set1_epi32((int32_t)j);
+    const __m256 seen = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_or_si256(_mm256_cmpgt_epi32(vlo, vj), _mm256_cmpgt_epi32(vj, vhi)), _mm256_set1_epi32(-1)));
+    const __m256 e = _mm256_and_ps(SFX(exp8)(_mm256_sub_ps(_mm256_loadu_ps(sc + 8 * j), mx)), seen);
+    _mm256_storeu_ps(sc + 8 * j, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  for (int64_t j = 0; j < J; j++) _mm256_storeu_ps(sc + 8 * j, _mm256_div_ps(_mm256_loadu_ps(sc + 8 * j), sum));
+  for (int r = 0; r < R; r++) memset(out + r * D, 0, (size_t)D * sizeof(float));
+  for (int64_t j0 = 0; j0 < J; j0 += 64) {
+    const int64_t j1 = j0 + 64 < J ? j0 + 64 : J;
+    for (int64_t c = 0; c < D; c += 16) {
+      __m256 a0[8], a1[8];
+      for (int r = 0; r < R; r++) { a0[r] = _mm256_loadu_ps(out + r * D + c); a1[r] = _mm256_loadu_ps(out + r * D + c + 8); }
+      for (int64_t j = j0; j < j1; j++) {
+        const __m256 v0 = _mm256_loadu_ps(V + j * D + c), v1 = _mm256_loadu_ps(V + j * D + c + 8);
+        for (int r = 0; r < R; r++) {
+          const __m256 p = _mm256_broadcast_ss(sc + 8 * j + r);
+          a0[r] = _mm256_fmadd_ps(p, v0, a0[r]);
+          a1[r] = _mm256_fmadd_ps(p, v1, a1[r]);
+        }
+      }
+      for (int r = 0; r < R; r++) { _mm256_storeu_ps(out + r * D + c, a0[r]); _mm256_storeu_ps(out + r * D + c + 8, a1[r]); }
+    }
+  }
+}
+#endif
+static void SFX(attn_rows)(int R, const float *q, const float *K, const float *V, int64_t D, const int64_t *lo,
+                           const int64_t *hi, float div, float *sc, float *out) {
+  int64_t J = 0;
+  for (int r = 0; r < R; r++) J = hi[r] + 1 > J ? hi[r] + 1 : J;
+#if defined(__AVX2__)
+  if (D % 16 == 0) {
+    switch (R) {
+      case 1: SFX(attn_body)(1, q, K, V, D, J, lo, hi, div, sc, out); return;
+      case 2: SFX(attn_body)(2, q, K, V, D, J, lo, hi, div, sc, out); return;
+      case 3: SFX(attn_body)(3, q, K, V, D, J, lo, hi, div, sc, out); return;
+      case 4: SFX(attn_body)(4, q, K, V, D, J, lo, hi, div, sc, out); return;
+      case 5: SFX(attn_body)(5, q, K, V, D, J, lo, hi, div, sc, out); return;
+      case 6: SFX(attn_body)(6, q, K, V, D, J, lo, hi, div, sc, out); return;
+      case 7: SFX(attn_body)(7, q, K, V, D, J, lo, hi, div, sc, out); return;
+      default: SFX(attn_body)(8, q, K, V, D, J, lo, hi, div, sc, out); return;
+    }
+  }
+#endif
+  for (int r = 0; r < R; r++) {
+    float *s = sc + r * J, mx = -INFINITY, sum = 0.f;
+    for (int64_t j = lo[r]; j <= hi[r]; j++) {
+      float d = 0.f;
+      for (int64_t c = 0; c < D; c++) d += q[r * D + c] * K[j * D + c];
+      s[j] = d / div;
+      mx = s[j] > mx ? s[j] : mx;
+    }
+    for (int64_t j = lo[r]; j <= hi[r]; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+    for (int64_t c = 0; c < D; c++) out[r * D + c] = 0.f;
+    for (int64_t j = lo[r]; j <= hi[r]; j++) {
+      const float p = s[j] / sum;
+      for (int64_t c = 0; c < D; c++) out[r * D + c] += p * V[j * D + c];
+    }
+  }
+}
+
 const nw_kernels_t SFX(nw_kernels) = {
-  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy),
+  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows),
 };

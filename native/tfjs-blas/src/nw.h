@@ -43,6 +43,9 @@ typedef struct {
                    float *C, int64_t ldc, float beta);
   /* y[0:n] += a * x[0:n] */
   void (*axpy)(int64_t n, float a, const float *x, float *y);
+  /* softmax(q_r . K^T / div) . V for R <= 8 rows of one K/V head, keys [lo_r, hi_r]; sc: 8 * (max hi + 1) floats */
+  void (*attn_rows)(int R, const float *q, const float *K, const float *V, int64_t D, const int64_t *lo, const int64_t *hi,
+                    float div, float *sc, float *out);
 } nw_kernels_t;
 
 extern const nw_kernels_t nw_kernels_scalar;

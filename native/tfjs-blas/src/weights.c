@@ -1107,6 +1107,71 @@ static napi_value ToF16(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * attention(heap, qOff, kOff, vOff, outOff, B, Hkv, R, T, D, S, cap, past, div, window): decode
+ * attention straight on a KV cache kept with spare capacity (offsets in floats into one Float32Array,
+ * the wasm heap). q, out [B, Hkv, R, D] with R = G*T rows per KV head (row g*T + t is query head g of
+ * the group at new position t); K, V [B, Hkv, cap, D] with S <= cap valid positions. Row t sees keys
+ * j <= past + t, and j >= past + t - window when window >= 0.
+ */
+typedef struct {
+  const float *q, *K, *V; float *out;
+  int64_t B, Hkv, R, T, D, S, cap, past, window; float div;
+  int next, err;
+} attn_ctx;
+
+static void job_attention(void *vc, int tid, int nth) {
+  (void)nth;
+  attn_ctx *c = vc;
+  const int64_t groups = (c->R + 7) / 8, items = c->B * c->Hkv * groups;
+  float *sc = scratch(tid, 0, (size_t)8 * (size_t)c->S * sizeof(float));
+  if (!sc) { c->err = 1; return; }
+  for (;;) {
+    const int64_t it = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
+    if (it >= items) break;
+    const int64_t bh = it / groups, r0 = (it % groups) * 8, RR = NW_MIN(8, c->R - r0);
+    int64_t lo[8], hi[8];
+    for (int64_t r = 0; r < RR; r++) {
+      const int64_t qpos = c->past + (r0 + r) % c->T;
+      hi[r] = NW_MIN(c->S - 1, qpos);
+      lo[r] = c->window >= 0 ? NW_MAX(0, qpos - c->window) : 0;
+      if (lo[r] > hi[r]) lo[r] = hi[r];
+    }
+    g_kern->attn_rows((int)RR, c->q + (bh * c->R + r0) * c->D, c->K + bh * c->cap * c->D, c->V + bh * c->cap * c->D, c->D, lo, hi,
+                      c->div, sc, c->out + (bh * c->R + r0) * c->D);
+  }
+}
+
+static napi_value Attention(napi_env env, napi_callback_info info) {
+  ARGS(15);
+  const char *fn = "attention";
+  float *h; size_t lh;
+  int64_t v[13];
+  static const char *names[13] = {"qOff", "kOff", "vOff", "outOff", "B", "Hkv", "R", "T", "D", "S", "cap", "past", "div"};
+  if (!get_ta(env, a[0], napi_float32_array, fn, "heap", (void **)&h, &lh, NULL)) return NULL;
+  for (int i = 0; i < 12; i++) if (!get_int(env, a[1 + i], fn, names[i], &v[i])) return NULL;
+  double divd, wind;
+  if (napi_get_value_double(env, a[13], &divd) != napi_ok || napi_get_value_double(env, a[14], &wind) != napi_ok)
+    RANGE_ERR("tfjs-blas attention: div and window must be numbers");
+  const int64_t qOff = v[0], kOff = v[1], vOff = v[2], oOff = v[3], B = v[4], Hkv = v[5], R = v[6], T = v[7], D = v[8],
+                S = v[9], cap = v[10], past = v[11];
+  if (B < 1 || Hkv < 1 || R < 1 || T < 1 || D < 1 || S < 1 || R % T != 0 || S > cap || past < 0 || past + T > S)
+    RANGE_ERR("tfjs-blas attention: bad shape B=%lld Hkv=%lld R=%lld T=%lld D=%lld S=%lld cap=%lld past=%lld", (long long)B,
+              (long long)Hkv, (long long)R, (long long)T, (long long)D, (long long)S, (long long)cap, (long long)past);
+  const uint64_t nq = (uint64_t)B * Hkv * R * D, nk = (uint64_t)B * Hkv * cap * D;
+  if (qOff < 0 || kOff < 0 || vOff < 0 || oOff < 0 || qOff + nq > lh || oOff + nq > lh || kOff + nk > lh || vOff + nk > lh)
+    RANGE_ERR("tfjs-blas attention: q/out (%llu floats) or K/V (%llu floats) run past the heap (%zu floats)", (unsigned long long)nq,
+              (unsigned long long)nk, lh);
+  attn_ctx c = {.q = h + qOff, .K = h + kOff, .V = h + vOff, .out = h + oOff, .B = B, .Hkv = Hkv, .R = R, .T = T, .D = D,
+                .S = S, .cap = cap, .past = past, .window = wind < 0 ? -1 : (int64_t)wind, .div = (float)divd};
+  pthread_mutex_lock(&g_op_mu);
+  ensure_pool();
+  pool_run(job_attention, &c);
+  pthread_mutex_unlock(&g_op_mu);
+  if (c.err) RANGE_ERR("tfjs-blas attention: out of memory (scratch)");
+  return NULL;
+}
+
 static void cleanup_hook(void *arg) { (void)arg; }
 
 napi_status nw_register(napi_env env, napi_value exports) {
@@ -1136,6 +1201,7 @@ napi_status nw_register(napi_env env, napi_value exports) {
     {"setMvMax", 0, SetMvMax, 0, 0, 0, napi_default, 0},
     {"readBytes", 0, ReadBytes, 0, 0, 0, napi_default, 0},
     {"toF16", 0, ToF16, 0, 0, 0, napi_default, 0},
+    {"attention", 0, Attention, 0, 0, 0, napi_default, 0},
   };
   return napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
 }

@@ -1,0 +1,118 @@
+/**
+ * Cached attention (layers/cached_attention.ts): the native kernel equals the composite `attend`
+ * on a KV cache with spare capacity (causal rows, sliding window, grouped heads), a decoder's greedy
+ * decode with it equals the composite path (VLM_NATIVE_ATTENTION=0), and the in-place cache
+ * (grow, crop, selectBatch, views) leaks nothing.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { attend, causalMask } from '../../layers/attention';
+import { cachedAttention, cachedAttentionReady, cachedAttentionStats } from '../../layers/cached_attention';
+import { CausalLM } from '../../layers/decoder';
+import { KVCache } from '../../layers/kv_cache';
+import { asGenerationModel, generate } from '../../generation/generate';
+import { loadFixtureLLM, modelFixture } from '../helpers/fixtures';
+
+const maxRel = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let d = 0, m = 0;
+  for (let i = 0; i < b.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); m = Math.max(m, Math.abs(b[i])); }
+  return d / m;
+};
+
+const ready = () => cachedAttentionReady();
+
+describe('cached attention kernel', () => {
+  const cases = [
+    { B: 1, Hkv: 4, G: 7, T: 1, D: 128, past: 1023, cap: 1280, window: -1 },
+    { B: 2, Hkv: 2, G: 3, T: 1, D: 16, past: 40, cap: 64, window: -1 },
+    { B: 1, Hkv: 2, G: 2, T: 5, D: 32, past: 17, cap: 30, window: -1 },
+    { B: 1, Hkv: 1, G: 4, T: 3, D: 24, past: 50, cap: 60, window: 9 }, // D % 16 != 0: the scalar path
+    { B: 1, Hkv: 3, G: 1, T: 2, D: 64, past: 0, cap: 8, window: -1 },
+    { B: 1, Hkv: 2, G: 3, T: 4, D: 32, past: 70, cap: 80, window: 20 }, // vector path with a window
+    { B: 1, Hkv: 1, G: 12, T: 1, D: 16, past: 5, cap: 6, window: -1 }, // R > 8: two row groups
+  ];
+  for (const c of cases) {
+    it(`equals attend: ${JSON.stringify(c)}`, () => {
+      if (!ready()) return; // cpu backend or no addon: the composite path runs instead
+      const { B, Hkv, G, T, D, past, cap, window } = c, S = past + T;
+      const n0 = tf.memory().numTensors;
+      tf.tidy(() => {
+        const q = tf.randomNormal([B, Hkv, G * T, D], 0, 1, 'float32', 1) as tf.Tensor4D;
+        const K = tf.randomNormal([B, Hkv, cap, D], 0, 1, 'float32', 2) as tf.Tensor4D;
+        const V = tf.randomNormal([B, Hkv, cap, D], 0, 1, 'float32', 3) as tf.Tensor4D;
+        const calls = cachedAttentionStats.calls;
+        const got = cachedAttention(q, K, V, { S, past, T, div: Math.sqrt(D), window });
+        expect(cachedAttentionStats.calls).toBe(calls + 1);
+        const k = K.slice([0, 0, 0, 0], [B, Hkv, S, D]), v = V.slice([0, 0, 0, 0], [B, Hkv, S, D]);
+        const mask = causalMask({ pastLength: past, T, slidingWindow: window >= 0 ? window : null });
+        const addMask = mask && ((sc: tf.Tensor) => tf.add(sc.reshape([B, Hkv, G, T, S]), mask.reshape([1, 1, 1, T, S])).reshape([B, Hkv, G * T, S]));
+        const want = attend(q, k, v, { div: Math.sqrt(D) }, addMask);
+        expect(got.shape).toEqual(want.shape);
+        expect(maxRel(got.dataSync(), want.dataSync())).toBeLessThan(2e-6);
+      });
+      expect(tf.memory().numTensors).toBe(n0);
+    });
+  }
+
+  it('rejects shapes that run past the heap or the cache', () => {
+    if (!ready()) return;
+    tf.tidy(() => {
+      const q = tf.zeros([1, 2, 2, 16]) as tf.Tensor4D, K = tf.zeros([1, 2, 8, 16]) as tf.Tensor4D;
+      expect(() => cachedAttention(q, K, K, { S: 9, past: 8, T: 1, div: 4 })).toThrow(/bad shape/);
+      expect(() => cachedAttention(q, K, K, { S: 4, past: 4, T: 1, div: 4 })).toThrow(/bad shape/);
+    });
+  });
+});
+
+const dir = modelFixture('videollama2_siglip_qwen2_tiny');
+const itIf = dir ? it : it.skip;
+
+describe('decoder with the in-place KV cache', () => {
+  let lm: CausalLM;
+  beforeAll(() => { if (dir) lm = loadFixtureLLM(dir, 'videollama2_siglip_qwen2_tiny'); });
+  afterAll(() => lm?.dispose());
+
+  const withComposite = async <R>(f: () => Promise<R>): Promise<R> => {
+    process.env.VLM_NATIVE_ATTENTION = '0';
+    try { return await f(); } finally { delete process.env.VLM_NATIVE_ATTENTION; }
+  };
+
+  itIf('greedy decode equals the composite path (logits, cache, ids); crop, selectBatch and grow leak nothing', async () => {
+    const H = lm.cfg.hiddenSize, T = 300; // > one 256-position capacity step: the buffers grow while decoding
+    const x = tf.randomNormal([1, T, H], 0, 1, 'float32', 7) as tf.Tensor3D;
+    const g = asGenerationModel(lm, { prefillChunk: 128 });
+    const step = (cache: KVCache, id: number) => tf.tidy(() => g.forwardLast(g.embed(tf.tensor2d([[id]], [1, 1], 'int32')), cache));
+    const run = (cache: KVCache) => {
+      const out: number[][] = [];
+      g.forwardLast(x, cache).dispose();
+      for (let i = 0; i < 12; i++) { const l = step(cache, 3 + i); out.push(Array.from(l.dataSync())); l.dispose(); }
+      return out;
+    };
+    run(new KVCache(lm.cfg.numHiddenLayers)); // warm-up (rotary tables)
+    const n0 = tf.memory().numTensors;
+    const calls = cachedAttentionStats.calls;
+    const ca = new KVCache(lm.cfg.numHiddenLayers);
+    const a = run(ca);
+    if (ready()) expect(cachedAttentionStats.calls - calls).toBe(12 * lm.cfg.numHiddenLayers);
+    const cb = await withComposite(async () => new KVCache(lm.cfg.numHiddenLayers));
+    const b = await withComposite(async () => run(cb));
+    a.forEach((row, i) => expect(maxRel(row, b[i])).toBeLessThan(1e-5));
+    expect(ca.seqLength).toBe(T + 12);
+    ca.layers.forEach((l, i) => expect(maxRel(l.keys!.dataSync(), cb.layers[i].keys!.dataSync())).toBeLessThan(1e-5));
+    // crop then decode again: the same as on the composite cache
+    ca.crop(T + 4);
+    await withComposite(async () => cb.crop(T + 4));
+    const la = step(ca, 9), lb = await withComposite(async () => step(cb, 9));
+    expect(maxRel(la.dataSync(), lb.dataSync())).toBeLessThan(1e-5);
+    ca.selectBatch([0]);
+    const lc = step(ca, 11);
+    expect(lc.shape).toEqual(la.shape);
+    tf.dispose([la, lb, lc]);
+    ca.dispose();
+    cb.dispose();
+    expect(tf.memory().numTensors).toBe(n0);
+    const ga = await generate(g, { inputsEmbeds: x }, { maxNewTokens: 6 });
+    const gb = await withComposite(() => generate(g, { inputsEmbeds: x }, { maxNewTokens: 6 }));
+    expect(ga.tokens).toEqual(gb.tokens);
+    x.dispose();
+  });
+});
