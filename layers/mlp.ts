@@ -4,6 +4,7 @@
  * gelu = erf form, gelu_pytorch_tanh = tanh form).
  */
 import * as tf from '@tensorflow/tfjs';
+import { heapOpsReady, siluMulFused } from './heap_ops';
 import { Linear } from './linear';
 import { Module, register } from './module';
 
@@ -51,7 +52,11 @@ export class GatedMLP extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => this.down_proj.forward(tf.mul(activation(this.act, this.gate_proj.forward(x)), this.up_proj.forward(x))));
+    return tf.tidy(() => {
+      const g = this.gate_proj.forward(x), u = this.up_proj.forward(x);
+      const h = this.act === 'silu' && g.dtype === 'float32' && heapOpsReady('siluMul') ? siluMulFused(g, u) : tf.mul(activation(this.act, g), u);
+      return this.down_proj.forward(h);
+    });
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {

@@ -68,6 +68,10 @@ export interface NativeAddon {
   /** Decode attention on a KV cache with spare capacity; offsets in floats into `heap` (layers/cached_attention.ts). */
   attention?(heap: Float32Array, qOff: number, kOff: number, vOff: number, outOff: number, B: number, Hkv: number, R: number,
     T: number, D: number, S: number, cap: number, past: number, div: number, window: number): void;
+  /** Fused inference ops on the heap (layers/heap_ops.ts). */
+  rmsnorm?(heap: Float32Array, xOff: number, wOff: number, outOff: number, rows: number, n: number, eps: number): void;
+  rotary?(heap: Float32Array, xOff: number, cosOff: number, sinOff: number, outOff: number, rows: number, T: number, D: number): void;
+  siluMul?(heap: Float32Array, gOff: number, uOff: number, outOff: number, n: number): void;
   info(): { core: string; config: string; threads: number; openblas: boolean; openblasError: string; kernels: string };
 }
 

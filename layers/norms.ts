@@ -4,6 +4,7 @@
  * resampler 1e-6, STC 1e-5): there is no default that silently differs from upstream.
  */
 import * as tf from '@tensorflow/tfjs';
+import { heapOpsReady, rmsNormFused } from './heap_ops';
 import { Module, Param, register } from './module';
 
 /**
@@ -22,6 +23,8 @@ export class RMSNorm extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
+    const w = this.weight.value;
+    if (x.dtype === 'float32' && w.dtype === 'float32' && heapOpsReady('rmsnorm')) return rmsNormFused(x, w, this.eps); // inference on wasm: one call
     return tf.tidy(() => {
       const variance = tf.mean(tf.square(x), -1, true);
       const normed = tf.mul(x, tf.rsqrt(tf.add(variance, this.eps)));

@@ -7,6 +7,7 @@
  * torch does in float32) and grown on demand, like HF's `_set_cos_sin_cache`.
  */
 import * as tf from '@tensorflow/tfjs';
+import { heapOpsReady, rotaryFused } from './heap_ops';
 
 export class RotaryEmbedding {
   readonly dim: number;
@@ -110,5 +111,8 @@ export function rotateHalf(x: tf.Tensor): tf.Tensor {
 
 /** x·cos + rotate_half(x)·sin; cos/sin broadcast against x's trailing [T, D]. */
 export function applyRotary(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
+  // inference on wasm with [T, D] tables and x [..., T, D]: one native call
+  if (cos.rank === 2 && sin.rank === 2 && x.rank >= 2 && x.shape[x.rank - 2] === cos.shape[0] && x.shape[x.rank - 1] === cos.shape[1] &&
+    x.dtype === 'float32' && cos.dtype === 'float32' && sin.dtype === 'float32' && heapOpsReady('rotary')) return rotaryFused(x, cos, sin);
   return tf.tidy(() => tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin)));
 }

@@ -499,9 +499,9 @@ static void SFX(sgemm_nt)(int64_t M, int64_t N, int64_t K, const float *A, int64
  * while every 16-float column block of the rows is accumulated).
  */
 #if defined(__AVX2__)
-/* e^x for x <= 0 (max-subtracted scores), Cephes expf: |rel. err| about 1 ulp; x < -87.3 gives 0 */
+/* e^x, Cephes expf (|rel. err| about 1 ulp): x is clamped to [-87.3, 88.4], e^88.4 rounds to inf */
 static inline __m256 SFX(exp8)(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.33654475f));
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654475f)), _mm256_set1_ps(88.3762626647949f));
   __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
   x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
   x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
@@ -609,6 +609,69 @@ static void SFX(attn_rows)(int R, const float *q, const float *K, const float *V
   }
 }
 
+/*
+ * Fused element-wise ops for inference (layers/heap_ops.ts), each the composite path's float32
+ * operations in the same order (no FMA contraction: this file is C11, and the intrinsics spell out
+ * every rounding):
+ *   rmsnorm:  out = w * (x * (1 / sqrt(mean(x^2) + eps))) per row of n
+ *   rotary:   out = x * cos_t + rotate_half(x) * sin_t, rotate_half(x) = [-x2, x1], t = row % T
+ *   silu_mul: out = (g * (1 / (1 + e^-g))) * u
+ */
+static void SFX(rmsnorm)(const float *x, const float *w, float *out, int64_t rows, int64_t n, float eps) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * n;
+    float *o = out + r * n;
+    int64_t i = 0;
+    float ss = 0.f;
+#if defined(__AVX2__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+      const __m256 v0 = _mm256_loadu_ps(xr + i), v1 = _mm256_loadu_ps(xr + i + 8);
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(v0, v0));
+      a1 = _mm256_add_ps(a1, _mm256_mul_ps(v1, v1));
+    }
+    ss = SFX(hsum8)(_mm256_add_ps(a0, a1));
+#endif
+    for (; i < n; i++) ss += xr[i] * xr[i];
+    const float rs = 1.f / sqrtf(ss / (float)n + eps);
+    i = 0;
+#if defined(__AVX2__)
+    const __m256 vr = _mm256_set1_ps(rs);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(xr + i), vr)));
+#endif
+    for (; i < n; i++) o[i] = w[i] * (xr[i] * rs);
+  }
+}
+
+static void SFX(rotary)(const float *x, const float *cs, const float *sn, float *out, int64_t rows, int64_t T, int64_t D) {
+  const int64_t h = D / 2;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * D, *c = cs + (r % T) * D, *s = sn + (r % T) * D;
+    float *o = out + r * D;
+    for (int64_t i = 0; i < h; i++) {
+      const float a = xr[i] * c[i], b = -xr[i + h] * s[i];
+      o[i] = a + b;
+    }
+    for (int64_t i = h; i < D; i++) {
+      const float a = xr[i] * c[i], b = xr[i - h] * s[i];
+      o[i] = a + b;
+    }
+  }
+}
+
+static void SFX(silu_mul)(const float *g, const float *u, float *out, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  const __m256 one = _mm256_set1_ps(1.f), zero = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, SFX(exp8)(_mm256_sub_ps(zero, x))));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(x, sg), _mm256_loadu_ps(u + i)));
+  }
+#endif
+  for (; i < n; i++) out[i] = (g[i] * (1.f / (1.f + expf(-g[i])))) * u[i];
+}
+
 const nw_kernels_t SFX(nw_kernels) = {
-  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows),
+  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
 };

@@ -46,6 +46,10 @@ typedef struct {
   /* softmax(q_r . K^T / div) . V for R <= 8 rows of one K/V head, keys [lo_r, hi_r]; sc: 8 * (max hi + 1) floats */
   void (*attn_rows)(int R, const float *q, const float *K, const float *V, int64_t D, const int64_t *lo, const int64_t *hi,
                     float div, float *sc, float *out);
+  /* fused inference ops (kern.h): RMSNorm rows, rotary rows (t = row % T), silu(g) * u */
+  void (*rmsnorm)(const float *x, const float *w, float *out, int64_t rows, int64_t n, float eps);
+  void (*rotary)(const float *x, const float *cs, const float *sn, float *out, int64_t rows, int64_t T, int64_t D);
+  void (*silu_mul)(const float *g, const float *u, float *out, int64_t n);
 } nw_kernels_t;
 
 extern const nw_kernels_t nw_kernels_scalar;

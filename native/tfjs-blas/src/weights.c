@@ -1172,6 +1172,72 @@ static napi_value Attention(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * Fused inference ops on float32 data in one Float32Array (the wasm heap), offsets in floats:
+ *   rmsnorm(heap, xOff, wOff, outOff, rows, n, eps)
+ *   rotary(heap, xOff, cosOff, sinOff, outOff, rows, T, D)     x [rows, D], cos/sin [T, D], t = row % T
+ *   siluMul(heap, gOff, uOff, outOff, n)
+ * Single-threaded: they run on decode-sized rows, where waking the pool costs more than the work.
+ */
+static int heap_args(napi_env env, napi_callback_info info, const char *fn, int nint, const char **names, float **h,
+                     int64_t *v, double *extra, int nextra) {
+  size_t argc = 12; napi_value a[12];
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < (size_t)(1 + nint + nextra)) {
+    throwf(env, 0, "tfjs-blas %s: expected %d arguments", fn, 1 + nint + nextra);
+    return 0;
+  }
+  size_t lh;
+  if (!get_ta(env, a[0], napi_float32_array, fn, "heap", (void **)h, &lh, NULL)) return 0;
+  for (int i = 0; i < nint; i++) {
+    if (!get_int(env, a[1 + i], fn, names[i], &v[i])) return 0;
+    if (v[i] < 0) { throwf(env, 1, "tfjs-blas %s: %s must be >= 0", fn, names[i]); return 0; }
+  }
+  for (int i = 0; i < nextra; i++)
+    if (napi_get_value_double(env, a[1 + nint + i], &extra[i]) != napi_ok) { throwf(env, 0, "tfjs-blas %s: expected a number", fn); return 0; }
+  v[nint] = (int64_t)lh;
+  return 1;
+}
+#define HEAP_SPAN(off, len, what)                                                                                     \
+  if ((uint64_t)(off) + (uint64_t)(len) > (uint64_t)v[NV])                                                            \
+    RANGE_ERR("tfjs-blas %s: %s (%lld floats at %lld) runs past the heap (%lld floats)", fn, what, (long long)(len),  \
+              (long long)(off), (long long)v[NV]);
+
+static napi_value RmsNorm(napi_env env, napi_callback_info info) {
+  const char *fn = "rmsnorm";
+  static const char *names[] = {"xOff", "wOff", "outOff", "rows", "n"};
+  enum { NV = 5 };
+  float *h; int64_t v[NV + 1]; double eps;
+  if (!heap_args(env, info, fn, NV, names, &h, v, &eps, 1)) return NULL;
+  HEAP_SPAN(v[0], v[3] * v[4], "x") HEAP_SPAN(v[1], v[4], "w") HEAP_SPAN(v[2], v[3] * v[4], "out")
+  g_kern->rmsnorm(h + v[0], h + v[1], h + v[2], v[3], v[4], (float)eps);
+  return NULL;
+}
+
+static napi_value Rotary(napi_env env, napi_callback_info info) {
+  const char *fn = "rotary";
+  static const char *names[] = {"xOff", "cosOff", "sinOff", "outOff", "rows", "T", "D"};
+  enum { NV = 7 };
+  float *h; int64_t v[NV + 1];
+  if (!heap_args(env, info, fn, NV, names, &h, v, NULL, 0)) return NULL;
+  if (v[5] < 1 || v[6] % 2 != 0) RANGE_ERR("tfjs-blas rotary: T must be >= 1 and D even (T=%lld D=%lld)", (long long)v[5], (long long)v[6]);
+  HEAP_SPAN(v[0], v[4] * v[6], "x") HEAP_SPAN(v[1], v[5] * v[6], "cos") HEAP_SPAN(v[2], v[5] * v[6], "sin")
+  HEAP_SPAN(v[3], v[4] * v[6], "out")
+  g_kern->rotary(h + v[0], h + v[1], h + v[2], h + v[3], v[4], v[5], v[6]);
+  return NULL;
+}
+
+static napi_value SiluMul(napi_env env, napi_callback_info info) {
+  const char *fn = "siluMul";
+  static const char *names[] = {"gOff", "uOff", "outOff", "n"};
+  enum { NV = 4 };
+  float *h; int64_t v[NV + 1];
+  if (!heap_args(env, info, fn, NV, names, &h, v, NULL, 0)) return NULL;
+  HEAP_SPAN(v[0], v[3], "g") HEAP_SPAN(v[1], v[3], "u") HEAP_SPAN(v[2], v[3], "out")
+  g_kern->silu_mul(h + v[0], h + v[1], h + v[2], v[3]);
+  return NULL;
+}
+#undef HEAP_SPAN
+
 static void cleanup_hook(void *arg) { (void)arg; }
 
 napi_status nw_register(napi_env env, napi_value exports) {
@@ -1202,6 +1268,9 @@ napi_status nw_register(napi_env env, napi_value exports) {
     {"readBytes", 0, ReadBytes, 0, 0, 0, napi_default, 0},
     {"toF16", 0, ToF16, 0, 0, 0, napi_default, 0},
     {"attention", 0, Attention, 0, 0, 0, napi_default, 0},
+    {"rmsnorm", 0, RmsNorm, 0, 0, 0, napi_default, 0},
+    {"rotary", 0, Rotary, 0, 0, 0, napi_default, 0},
+    {"siluMul", 0, SiluMul, 0, 0, 0, napi_default, 0},
   };
   return napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
 }

@@ -1,0 +1,78 @@
+/**
+ * Native kernels that work on float32 tensors where they lie in the wasm heap: the addon reads and
+ * writes the heap's Float32Array at the tensors' offsets, so a step costs one kernel call instead of
+ * several wasm ops (each ~5–20 µs of engine and broadcast overhead at decode sizes; Qwen2-7B ran
+ * ~1,800 of them per token). They have no gradients: callers use them only while no gradient tape
+ * is recording (`heapOpsReady`), and keep the composite ops for training and other backends.
+ *
+ * Fused ops (kern.h, the composite path's float32 operations in the same order):
+ *   rmsNormFused   w · (x · rsqrt(mean(x²) + eps))          (layers/norms.ts RMSNorm)
+ *   rotaryFused    x · cos + rotate_half(x) · sin           (layers/rotary.ts applyRotary)
+ *   siluMulFused   silu(g) · u                              (layers/mlp.ts GatedMLP)
+ */
+import * as tf from '@tensorflow/tfjs';
+import { loadNativeAddon, NativeAddon, wasmHeap } from './native_weight';
+
+const registered = new Set<string>();
+
+/** True on the wasm backend with an addon that has `fn`, outside gradient computations (VLM_NATIVE_OPS=0 turns them off). */
+export function heapOpsReady(fn: keyof NativeAddon): boolean {
+  if (process.env.VLM_NATIVE_OPS === '0' || tf.getBackend() !== 'wasm') return false;
+  // inside any gradient computation (gradientDepth > 0: also the forward of a customGrad, e.g. a
+  // checkpointed layer, where isTapeOn() is false) the composite ops run, so training is one path
+  if ((tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0) return false;
+  const { addon } = loadNativeAddon();
+  return !!addon && typeof addon[fn] === 'function';
+}
+
+/** Calls made per kernel (for tests and profiles). */
+export const heapOpStats: Record<string, number> = {};
+
+type HeapRun = (addon: NativeAddon, heap: Float32Array, inputs: number[], out: number, attrs: Record<string, number>) => void;
+
+/**
+ * Runs wasm kernel `name` (registered on first use): allocates a float32 output of `outShape`, then
+ * `run` gets the addon, the current heap view and the float offsets of the inputs and the output.
+ */
+export function runHeapKernel(name: string, inputs: Record<string, tf.Tensor>, outShape: number[], attrs: Record<string, number>, run: HeapRun): tf.Tensor {
+  if (!registered.has(name)) {
+    tf.registerKernel({
+      kernelName: name, backendName: 'wasm',
+      kernelFunc: ((args: { inputs: Record<string, tf.TensorInfo>; backend: any; attrs: Record<string, unknown> }) => {
+        const be = args.backend;
+        const out: tf.TensorInfo = be.makeOutput(args.attrs.outShape as number[], 'float32'); // allocate first (may grow the heap) ...
+        const oOff = be.dataIdMap.get(out.dataId).memoryOffset as number;
+        if (oOff === 0 && tf.util.sizeFromShape(out.shape) > 0) {
+          be.disposeData(out.dataId);
+          throw new Error(`${name}: wasm heap exhausted allocating a [${out.shape}] float32 output`);
+        }
+        const offs = Object.values(args.inputs).map((t) => {
+          if (t.dtype !== 'float32') throw new Error(`${name}: float32 tensors only (got ${t.dtype})`);
+          return (be.dataIdMap.get(t.dataId).memoryOffset as number) / 4;
+        });
+        heapOpStats[name] = (heapOpStats[name] ?? 0) + 1;
+        (args.attrs.run as HeapRun)(loadNativeAddon().addon!, wasmHeap(be), offs, oOff / 4, args.attrs as Record<string, number>); // ... then view the heap
+        return out;
+      }) as unknown as tf.KernelFunc,
+    });
+    registered.add(name);
+  }
+  return tf.engine().runKernel(name, inputs, { ...attrs, outShape, run } as unknown as tf.NamedAttrMap) as tf.Tensor;
+}
+
+/** RMSNorm over the last axis: w · (x · rsqrt(mean(x²) + eps)); x [..., n], w [n]. */
+export function rmsNormFused(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
+  const n = x.shape[x.shape.length - 1];
+  return runHeapKernel('NativeRMSNorm', { x, w }, x.shape, { eps }, (a, H, [xo, wo], o, at) => a.rmsnorm!(H, xo, wo, o, x.size / n, n, at.eps));
+}
+
+/** x · cos + rotate_half(x) · sin; x [..., T, D], cos and sin [T, D]. */
+export function rotaryFused(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
+  const [T, D] = cos.shape;
+  return runHeapKernel('NativeRotary', { x, cos, sin }, x.shape, {}, (a, H, [xo, co, so], o) => a.rotary!(H, xo, co, so, o, x.size / D, T, D));
+}
+
+/** silu(g) · u = g · sigmoid(g) · u (same shapes). */
+export function siluMulFused(g: tf.Tensor, u: tf.Tensor): tf.Tensor {
+  return runHeapKernel('NativeSiluMul', { g, u }, g.shape, {}, (a, H, [go, uo], o) => a.siluMul!(H, go, uo, o, g.size));
+}
