@@ -384,6 +384,55 @@ static void SFX(dot4q)(int type, const uint8_t *w, size_t rbytes, const xq8_t *x
 #endif
 }
 
+/*
+ * Four f32 / f16 / bf16 weight rows against one f32 activation row (decode, M = 1), rows rbytes
+ * apart: the x loads are shared by the four rows and eight accumulators hide the FMA latency.
+ */
+#if defined(__AVX2__)
+NW_INLINE void SFX(dot4f_body)(const int type, const uint8_t *w, size_t rbytes, const float *x, int64_t n, float *res) {
+  __m256 a[4][2];
+  for (int r = 0; r < 4; r++) { a[r][0] = _mm256_setzero_ps(); a[r][1] = _mm256_setzero_ps(); }
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+    for (int r = 0; r < 4; r++) {
+      const uint8_t *wr = w + r * rbytes;
+      a[r][0] = _mm256_fmadd_ps(SFX(ldw8)(type, wr, i), x0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(SFX(ldw8)(type, wr, i + 8), x1, a[r][1]);
+    }
+  }
+  for (int r = 0; r < 4; r++) res[r] = SFX(hsum8)(_mm256_add_ps(a[r][0], a[r][1]));
+  for (; i < n; i++)
+    for (int r = 0; r < 4; r++) {
+      const uint8_t *wr = w + r * rbytes;
+      float wv;
+      if (type == NW_F32) memcpy(&wv, wr + 4 * i, 4);
+      else if (type == NW_F16) wv = nw_f16_to_f32(nw_ld16(wr + 2 * i));
+      else wv = nw_bf16_to_f32(nw_ld16(wr + 2 * i));
+      res[r] += wv * x[i];
+    }
+}
+#endif
+/*
+ * Four f32 / f16 / bf16 weight rows against one f32 activation row (decode, M = 1), rows rbytes
+ * apart: the x loads are shared by the four rows and eight accumulators hide the FMA latency.
+ */
+static void SFX(dot4f)(int type, const uint8_t *w, size_t rbytes, const float *x, int64_t n, float *res) {
+#if defined(__AVX2__)
+  switch (type) {
+    case NW_F32: SFX(dot4f_body)(NW_F32, w, rbytes, x, n, res); return;
+    case NW_F16: SFX(dot4f_body)(NW_F16, w, rbytes, x, n, res); return;
+    default: SFX(dot4f_body)(NW_BF16, w, rbytes, x, n, res); return;
+  }
+#else
+  for (int r = 0; r < 4; r++) {
+    const uint8_t *wr = w + r * rbytes;
+    res[r] = type == NW_F32 ? SFX(dot_f32)((const float *)wr, x, n) : type == NW_F16 ? SFX(dot_f16)((const uint16_t *)wr, x, n)
+                                                                         : SFX(dot_bf16)((const uint16_t *)wr, x, n);
+  }
+#endif
+}
+
 static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n) {
   int64_t i = 0;
   switch (type) {
@@ -673,5 +722,5 @@ static void SFX(silu_mul)(const float *g, const float *u, float *out, int64_t n)
 }
 
 const nw_kernels_t SFX(nw_kernels) = {
-  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
+  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dot4f), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
 };

@@ -34,6 +34,8 @@ typedef struct {
   float (*dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb);
   /* res[r] = dot(row r, x) for four q8_0 / q4_0 rows rbytes apart (decode with M = 1) */
   void (*dot4q)(int type, const uint8_t *w, size_t rbytes, const xq8_t *x, int64_t nb, float *res);
+  /* res[r] = dot(row r, x) for four f32 / f16 / bf16 rows rbytes apart (decode with M = 1) */
+  void (*dot4f)(int type, const uint8_t *w, size_t rbytes, const float *x, int64_t n, float *res);
   /* res[m] = dot(row, x_m) for m < MM <= 4, the row converted once (decode with M > 1) */
   void (*dotm)(int type, const uint8_t *w, const float *x, const xq8_t *xq, int64_t n, int MM, float *res);
   /* one row of any storage type to f32 */

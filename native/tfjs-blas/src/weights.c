@@ -209,6 +209,12 @@ static const char *self_check(const nw_kernels_t *a, const nw_kernels_t *b) {
       default: sa = a->dot_q4(wt, xq, NB); sb = b->dot_q4(wt, xq, NB); break;
     }
     if (!(fabsf(sa - sb) <= 1e-4f * (1.f + fabsf(sb)))) return TYPE_NAMES[t];
+    if (t == NW_F32 || t == NW_F16 || t == NW_BF16) { /* four overlapping rows, 40 values long, 8 values apart */
+      const size_t es = t == NW_F32 ? 4 : 2;
+      a->dot4f(t, wt, 8 * es, x, 40, ra);
+      b->dot4f(t, wt, 8 * es, x, 40, rb4);
+      for (int m = 0; m < 4; m++) if (!(fabsf(ra[m] - rb4[m]) <= 1e-4f * (1.f + fabsf(rb4[m])))) return "dot4f";
+    }
     if (t == NW_Q8_0 || t == NW_Q4_0) { /* four overlapping rows, one block apart */
       const size_t rb = t == NW_Q8_0 ? Q8_0_BYTES : Q4_0_BYTES;
       a->dot4q(t, wt, rb, xq, 2, ra);
@@ -542,13 +548,16 @@ static void job_matvec(void *vc, int tid, int nth) {
     if (p >= c->npanels) break;
     const int64_t r0 = p * c->panel, r1 = NW_MIN(rows, r0 + c->panel);
     int64_t r = r0;
-    if (c->M == 1 && (w->type == NW_Q8_0 || w->type == NW_Q4_0)) {
+    if (c->M == 1) {
       /* rows r0+i, +q, +2q, +3q: four streams a quarter chunk apart (adjacent short rows would share
          pages, which the hardware prefetcher follows worse than one sequential stream) */
       const int64_t q = (r1 - r0) / 4;
+      const int quant = w->type == NW_Q8_0 || w->type == NW_Q4_0;
       for (int64_t i = 0; i < q; i++) {
         float res[4];
-        k->dot4q(w->type, w->data + (size_t)(r0 + i) * w->rbytes, (size_t)q * w->rbytes, c->xq, nb, res);
+        const uint8_t *wr = w->data + (size_t)(r0 + i) * w->rbytes;
+        if (quant) k->dot4q(w->type, wr, (size_t)q * w->rbytes, c->xq, nb, res);
+        else k->dot4f(w->type, wr, (size_t)q * w->rbytes, c->x, cols, res);
         for (int j = 0; j < 4; j++) c->out[r0 + i + j * q] = res[j] + (c->bias ? c->bias[r0 + i + j * q] : 0.f);
       }
       r = r0 + 4 * q;
