@@ -96,6 +96,9 @@ export interface Spliced {
 /** The vision tower and the connector: f16 when the LLM is quantized to q8_0/q4_0 (weights/native_plan.ts). */
 export const VIDEOLLAMA2_MMPROJ = ['vision_tower', 'mm_projector'] as const;
 
+/** Video frames per vision-tower pass at inference (the tower sees each frame on its own). */
+const TOWER_FRAMES_PER_PASS = 4;
+
 export class VideoLLaMA2 extends Module {
   static className = 'VideoLLaMA2';
   readonly config: VideoLLaMA2Config;
@@ -251,7 +254,19 @@ export class VideoLLaMA2 extends Module {
     return tf.tidy(() => {
       const feats = media.map((m) => {
         const px = (m.modal === 'image' ? m.pixels.reshape([1, C, S, S]) : m.pixels) as tf.Tensor4D;
-        if (m.modal === 'video') return this.vision_tower.forward(px, taps); // [T, N, E]
+        if (m.modal === 'video') {
+          if (taps || px.shape[0] <= TOWER_FRAMES_PER_PASS) return this.vision_tower.forward(px, taps); // [T, N, E]
+          // frames are independent in the tower: a few per pass keeps the wasm heap's high-water mark
+          // (it never shrinks) at a few frames' attention scores instead of all 16 frames'
+          const parts: tf.Tensor[] = [];
+          for (let t0 = 0; t0 < px.shape[0]; t0 += TOWER_FRAMES_PER_PASS) {
+            const n = Math.min(TOWER_FRAMES_PER_PASS, px.shape[0] - t0);
+            parts.push(tf.tidy(() => this.vision_tower.forward(px.slice([t0, 0, 0, 0], [n, C, S, S]), null)));
+          }
+          const all = tf.concat(parts, 0);
+          tf.dispose(parts);
+          return all; // [T, N, E]
+        }
         const rep = this.numFrames;
         const tileTap: Tap | null = taps ? (name, t) => taps(name, t.shape[0] === 1 ? tf.tile(t, [rep, ...t.shape.slice(1).map(() => 1)]) : t) : null;
         const f = this.vision_tower.forward(px, tileTap); // [1, N, E]

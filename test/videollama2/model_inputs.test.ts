@@ -249,6 +249,20 @@ describe('multimodal splice: inputs', () => {
     tf.dispose([video, image]);
   });
 
+  itIf(SIGLIP)('a video goes through the tower a few frames per pass: the same features as all frames at once, no leak', () => {
+    expect(video.shape[0]).toBeGreaterThan(4); // more frames than one pass takes
+    const n0 = tf.memory().numTensors;
+    const chunked = model.towerFeatures([{ pixels: video, modal: 'video' }]);
+    const whole = model.towerFeatures([{ pixels: video, modal: 'video' }], () => {}); // taps: one pass
+    expect(chunked.shape).toEqual(whole.shape);
+    const a = chunked.dataSync(), b = whole.dataSync();
+    let d = 0, m = 0;
+    for (let i = 0; i < b.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); m = Math.max(m, Math.abs(b[i])); }
+    expect(d / m).toBeLessThan(1e-6);
+    tf.dispose([chunked, whole]);
+    expect(tf.memory().numTensors).toBe(n0);
+  });
+
   itIf(SIGLIP)('no placeholder with media, or placeholders ≠ media: clear errors', () => {
     const ids = g.ints('video.input_ids');
     const textOnly = ids.filter((v) => v >= 0);
