@@ -73,10 +73,13 @@ export class KVCacheLayer {
    */
   append(k: tf.Tensor4D, v: tf.Tensor4D): void {
     const [B, Hkv, T, D] = k.shape;
+    if (this.k && (this.k.shape[0] !== B || this.k.shape[1] !== Hkv || this.k.shape[3] !== D)) {
+      throw new Error(`KV cache holds [${this.k.shape[0]}, ${this.k.shape[1]}, ·, ${this.k.shape[3]}] keys; new keys are [${k.shape}]`);
+    }
     this.inPlace = true; // a composite cache (cap = length) is copied into new buffers by grow()
     this.dropView();
     const need = this.length + T;
-    if (!this.k || this.k.shape[2] < need || this.k.shape[0] !== B) this.grow(B, Hkv, D, Math.ceil((need + CAPACITY_STEP) / CAPACITY_STEP) * CAPACITY_STEP);
+    if (!this.k || this.k.shape[2] < need) this.grow(B, Hkv, D, Math.ceil((need + CAPACITY_STEP) / CAPACITY_STEP) * CAPACITY_STEP);
     const cap = this.k!.shape[2];
     copyBlocksInHeap(k, T * D, this.k!, this.length * D, cap * D, B * Hkv, T * D);
     copyBlocksInHeap(v, T * D, this.v!, this.length * D, cap * D, B * Hkv, T * D);

@@ -106,6 +106,12 @@ describe('decoder with the in-place KV cache', () => {
     ca.selectBatch([0]);
     const lc = step(ca, 11);
     expect(lc.shape).toEqual(la.shape);
+    if (ready()) { // keys of another batch size are refused, not copied past the buffers
+      const { numKeyValueHeads: Hkv, headDim: D } = lm.cfg;
+      const bad = tf.zeros([2, Hkv, 1, D]) as tf.Tensor4D;
+      expect(() => ca.layers[0].append(bad, bad)).toThrow(/KV cache holds \[1, /);
+      bad.dispose();
+    }
     tf.dispose([la, lb, lc]);
     ca.dispose();
     cb.dispose();
