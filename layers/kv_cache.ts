@@ -58,8 +58,7 @@ export class KVCacheLayer {
   update(k: tf.Tensor4D, v: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D] {
     if (this.inPlace || (this.k === null && cachedAttentionReady())) {
       this.append(k, v);
-      const [B, H, , D] = this.k!.shape;
-      return [this.k!.slice([0, 0, 0, 0], [B, H, this.length, D]), this.v!.slice([0, 0, 0, 0], [B, H, this.length, D])];
+      return this.valid();
     }
     const nk = this.k ? tf.concat([this.k, k], 2) : k.clone();
     const nv = this.v ? tf.concat([this.v, v], 2) : v.clone();
@@ -104,11 +103,14 @@ export class KVCacheLayer {
   private full(): [tf.Tensor4D, tf.Tensor4D] | null {
     if (!this.k || !this.v) return null;
     if (this.k.shape[2] === this.length) return [this.k, this.v];
-    if (!this.view) {
-      const [B, H, , D] = this.k.shape;
-      this.view = [tf.keep(this.k.slice([0, 0, 0, 0], [B, H, this.length, D])), tf.keep(this.v.slice([0, 0, 0, 0], [B, H, this.length, D]))];
-    }
+    if (!this.view) this.view = this.valid().map((t) => tf.keep(t)) as [tf.Tensor4D, tf.Tensor4D];
     return this.view;
+  }
+
+  /** New [B, Hkv, length, D] copies of the first `length` positions of the storage. */
+  private valid(length = this.length): [tf.Tensor4D, tf.Tensor4D] {
+    const [B, H, , D] = this.k!.shape;
+    return [this.k!.slice([0, 0, 0, 0], [B, H, length, D]), this.v!.slice([0, 0, 0, 0], [B, H, length, D])];
   }
 
   private dropView(): void {
@@ -125,8 +127,8 @@ export class KVCacheLayer {
       this.length = length;
       return;
     }
-    const [B, H, , D] = this.k.shape;
-    this.set(tf.keep(this.k.slice([0, 0, 0, 0], [B, H, length, D])), tf.keep(this.v.slice([0, 0, 0, 0], [B, H, length, D])));
+    const [k, v] = this.valid(length);
+    this.set(tf.keep(k), tf.keep(v));
   }
 
   /** Reorders / selects batch rows (beam search): row i of the result is old row idx[i]. */
