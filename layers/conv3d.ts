@@ -32,6 +32,8 @@ const triple = (v: number | Triple): Triple => (typeof v === 'number' ? [v, v, v
 /** torch.nn.Conv3d on NDHWC input. Checkpoint keys: `weight` [O, I, kd, kh, kw], `bias` [O]. */
 export class Conv3d extends Module {
   static className = 'Conv3d';
+  /** Input bytes the patch form gathers per pass (a few output slabs; tests lower it). */
+  static slabBytes = 32 * 2 ** 20;
   readonly inChannels: number;
   readonly outChannels: number;
   readonly kernelSize: Triple;
@@ -74,32 +76,51 @@ export class Conv3d extends Module {
     const native = !(this.weight.storage instanceof TensorStorage); // [O, I·kd·kh·kw] outside tfjs
     const w = native ? null : this.weight.value;
     const bias = this.bias ? this.bias.value : undefined;
-    return tf.tidy(() => {
-      const xp = pd || ph || pw ? tf.pad(x, [[0, 0], [pd, pd], [ph, ph], [pw, pw], [0, 0]]) : x;
-      if (this.impl === 'conv') {
+    if (this.impl === 'conv') {
+      return tf.tidy(() => {
+        const xp = pd || ph || pw ? tf.pad(x, [[0, 0], [pd, pd], [ph, ph], [pw, pw], [0, 0]]) : x;
         const y = tf.conv3d(xp, w as tf.Tensor5D, this.stride, 'valid');
         return (bias ? tf.add(y, bias) : y) as tf.Tensor5D;
-      }
-      // Non-overlapping windows: drop what does not fill a last window (torch floors; a slice is
-      // slow on wasm, so only when needed), then gather each window's values with two rank-4
-      // transposes (wasm's rank-5+ transposes are ~10x slower: 3.8 s vs 0.3 s at STC's real size):
-      // [B·D', kd, H', kh·W'·kw·I] → [B·D', H', kd, kh·W'·kw·I] = [B·D'·H', kd·kh, W', kw·I]
-      // → [B·D'·H', W', kd·kh, kw·I] = rows (B, D', H', W') of kd·kh·kw·I values, DHWIO order.
-      // Each full-size intermediate is freed as soon as the next exists (200 MB each at STC's real size).
-      const full = xp.shape[1] === Do * kd && xp.shape[2] === Ho * kh && xp.shape[3] === Wo * kw;
-      const xc = full ? xp : crop5(xp, Do * kd, Ho * kh, Wo * kw);
-      if (xc !== xp && xp !== x) xp.dispose();
-      const t1 = xc.reshape([B * Do, kd, Ho, kh * Wo * kw * C]).transpose([0, 2, 1, 3]); // [B·D', H', kd, kh·W'·kw·I]
-      if (xc !== x) xc.dispose();
-      const patches = t1.reshape([B * Do * Ho, kd * kh, Wo, kw * C]).transpose([0, 2, 1, 3]); // [B·D'·H', W', kd·kh, kw·I]
-      t1.dispose();
-      const N = B * Do * Ho * Wo, K = kd * kh * kw;
-      const y = native
-        ? this.weight.matmul(patches.reshape([N, K, C]).transpose([0, 2, 1]).reshape([N, C * K]) as tf.Tensor2D, bias) // rows in torch's (I, kd, kh, kw) order
-        : tf.fused.matMul({ a: patches.reshape([N, K * C]) as tf.Tensor2D, b: w!.reshape([K * C, O]) as tf.Tensor2D, bias }); // DHWIO as [kd·kh·kw·I, O]
-      patches.dispose();
-      return y.reshape([B, Do, Ho, Wo, O]) as tf.Tensor5D;
-    });
+      });
+    }
+    // Non-overlapping windows (kernel = stride), in passes of `dn` output depths for all B: the
+    // input depths [d0·kd − pd, (d0 + dn)·kd − pd) are cut out, zero-padded (depth ends, H, W) and
+    // cropped to whole windows (torch floors; a slice is slow on wasm, so only when needed); two
+    // rank-4 transposes then gather each window's values (wasm's rank-5+ transposes are ~10x
+    // slower: 3.8 s vs 0.3 s at STC's real size):
+    // [G, kd, H', kh·W'·kw·I] → [G, H', kd, kh·W'·kw·I] = [G·H', kd·kh, W', kw·I]
+    // → [G·H', W', kd·kh, kw·I] = rows (g, H', W') of kd·kh·kw·I values, DHWIO order, for the
+    // G = B·dn output slabs of the pass. A pass gathers about `slabBytes`: at STC's real size one
+    // output depth is 22 MB, while padding and gathering the whole input at once (200 MB per copy)
+    // took the wasm heap's high-water mark from 0.63 to 1.47 GB.
+    const K = kd * kh * kw, Hp = H + 2 * ph, Wp = W + 2 * pw;
+    const per = Math.max(1, Math.floor(Conv3d.slabBytes / (B * kd * Hp * Wp * C * 4)));
+    const parts: tf.Tensor5D[] = [];
+    for (let d0 = 0; d0 < Do; d0 += per) {
+      const dn = Math.min(per, Do - d0);
+      parts.push(tf.tidy(() => {
+        const lo = d0 * kd - pd, hi = (d0 + dn) * kd - pd; // input depths of this pass, padding included
+        const a = Math.max(0, lo), b = Math.min(D, hi);
+        let xs: tf.Tensor5D;
+        if (b <= a) xs = tf.zeros([B, hi - lo, Hp, Wp, C]);
+        else {
+          const cut = a === 0 && b === D ? x : x.reshape([B, D, H * W * C]).slice([0, a, 0], [B, b - a, H * W * C]).reshape([B, b - a, H, W, C]) as tf.Tensor5D;
+          xs = a - lo || hi - b || ph || pw ? tf.pad(cut, [[0, 0], [a - lo, hi - b], [ph, ph], [pw, pw], [0, 0]]) : cut;
+        }
+        const xc = Hp === Ho * kh && Wp === Wo * kw ? xs : crop5(xs, dn * kd, Ho * kh, Wo * kw);
+        const t1 = xc.reshape([B * dn, kd, Ho, kh * Wo * kw * C]).transpose([0, 2, 1, 3]); // [G, H', kd, kh·W'·kw·I]
+        const patches = t1.reshape([B * dn * Ho, kd * kh, Wo, kw * C]).transpose([0, 2, 1, 3]); // [G·H', W', kd·kh, kw·I]
+        const N = B * dn * Ho * Wo;
+        const y = native
+          ? this.weight.matmul(patches.reshape([N, K, C]).transpose([0, 2, 1]).reshape([N, C * K]) as tf.Tensor2D, bias) // rows in torch's (I, kd, kh, kw) order
+          : tf.fused.matMul({ a: patches.reshape([N, K * C]) as tf.Tensor2D, b: w!.reshape([K * C, O]) as tf.Tensor2D, bias }); // DHWIO as [kd·kh·kw·I, O]
+        return y.reshape([B, dn, Ho, Wo, O]) as tf.Tensor5D;
+      }));
+    }
+    if (parts.length === 1) return parts[0];
+    const y = tf.concat(parts, 1) as tf.Tensor5D;
+    tf.dispose(parts);
+    return y;
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {

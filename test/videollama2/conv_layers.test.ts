@@ -12,6 +12,8 @@ import { fillParam, noise } from '../../layers/init';
 import { Bottleneck, RegStage, pyRound } from '../../layers/regstage';
 import { Linear } from '../../layers/linear';
 import { Module } from '../../layers/module';
+import { NativeStorage } from '../../layers/native_storage';
+import { NativeWeight, loadNativeAddon } from '../../layers/native_weight';
 import { GeluMLP, STCConnector, aggregate, buildConnector } from '../../models/videollama2/connector';
 import { readParam } from '../../weights/load';
 import { expectClose } from '../helpers/golden';
@@ -108,14 +110,17 @@ describe('Conv3d (torch semantics, NDHWC)', () => {
     { name: 'k=s=(1,2,2) pad 1 (spatial_conv)', k: [1, 2, 2], s: [1, 2, 2], p: [1, 1, 1], D: 3, H: 4 },
   ];
   for (const c of cases) {
-    it(`${c.name}: patch matmul and tf.conv3d equal torch's conv3d`, () => {
-      const B = 1, C = 3, O = 4, W = c.H + 1;
+    it(`${c.name}: patch matmul (in one pass and slab by slab) and tf.conv3d equal torch's conv3d`, () => {
+      const B = 2, C = 3, O = 4, W = c.H + 1;
       const x = noise(B * C * c.D * c.H * W, 1, 11);
       const w = noise(O * C * c.k[0] * c.k[1] * c.k[2], 0.5, 13);
       const b = noise(O, 0.5, 17);
       const ref = refConv3d(x, [B, C, c.D, c.H, W], w, O, c.k, b, c.s, c.p);
-      for (const impl of ['patch', 'conv'] as const) {
-        const conv = new Conv3d(C, O, c.k as [number, number, number], { stride: c.s as [number, number, number], padding: c.p as [number, number, number], impl });
+      const slabBytes = Conv3d.slabBytes;
+      for (const impl of ['patch', 'patch by slabs', 'conv'] as const) {
+        // 'patch by slabs': one output slab (b, d') per pass, in (b, d', h', w') order
+        Conv3d.slabBytes = impl === 'patch by slabs' ? 1 : slabBytes;
+        const conv = new Conv3d(C, O, c.k as [number, number, number], { stride: c.s as [number, number, number], padding: c.p as [number, number, number], impl: impl === 'conv' ? 'conv' : 'patch' });
         fillParam(conv.weight, () => w.slice());
         fillParam(conv.bias!, () => b.slice());
         const xt = tf.tensor5d(x, [B, C, c.D, c.H, W]).transpose([0, 2, 3, 4, 1]) as tf.Tensor5D; // NDHWC
@@ -124,8 +129,33 @@ describe('Conv3d (torch semantics, NDHWC)', () => {
         tf.dispose([xt, y]);
         conv.dispose();
       }
+      Conv3d.slabBytes = slabBytes;
     });
   }
+
+  (loadNativeAddon().addon ? it : it.skip)('a natively held kernel [O, I·kd·kh·kw], slab by slab, equals torch\'s conv3d', () => {
+    const B = 2, C = 3, O = 4, D = 6, H = 4, W = 5, k = [2, 2, 2];
+    const x = noise(B * C * D * H * W, 1, 21);
+    const w = noise(O * C * 8, 0.5, 23);
+    const b = noise(O, 0.5, 29);
+    const ref = refConv3d(x, [B, C, D, H, W], w, O, k, b, [2, 2, 2], [1, 1, 1]);
+    const slabBytes = Conv3d.slabBytes;
+    try {
+      for (const bytes of [slabBytes, 1]) {
+        Conv3d.slabBytes = bytes;
+        const conv = new Conv3d(C, O, 2, { stride: 2, padding: 1 });
+        conv.weight.setStorage(new NativeStorage(NativeWeight.fromBuffer('f32', O, C * 8, new Uint8Array(w.slice().buffer)))); // OIDHW rows
+        fillParam(conv.bias!, () => b.slice());
+        const xt = tf.tensor5d(x, [B, C, D, H, W]).transpose([0, 2, 3, 4, 1]) as tf.Tensor5D;
+        const y = conv.forward(xt).transpose([0, 4, 1, 2, 3]);
+        expectClose(`native f32 kernel, ${bytes === 1 ? 'one slab per pass' : 'one pass'}`, y, ref, 1e-5);
+        tf.dispose([xt, y]);
+        conv.dispose();
+      }
+    } finally {
+      Conv3d.slabBytes = slabBytes;
+    }
+  });
 
   it('rejects a patch impl when kernel != stride, and inputs smaller than the kernel', () => {
     expect(() => new Conv3d(2, 2, 3, { stride: 2, impl: 'patch' })).toThrow(/needs kernel = stride/);
