@@ -14,6 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { cachedAttention, cachedAttentionReady } from './cached_attention';
+import { heapOpsReady, inGradient, softmaxFused } from './heap_ops';
 import { KVCacheLayer } from './kv_cache';
 import { Linear } from './linear';
 import { Module, register } from './module';
@@ -70,11 +71,23 @@ export type ScoreScale = { div: number } | { mul: number } | null;
 export function attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: ScoreScale,
   mask: tf.Tensor | ((scores: tf.Tensor) => tf.Tensor) | null): tf.Tensor {
   return tf.tidy(() => {
+    // outside gradient computations each score-sized step frees its input at once (a prefill
+    // chunk's scores are ~100 MB at 7B sizes; four alive at a time grew the wasm heap)
+    const eager = !inGradient();
     let scores = tf.matMul(q, k, false, true); // [..., Tq, S]
-    if (scale && 'div' in scale) scores = tf.div(scores, scale.div);
-    else if (scale) scores = tf.mul(scores, scale.mul);
-    if (mask) scores = typeof mask === 'function' ? mask(scores) : tf.add(scores, mask);
-    return tf.matMul(tf.softmax(scores, -1), v); // [..., Tq, D]
+    const then = (next: tf.Tensor) => {
+      if (eager && next !== scores) scores.dispose();
+      scores = next;
+    };
+    const fused = eager && scores.dtype === 'float32' && heapOpsReady('softmax'); // one native pass, on the pool
+    if (fused && !mask) then(softmaxFused(scores, scale));
+    else {
+      if (scale && 'div' in scale) then(tf.div(scores, scale.div));
+      else if (scale) then(tf.mul(scores, scale.mul));
+      if (mask) then(typeof mask === 'function' ? mask(scores) : tf.add(scores, mask));
+      then(fused ? softmaxFused(scores, null) : tf.softmax(scores, -1));
+    }
+    return tf.matMul(scores, v); // [..., Tq, D]
   });
 }
 

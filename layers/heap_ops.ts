@@ -9,18 +9,30 @@
  *   rmsNormFused   w · (x · rsqrt(mean(x²) + eps))          (layers/norms.ts RMSNorm)
  *   rotaryFused    x · cos + rotate_half(x) · sin           (layers/rotary.ts applyRotary)
  *   siluMulFused   silu(g) · u                              (layers/mlp.ts GatedMLP)
+ *   layerNormFused (x − mean) · rsqrt(var + eps) · w + b      (layers/norms.ts LayerNorm)
+ *   softmaxFused   softmax(x / div | x · mul) over the last axis (layers/attention.ts attend)
+ *   actFused       gelu (tanh form) and quick_gelu           (layers/mlp.ts activation)
+ * Prefill- and vision-sized calls run on the addon's thread pool.
  */
 import * as tf from '@tensorflow/tfjs';
 import { loadNativeAddon, NativeAddon, wasmHeap } from './native_weight';
 
 const registered = new Set<string>();
 
+/**
+ * Whether a gradient computation is under way (gradientDepth > 0: also the forward of a customGrad,
+ * e.g. a checkpointed layer, where isTapeOn() is false). Outside one, intermediates may be freed
+ * early and tape-less kernels may run.
+ */
+export function inGradient(): boolean {
+  return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
+}
+
 /** True on the wasm backend with an addon that has `fn`, outside gradient computations (VLM_NATIVE_OPS=0 turns them off). */
 export function heapOpsReady(fn: keyof NativeAddon): boolean {
   if (process.env.VLM_NATIVE_OPS === '0' || tf.getBackend() !== 'wasm') return false;
-  // inside any gradient computation (gradientDepth > 0: also the forward of a customGrad, e.g. a
-  // checkpointed layer, where isTapeOn() is false) the composite ops run, so training is one path
-  if ((tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0) return false;
+  // inside a gradient computation the composite ops run, so training is one path
+  if (inGradient()) return false;
   const { addon } = loadNativeAddon();
   return !!addon && typeof addon[fn] === 'function';
 }
@@ -75,4 +87,28 @@ export function rotaryFused(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Te
 /** silu(g) · u = g · sigmoid(g) · u (same shapes). */
 export function siluMulFused(g: tf.Tensor, u: tf.Tensor): tf.Tensor {
   return runHeapKernel('NativeSiluMul', { g, u }, g.shape, {}, (a, H, [go, uo], o) => a.siluMul!(H, go, uo, o, g.size));
+}
+
+/** LayerNorm over the last axis: (x − mean) · rsqrt(var + eps) · w + b; x [..., n], w and b [n]. */
+export function layerNormFused(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, eps: number): tf.Tensor {
+  const n = x.shape[x.shape.length - 1];
+  return runHeapKernel('NativeLayerNorm', { x, w, b }, x.shape, { eps }, (a, H, [xo, wo, bo], o, at) => a.layerNorm!(H, xo, wo, bo, o, x.size / n, n, at.eps));
+}
+
+/** softmax over the last axis of x / scale.div or x · scale.mul (or x). */
+export function softmaxFused(x: tf.Tensor, scale: { div: number } | { mul: number } | null): tf.Tensor {
+  const n = x.shape[x.shape.length - 1];
+  const div = scale && 'div' in scale ? 1 : 0;
+  const s = scale ? ('div' in scale ? scale.div : scale.mul) : 1;
+  return runHeapKernel('NativeSoftmax', { x }, x.shape, { s, div }, (a, H, [xo], o, at) => a.softmax!(H, xo, o, x.size / n, n, at.s, at.div));
+}
+
+/** Activations with a native kernel (heap_ops `act` kinds). */
+export const FUSED_ACTS: Record<string, number> = { gelu_pytorch_tanh: 0, gelu_new: 0, quick_gelu: 1 };
+
+/** gelu (tanh form) or quick_gelu of x (a name in FUSED_ACTS). */
+export function actFused(name: string, x: tf.Tensor): tf.Tensor {
+  const kind = FUSED_ACTS[name];
+  if (kind === undefined) throw new Error(`actFused: no native kernel for '${name}'`);
+  return runHeapKernel('NativeAct', { x }, x.shape, { kind }, (a, H, [xo], o, at) => a.act!(H, at.kind, xo, o, x.size));
 }

@@ -4,7 +4,7 @@
  * gelu = erf form, gelu_pytorch_tanh = tanh form).
  */
 import * as tf from '@tensorflow/tfjs';
-import { heapOpsReady, siluMulFused } from './heap_ops';
+import { FUSED_ACTS, actFused, heapOpsReady, siluMulFused } from './heap_ops';
 import { Linear } from './linear';
 import { Module, register } from './module';
 
@@ -12,6 +12,8 @@ export type ActName = 'silu' | 'gelu' | 'gelu_pytorch_tanh' | 'gelu_new' | 'quic
 
 /** Applies a named activation (HF ACT2FN names). */
 export function activation(name: ActName | string, x: tf.Tensor): tf.Tensor {
+  // inference on wasm: one native pass (the composite tanh form costs ~100 ms per SigLIP layer)
+  if (name in FUSED_ACTS && x.dtype === 'float32' && heapOpsReady('act')) return actFused(name, x);
   return tf.tidy(() => {
     switch (name) {
       case 'silu':

@@ -72,6 +72,11 @@ export interface NativeAddon {
   rmsnorm?(heap: Float32Array, xOff: number, wOff: number, outOff: number, rows: number, n: number, eps: number): void;
   rotary?(heap: Float32Array, xOff: number, cosOff: number, sinOff: number, outOff: number, rows: number, T: number, D: number): void;
   siluMul?(heap: Float32Array, gOff: number, uOff: number, outOff: number, n: number): void;
+  layerNorm?(heap: Float32Array, xOff: number, wOff: number, bOff: number, outOff: number, rows: number, n: number, eps: number): void;
+  /** softmax over rows of n of x / scale (div = 1) or x · scale (div = 0). */
+  softmax?(heap: Float32Array, xOff: number, outOff: number, rows: number, n: number, scale: number, div: number): void;
+  /** kind 0: gelu (tanh form), 1: quick_gelu. */
+  act?(heap: Float32Array, kind: number, xOff: number, outOff: number, n: number): void;
   info(): { core: string; config: string; threads: number; openblas: boolean; openblasError: string; kernels: string };
 }
 

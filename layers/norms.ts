@@ -4,7 +4,7 @@
  * resampler 1e-6, STC 1e-5): there is no default that silently differs from upstream.
  */
 import * as tf from '@tensorflow/tfjs';
-import { heapOpsReady, rmsNormFused } from './heap_ops';
+import { heapOpsReady, layerNormFused, rmsNormFused } from './heap_ops';
 import { Module, Param, register } from './module';
 
 /**
@@ -60,6 +60,7 @@ export class LayerNorm extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
+    if (x.dtype === 'float32' && heapOpsReady('layerNorm')) return layerNormFused(x, this.weight.value, this.bias.value, this.eps);
     return tf.tidy(() => {
       const { mean, variance } = tf.moments(x, -1, true);
       const normed = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, this.eps)));

@@ -1,13 +1,15 @@
 /**
- * Fused inference ops on the wasm heap (layers/heap_ops.ts): RMSNorm, rotary and silu·up equal the
- * composite ops (VLM_NATIVE_OPS=0) to float32 round-off, are not used while a gradient tape records
+ * Fused inference ops on the wasm heap (layers/heap_ops.ts): RMSNorm, rotary, silu·up, LayerNorm,
+ * the scaled softmax of attention and the gelu activations equal the composite ops
+ * (VLM_NATIVE_OPS=0) to float32 round-off, at decode sizes (inline) and prefill sizes (thread pool), are not used while a gradient tape records
  * (gradients flow through the composite ops), leak nothing, and reject spans past the heap.
  */
 import * as tf from '@tensorflow/tfjs';
 import { heapOpsReady, heapOpStats } from '../../layers/heap_ops';
-import { RMSNorm } from '../../layers/norms';
+import { LayerNorm, RMSNorm } from '../../layers/norms';
+import { attend } from '../../layers/attention';
 import { applyRotary, RotaryEmbedding } from '../../layers/rotary';
-import { GatedMLP } from '../../layers/mlp';
+import { GatedMLP, activation } from '../../layers/mlp';
 import { loadNativeAddon } from '../../layers/native_weight';
 import { fillParam, noise, randomizeParams } from '../../layers/init';
 
@@ -78,6 +80,52 @@ describe('fused heap ops', () => {
     norm.dispose();
   });
 
+  it('LayerNorm equals the composite ops (a decode row, odd widths, a prefill of 1024 × 1152 on the pool)', () => {
+    for (const [rows, n] of [[1, 1152], [5, 37], [1024, 1152]]) {
+      const norm = new LayerNorm(n, 1e-6);
+      fillParam(norm.weight, (k) => noise(k, 0.5, 1).map((v) => 1 + v));
+      fillParam(norm.bias, (k) => noise(k, 0.5, 2));
+      const x = tf.randomNormal([1, rows, n], 3, 2, 'float32', 9); // mean 3: the centring matters
+      const n0 = tf.memory().numTensors, c0 = calls('NativeLayerNorm');
+      const got = norm.forward(x), want = composite(() => norm.forward(x));
+      if (ready()) expect(calls('NativeLayerNorm')).toBe(c0 + 1);
+      expect(maxRel(got.dataSync(), want.dataSync())).toBeLessThan(2e-6);
+      tf.dispose([got, want]);
+      expect(tf.memory().numTensors).toBe(n0);
+      tf.dispose([x]);
+      norm.dispose();
+    }
+  });
+
+  it('attention with the native scaled softmax equals the composite one (div, mul, none, masked)', () => {
+    const q = tf.randomNormal([1, 4, 300, 16], 0, 2, 'float32', 10), k = tf.randomNormal([1, 4, 301, 16], 0, 2, 'float32', 11);
+    const v = tf.randomNormal([1, 4, 301, 16], 0, 1, 'float32', 12);
+    const mask = tf.tensor4d(Array.from({ length: 300 * 301 }, (_, i) => (i % 301 > (i / 301 | 0) + 1 ? -3.4e38 : 0)), [1, 1, 300, 301]);
+    for (const [scale, m] of [[{ div: 4 }, null], [{ mul: 0.25 }, null], [null, null], [{ div: 4 }, mask]] as const) {
+      const c0 = calls('NativeSoftmax');
+      const got = attend(q, k, v, scale, m), want = composite(() => attend(q, k, v, scale, m));
+      if (ready()) expect(calls('NativeSoftmax')).toBe(c0 + 1);
+      expect(maxRel(got.dataSync(), want.dataSync())).toBeLessThan(2e-6);
+      tf.dispose([got, want]);
+    }
+    tf.dispose([q, k, v, mask]);
+  });
+
+  it('gelu (tanh form) and quick_gelu equal the composite ops, including large |x| (decode and pool sizes)', () => {
+    for (const size of [37, 300000]) {
+      const x = tf.randomNormal([size], 0, 4, 'float32', 13);
+      for (const act of ['gelu_pytorch_tanh', 'gelu_new', 'quick_gelu']) {
+        const c0 = calls('NativeAct');
+        const got = activation(act, x), want = composite(() => activation(act, x));
+        if (ready()) expect(calls('NativeAct')).toBe(c0 + 1);
+        // the composite tanh form loses digits in 1 + tanh(u) for u ≪ 0; compare on the output's scale
+        expect(maxRel(got.dataSync(), want.dataSync())).toBeLessThan(1e-6);
+        tf.dispose([got, want]);
+      }
+      x.dispose();
+    }
+  });
+
   it('rejects spans past the heap', () => {
     const a = loadNativeAddon().addon;
     if (!a || !a.rmsnorm) return;
@@ -85,5 +133,8 @@ describe('fused heap ops', () => {
     expect(() => a.rmsnorm!(h, 0, 0, 32, 4, 16, 1e-6)).toThrow(/out \(64 floats at 32\) runs past the heap \(64 floats\)/);
     expect(() => a.rotary!(h, 0, 0, 0, 0, 2, 1, 7)).toThrow(/D even/);
     expect(() => a.siluMul!(h, 0, 60, 0, 8)).toThrow(/u \(8 floats at 60\)/);
+    expect(() => a.layerNorm!(h, 0, 0, 60, 0, 2, 8, 1e-6)).toThrow(/b \(8 floats at 60\)/);
+    expect(() => a.softmax!(h, 0, 40, 4, 8, 1, 0)).toThrow(/out \(32 floats at 40\)/);
+    expect(() => a.act!(h, 7, 0, 0, 8)).toThrow(/unknown kind 7/);
   });
 });

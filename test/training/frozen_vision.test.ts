@@ -49,14 +49,37 @@ describe('frozen vision outside the tape (MiniCPM-V)', () => {
   });
 
   it('same loss and gradients as in the tape, with fewer tensors held; nothing leaks', () => {
-    run(t, batch); // first run: caches (rotary tables) are made once
+    // bit for bit with the same kernels: outside the tape the tower would otherwise take the fused
+    // inference ops (layers/heap_ops.ts), which round differently from the composite ones
+    process.env.VLM_NATIVE_OPS = '0';
+    try {
+      run(t, batch); // first run: caches (rotary tables) are made once
+      const n0 = tf.memory().numTensors;
+      const inTape = run(t, batch); // no predicate: everything counts as trained
+      const outside = run(t, batch, t.trains);
+      expect(tf.memory().numTensors).toBe(n0);
+      expect(outside.loss).toBe(inTape.loss);
+      outside.grads.forEach((g, i) => expect(Array.from(g)).toEqual(Array.from(inTape.grads[i])));
+      expect(outside.live).toBeLessThan(inTape.live);
+    } finally {
+      delete process.env.VLM_NATIVE_OPS;
+    }
+  });
+
+  it('with the fused inference ops in the frozen tower: the same loss and gradients to float32 round-off', () => {
+    const inTape = run(t, batch);
     const n0 = tf.memory().numTensors;
-    const inTape = run(t, batch); // no predicate: everything counts as trained
     const outside = run(t, batch, t.trains);
     expect(tf.memory().numTensors).toBe(n0);
-    expect(outside.loss).toBe(inTape.loss);
-    outside.grads.forEach((g, i) => expect(Array.from(g)).toEqual(Array.from(inTape.grads[i])));
-    expect(outside.live).toBeLessThan(inTape.live);
+    expect(Math.abs(outside.loss - inTape.loss)).toBeLessThan(1e-6 * Math.abs(inTape.loss));
+    outside.grads.forEach((g, i) => {
+      const want = inTape.grads[i];
+      let d = 0, m = 0;
+      for (let j = 0; j < want.length; j++) { d = Math.max(d, Math.abs(g[j] - want[j])); m = Math.max(m, Math.abs(want[j])); }
+      // features differ by ~1e-6 relative; the resampler's softmax backward (Σ p·(k − k̄)) cancels,
+      // which leaves up to ~1.5e-5 relative in its gradients
+      expect(d).toBeLessThanOrEqual(5e-5 * m);
+    });
   });
 
   it('with vpm trained, vpm stays in the tape', async () => {

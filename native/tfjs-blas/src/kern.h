@@ -721,6 +721,111 @@ static void SFX(silu_mul)(const float *g, const float *u, float *out, int64_t n)
   for (; i < n; i++) out[i] = (g[i] * (1.f / (1.f + expf(-g[i])))) * u[i];
 }
 
+/*
+ * Row ops of prefill and vision (layers/heap_ops.ts), float32 in the composite paths' order:
+ *   layernorm: out = ((x - mean) * (1 / sqrt(var + eps))) * w + b per row of n (mean, var over the row)
+ *   softmax:   s = x / scale (div) or x * scale; out = e^(s - max s) / sum per row of n
+ *   act:       NW_ACT_GELU_TANH  x / (1 + e^(-2 c (x + 0.044715 x^3))), c = sqrt(2/pi)
+ *                                (= 0.5 x (1 + tanh(c (...))) without the cancellation of 1 + tanh)
+ *              NW_ACT_QUICK_GELU x / (1 + e^(-1.702 x))
+ */
+static void SFX(layernorm)(const float *x, const float *w, const float *b, float *out, int64_t rows, int64_t n, float eps) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * n;
+    float *o = out + r * n;
+    int64_t i = 0;
+    float s = 0.f;
+#if defined(__AVX2__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) { a0 = _mm256_add_ps(a0, _mm256_loadu_ps(xr + i)); a1 = _mm256_add_ps(a1, _mm256_loadu_ps(xr + i + 8)); }
+    s = SFX(hsum8)(_mm256_add_ps(a0, a1));
+#endif
+    for (; i < n; i++) s += xr[i];
+    const float mean = s / (float)n;
+    float ss = 0.f;
+    i = 0;
+#if defined(__AVX2__)
+    const __m256 vm = _mm256_set1_ps(mean);
+    a0 = _mm256_setzero_ps(); a1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(xr + i), vm), d1 = _mm256_sub_ps(_mm256_loadu_ps(xr + i + 8), vm);
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(d0, d0));
+      a1 = _mm256_add_ps(a1, _mm256_mul_ps(d1, d1));
+    }
+    ss = SFX(hsum8)(_mm256_add_ps(a0, a1));
+#endif
+    for (; i < n; i++) { const float d = xr[i] - mean; ss += d * d; }
+    const float rs = 1.f / sqrtf(ss / (float)n + eps);
+    i = 0;
+#if defined(__AVX2__)
+    const __m256 vr = _mm256_set1_ps(rs);
+    for (; i + 8 <= n; i += 8) {
+      const __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + i), vm), vr);
+      _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_mul_ps(t, _mm256_loadu_ps(w + i)), _mm256_loadu_ps(b + i)));
+    }
+#endif
+    for (; i < n; i++) o[i] = ((xr[i] - mean) * rs) * w[i] + b[i];
+  }
+}
+
+static void SFX(softmax)(const float *x, float *out, int64_t rows, int64_t n, float scale, int div) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * n;
+    float *o = out + r * n;
+    int64_t i = 0;
+    float mx = -INFINITY, sum = 0.f;
+#if defined(__AVX2__)
+    const __m256 vs = _mm256_set1_ps(scale);
+    __m256 vmx = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = div ? _mm256_div_ps(_mm256_loadu_ps(xr + i), vs) : _mm256_mul_ps(_mm256_loadu_ps(xr + i), vs);
+      _mm256_storeu_ps(o + i, v);
+      vmx = _mm256_max_ps(vmx, v);
+    }
+    float m8[8];
+    _mm256_storeu_ps(m8, vmx);
+    for (int k = 0; k < 8; k++) mx = m8[k] > mx ? m8[k] : mx;
+#endif
+    for (; i < n; i++) { o[i] = div ? xr[i] / scale : xr[i] * scale; mx = o[i] > mx ? o[i] : mx; }
+    i = 0;
+#if defined(__AVX2__)
+    const __m256 vmax = _mm256_set1_ps(mx);
+    __m256 vsum = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+      const __m256 e = SFX(exp8)(_mm256_sub_ps(_mm256_loadu_ps(o + i), vmax));
+      _mm256_storeu_ps(o + i, e);
+      vsum = _mm256_add_ps(vsum, e);
+    }
+    sum = SFX(hsum8)(vsum);
+#endif
+    for (; i < n; i++) { o[i] = expf(o[i] - mx); sum += o[i]; }
+    i = 0;
+#if defined(__AVX2__)
+    const __m256 vt = _mm256_set1_ps(sum);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_div_ps(_mm256_loadu_ps(o + i), vt));
+#endif
+    for (; i < n; i++) o[i] = o[i] / sum;
+  }
+}
+
+static void SFX(act)(int kind, const float *x, float *out, int64_t n) {
+  const float c = kind == NW_ACT_GELU_TANH ? -2.f * 0.7978845608028654f : -1.702f;
+  int64_t i = 0;
+#if defined(__AVX2__)
+  const __m256 one = _mm256_set1_ps(1.f), vc = _mm256_set1_ps(c), k3 = _mm256_set1_ps(0.044715f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 t = kind == NW_ACT_GELU_TANH ? _mm256_add_ps(v, _mm256_mul_ps(k3, _mm256_mul_ps(_mm256_mul_ps(v, v), v))) : v;
+    _mm256_storeu_ps(out + i, _mm256_div_ps(v, _mm256_add_ps(one, SFX(exp8)(_mm256_mul_ps(vc, t)))));
+  }
+#endif
+  for (; i < n; i++) {
+    const float v = x[i], t = kind == NW_ACT_GELU_TANH ? v + 0.044715f * ((v * v) * v) : v;
+    out[i] = v / (1.f + expf(c * t));
+  }
+}
+
 const nw_kernels_t SFX(nw_kernels) = {
   SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dot4f), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
+  SFX(layernorm), SFX(softmax), SFX(act),
 };

@@ -52,7 +52,12 @@ typedef struct {
   void (*rmsnorm)(const float *x, const float *w, float *out, int64_t rows, int64_t n, float eps);
   void (*rotary)(const float *x, const float *cs, const float *sn, float *out, int64_t rows, int64_t T, int64_t D);
   void (*silu_mul)(const float *g, const float *u, float *out, int64_t n);
+  /* row ops of prefill and vision (kern.h): LayerNorm rows, scaled softmax rows, activations */
+  void (*layernorm)(const float *x, const float *w, const float *b, float *out, int64_t rows, int64_t n, float eps);
+  void (*softmax)(const float *x, float *out, int64_t rows, int64_t n, float scale, int div);
+  void (*act)(int kind, const float *x, float *out, int64_t n);
 } nw_kernels_t;
+enum { NW_ACT_GELU_TANH = 0, NW_ACT_QUICK_GELU = 1 };
 
 extern const nw_kernels_t nw_kernels_scalar;
 extern const nw_kernels_t nw_kernels_avx2;

@@ -234,6 +234,15 @@ static const char *self_check(const nw_kernels_t *a, const nw_kernels_t *b) {
   a->sgemm_nt(4, 5, 40, x, N, x + 1, N, C1, 5, 0.f);
   b->sgemm_nt(4, 5, 40, x, N, x + 1, N, C2, 5, 0.f);
   for (int i = 0; i < 20; i++) if (!(fabsf(C1[i] - C2[i]) <= 1e-4f * (1.f + fabsf(C2[i])))) return "sgemm_nt";
+  /* row ops: 2 rows of 37 (vector body and tail), x in [-3, 3] */
+  static float xs[74], o1[74], o2[74];
+  for (int i = 0; i < 74; i++) xs[i] = 3.f * x[i];
+#define CLOSE(what) for (int i = 0; i < 74; i++) if (!(fabsf(o1[i] - o2[i]) <= 1e-5f * (1.f + fabsf(o2[i])))) return what;
+  a->layernorm(xs, x + 100, x + 200, o1, 2, 37, 1e-6f); b->layernorm(xs, x + 100, x + 200, o2, 2, 37, 1e-6f); CLOSE("layernorm")
+  a->softmax(xs, o1, 2, 37, 3.f, 1); b->softmax(xs, o2, 2, 37, 3.f, 1); CLOSE("softmax")
+  a->act(NW_ACT_GELU_TANH, xs, o1, 74); b->act(NW_ACT_GELU_TANH, xs, o2, 74); CLOSE("gelu")
+  a->act(NW_ACT_QUICK_GELU, xs, o1, 74); b->act(NW_ACT_QUICK_GELU, xs, o2, 74); CLOSE("quick_gelu")
+#undef CLOSE
 #undef RND
   return NULL;
 }
@@ -1182,11 +1191,56 @@ static napi_value Attention(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * Row ops over the pool: rows (or, for element-wise ops, blocks of HR_BLOCK elements) are taken in
+ * chunks by whichever thread is free; small calls (decode sizes) run inline, where waking the pool
+ * costs more than the work.
+ */
+enum { HR_RMSNORM, HR_LAYERNORM, HR_SOFTMAX, HR_ACT, HR_SILU };
+#define HR_BLOCK 8192
+typedef struct { int kind, sub; const float *x, *w, *b; float *out; int64_t rows, n; float p; int64_t next; } hr_ctx;
+static int hr_elementwise(const hr_ctx *c) { return c->kind == HR_ACT || c->kind == HR_SILU; }
+static void hr_do(const hr_ctx *c, int64_t r0, int64_t r1) {
+  const int64_t e0 = r0 * HR_BLOCK, e1 = NW_MIN(c->n, r1 * HR_BLOCK), o = r0 * c->n;
+  switch (c->kind) {
+    case HR_RMSNORM: g_kern->rmsnorm(c->x + o, c->w, c->out + o, r1 - r0, c->n, c->p); break;
+    case HR_LAYERNORM: g_kern->layernorm(c->x + o, c->w, c->b, c->out + o, r1 - r0, c->n, c->p); break;
+    case HR_SOFTMAX: g_kern->softmax(c->x + o, c->out + o, r1 - r0, c->n, c->p, c->sub); break;
+    case HR_ACT: g_kern->act(c->sub, c->x + e0, c->out + e0, e1 - e0); break;
+    default: g_kern->silu_mul(c->x + e0, c->w + e0, c->out + e0, e1 - e0); break;
+  }
+}
+static void job_heap_rows(void *vc, int tid, int nth) {
+  (void)tid; (void)nth;
+  hr_ctx *c = vc;
+  const int64_t units = hr_elementwise(c) ? (c->n + HR_BLOCK - 1) / HR_BLOCK : c->rows;
+  const int64_t chunk = hr_elementwise(c) ? 1 : NW_MAX(1, HR_BLOCK / NW_MAX(1, c->n));
+  for (;;) {
+    const int64_t a = __atomic_fetch_add(&c->next, chunk, __ATOMIC_RELAXED);
+    if (a >= units) break;
+    hr_do(c, a, NW_MIN(units, a + chunk));
+  }
+}
+static void run_heap_rows(hr_ctx *c) {
+  const int64_t total = hr_elementwise(c) ? c->n : c->rows * c->n;
+  if (total < 65536) {
+    hr_do(c, 0, hr_elementwise(c) ? (c->n + HR_BLOCK - 1) / HR_BLOCK : c->rows);
+    return;
+  }
+  pthread_mutex_lock(&g_op_mu);
+  ensure_pool();
+  pool_run(job_heap_rows, c);
+  pthread_mutex_unlock(&g_op_mu);
+}
+
+/*
  * Fused inference ops on float32 data in one Float32Array (the wasm heap), offsets in floats:
  *   rmsnorm(heap, xOff, wOff, outOff, rows, n, eps)
  *   rotary(heap, xOff, cosOff, sinOff, outOff, rows, T, D)     x [rows, D], cos/sin [T, D], t = row % T
  *   siluMul(heap, gOff, uOff, outOff, n)
- * Single-threaded: they run on decode-sized rows, where waking the pool costs more than the work.
+ *   layerNorm(heap, xOff, wOff, bOff, outOff, rows, n, eps)
+ *   softmax(heap, xOff, outOff, rows, n, scale, div)       s = x / scale if div, else x * scale
+ *   act(heap, kind, xOff, outOff, n)                       kind 0 gelu (tanh form), 1 quick_gelu
+ * Prefill-sized calls run over the thread pool (run_heap_rows), decode-sized ones inline.
  */
 static int heap_args(napi_env env, napi_callback_info info, const char *fn, int nint, const char **names, float **h,
                      int64_t *v, double *extra, int nextra) {
@@ -1218,7 +1272,8 @@ static napi_value RmsNorm(napi_env env, napi_callback_info info) {
   float *h; int64_t v[NV + 1]; double eps;
   if (!heap_args(env, info, fn, NV, names, &h, v, &eps, 1)) return NULL;
   HEAP_SPAN(v[0], v[3] * v[4], "x") HEAP_SPAN(v[1], v[4], "w") HEAP_SPAN(v[2], v[3] * v[4], "out")
-  g_kern->rmsnorm(h + v[0], h + v[1], h + v[2], v[3], v[4], (float)eps);
+  hr_ctx c = {.kind = HR_RMSNORM, .x = h + v[0], .w = h + v[1], .out = h + v[2], .rows = v[3], .n = v[4], .p = (float)eps};
+  run_heap_rows(&c);
   return NULL;
 }
 
@@ -1242,7 +1297,46 @@ static napi_value SiluMul(napi_env env, napi_callback_info info) {
   float *h; int64_t v[NV + 1];
   if (!heap_args(env, info, fn, NV, names, &h, v, NULL, 0)) return NULL;
   HEAP_SPAN(v[0], v[3], "g") HEAP_SPAN(v[1], v[3], "u") HEAP_SPAN(v[2], v[3], "out")
-  g_kern->silu_mul(h + v[0], h + v[1], h + v[2], v[3]);
+  hr_ctx c = {.kind = HR_SILU, .x = h + v[0], .w = h + v[1], .out = h + v[2], .n = v[3]};
+  run_heap_rows(&c);
+  return NULL;
+}
+
+static napi_value LayerNorm(napi_env env, napi_callback_info info) {
+  const char *fn = "layerNorm";
+  static const char *names[] = {"xOff", "wOff", "bOff", "outOff", "rows", "n"};
+  enum { NV = 6 };
+  float *h; int64_t v[NV + 1]; double eps;
+  if (!heap_args(env, info, fn, NV, names, &h, v, &eps, 1)) return NULL;
+  HEAP_SPAN(v[0], v[4] * v[5], "x") HEAP_SPAN(v[1], v[5], "w") HEAP_SPAN(v[2], v[5], "b") HEAP_SPAN(v[3], v[4] * v[5], "out")
+  hr_ctx c = {.kind = HR_LAYERNORM, .x = h + v[0], .w = h + v[1], .b = h + v[2], .out = h + v[3], .rows = v[4], .n = v[5], .p = (float)eps};
+  run_heap_rows(&c);
+  return NULL;
+}
+
+static napi_value Softmax(napi_env env, napi_callback_info info) {
+  const char *fn = "softmax";
+  static const char *names[] = {"xOff", "outOff", "rows", "n"};
+  enum { NV = 4 };
+  float *h; int64_t v[NV + 1]; double ex[2];
+  if (!heap_args(env, info, fn, NV, names, &h, v, ex, 2)) return NULL;
+  if (v[3] < 1) RANGE_ERR("tfjs-blas softmax: n must be >= 1");
+  HEAP_SPAN(v[0], v[2] * v[3], "x") HEAP_SPAN(v[1], v[2] * v[3], "out")
+  hr_ctx c = {.kind = HR_SOFTMAX, .sub = ex[1] != 0, .x = h + v[0], .out = h + v[1], .rows = v[2], .n = v[3], .p = (float)ex[0]};
+  run_heap_rows(&c);
+  return NULL;
+}
+
+static napi_value Act(napi_env env, napi_callback_info info) {
+  const char *fn = "act";
+  static const char *names[] = {"kind", "xOff", "outOff", "n"};
+  enum { NV = 4 };
+  float *h; int64_t v[NV + 1];
+  if (!heap_args(env, info, fn, NV, names, &h, v, NULL, 0)) return NULL;
+  if (v[0] != NW_ACT_GELU_TANH && v[0] != NW_ACT_QUICK_GELU) RANGE_ERR("tfjs-blas act: unknown kind %lld", (long long)v[0]);
+  HEAP_SPAN(v[1], v[3], "x") HEAP_SPAN(v[2], v[3], "out")
+  hr_ctx c = {.kind = HR_ACT, .sub = (int)v[0], .x = h + v[1], .out = h + v[2], .n = v[3]};
+  run_heap_rows(&c);
   return NULL;
 }
 #undef HEAP_SPAN
@@ -1280,6 +1374,9 @@ napi_status nw_register(napi_env env, napi_value exports) {
     {"rmsnorm", 0, RmsNorm, 0, 0, 0, napi_default, 0},
     {"rotary", 0, Rotary, 0, 0, 0, napi_default, 0},
     {"siluMul", 0, SiluMul, 0, 0, 0, napi_default, 0},
+    {"layerNorm", 0, LayerNorm, 0, 0, 0, napi_default, 0},
+    {"softmax", 0, Softmax, 0, 0, 0, napi_default, 0},
+    {"act", 0, Act, 0, 0, 0, napi_default, 0},
   };
   return napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
 }
