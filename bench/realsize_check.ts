@@ -25,24 +25,34 @@ function vlm(args: string[], env: Record<string, string> = {}): string {
   return r.stdout;
 }
 
-/** max |a − b| / max |b| per tensor (the goldens' relative error). */
-function compareTraces(fileA: string, fileB: string): Record<string, number> {
+/**
+ * Per tensor: max |a − b| / max |b| (the goldens' relative error) and ‖a − b‖ / ‖b‖ (the relative
+ * rms error, which a few outlying elements do not decide).
+ */
+function compareTraces(fileA: string, fileB: string): { max: Record<string, number>; rms: Record<string, number> } {
   const a = SafetensorsFile.open(fileA), b = SafetensorsFile.open(fileB);
-  const out: Record<string, number> = {};
+  const max: Record<string, number> = {}, rms: Record<string, number> = {};
   try {
     for (const k of b.keys()) {
       if (!a.has(k)) continue;
       const x = a.read(k).data, y = b.read(k).data;
       if (!(y instanceof Float32Array)) continue;
-      let d = 0, m = 0;
-      for (let i = 0; i < y.length; i++) { d = Math.max(d, Math.abs((x as Float32Array)[i] - y[i])); m = Math.max(m, Math.abs(y[i])); }
-      out[k] = d / (m || 1);
+      let d = 0, m = 0, d2 = 0, y2 = 0;
+      for (let i = 0; i < y.length; i++) {
+        const e = (x as Float32Array)[i] - y[i];
+        d = Math.max(d, Math.abs(e));
+        m = Math.max(m, Math.abs(y[i]));
+        d2 += e * e;
+        y2 += y[i] * y[i];
+      }
+      max[k] = d / (m || 1);
+      rms[k] = Math.sqrt(d2 / (y2 || 1));
     }
   } finally {
     a.close();
     b.close();
   }
-  return out;
+  return { max, rms };
 }
 
 function main(): void {
@@ -76,8 +86,9 @@ function main(): void {
       let same = 0;
       while (same < Math.min(ids.length, refIds.length) && ids[same] === refIds[same]) same++;
       const agree = ids.filter((t, i) => t === refIds[i]).length;
-      result[s] = { max_rel_err: errs, worst: Math.max(...Object.values(errs)), ids, identical_prefix: same, top1_agreement: agree / refIds.length };
-      log(`${s}: worst ${Math.max(...Object.values(errs)).toExponential(2)}, greedy ids equal for the first ${same}/${refIds.length}`);
+      const worst = Math.max(...Object.values(errs.max)), worstRms = Math.max(...Object.values(errs.rms));
+      result[s] = { max_rel_err: errs.max, rms_rel_err: errs.rms, worst, worst_rms: worstRms, ids, identical_prefix: same, top1_agreement: agree / refIds.length };
+      log(`${s}: worst ${worst.toExponential(2)} (rms ${worstRms.toExponential(2)}), greedy ids equal for the first ${same}/${refIds.length}`);
     }
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
