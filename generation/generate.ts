@@ -12,6 +12,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM } from '../layers/decoder';
+import { sliceRows } from '../layers/heap_ops';
 import { KVCache } from '../layers/kv_cache';
 import { BeamSearchScorer } from './beam';
 import { GenerationOptions, ResolvedGenerationConfig, resolveGenerationConfig } from './config';
@@ -37,12 +38,25 @@ export interface GenerationModel {
   forwardLast(embeds: tf.Tensor3D, cache: KVCache, padding?: { mask: number[][]; positions: number[][] }): tf.Tensor3D;
 }
 
-/** Prompt positions per prefill forward (unpadded prompts; llama.cpp's default ubatch). */
+/** Prompt positions per prefill forward at most (unpadded prompts; llama.cpp's default ubatch). */
 export const PREFILL_CHUNK = 512;
+
+/** Float32 attention-score bytes ([heads, chunk, positions]) a prefill chunk may take. */
+export const PREFILL_SCORE_BYTES = 64 * 2 ** 20;
+
+/**
+ * Positions per prefill forward for a prompt of T: PREFILL_CHUNK, or fewer (a multiple of 64, at
+ * least 64) when the last chunk's scores would pass PREFILL_SCORE_BYTES. A 16-frame VideoLLaMA 2
+ * prompt (1662 positions, 32 heads) takes 256: at 512 its ~110 MB score tensors set the wasm
+ * heap's high-water mark.
+ */
+export function prefillChunk(T: number, heads: number): number {
+  const fit = Math.floor(PREFILL_SCORE_BYTES / (4 * heads * Math.max(T, 1)) / 64) * 64;
+  return Math.max(64, Math.min(PREFILL_CHUNK, fit));
+}
 
 /** Adapts a CausalLM (Qwen2, Mistral) to the generation loop. */
 export function asGenerationModel(lm: CausalLM, opts: { prefillChunk?: number } = {}): GenerationModel {
-  const chunk = opts.prefillChunk ?? PREFILL_CHUNK;
   return {
     numLayers: lm.cfg.numHiddenLayers,
     maxPositions: lm.cfg.maxPositionEmbeddings,
@@ -50,16 +64,19 @@ export function asGenerationModel(lm: CausalLM, opts: { prefillChunk?: number } 
     embed: (ids) => lm.model.embed(ids),
     forwardLast: (embeds, cache, padding) => {
       if (!padding) {
-        // long prompts in chunks of PREFILL_CHUNK positions (llama.cpp's ubatch): the attention
-        // scores are [H, chunk, S] instead of [H, S, S], which keeps a 16-frame video's prefill
-        // (1.7k positions) inside a few hundred MB of heap; the result is the same up to round-off
+        // long prompts in chunks of positions (llama.cpp's ubatch): the attention scores are
+        // [H, chunk, S] instead of [H, S, S], which keeps a 16-frame video's prefill (1.7k
+        // positions) inside a few hundred MB of heap; the result is the same up to round-off
         const T = embeds.shape[1];
+        const chunk = opts.prefillChunk ?? prefillChunk(T, lm.cfg.numAttentionHeads);
+        const [B, , E] = embeds.shape;
+        const positions = (s: number, n: number) => (B === 1 ? sliceRows(embeds.reshape([T, E]), s, n).reshape([1, n, E]) : embeds.slice([0, s, 0], [-1, n, -1])) as tf.Tensor3D;
         for (let s = 0; s + chunk < T; s += chunk) {
-          tf.tidy(() => { lm.model.forward(embeds.slice([0, s, 0], [-1, chunk, -1]) as tf.Tensor3D, { cache }); });
+          tf.tidy(() => { lm.model.forward(positions(s, chunk), { cache }); });
         }
         const last = Math.floor((T - 1) / chunk) * chunk;
         if (last === 0) return lm.forward(embeds, { cache, logits: 'last' });
-        return tf.tidy(() => lm.forward(embeds.slice([0, last, 0], [-1, T - last, -1]) as tf.Tensor3D, { cache, logits: 'last' }));
+        return tf.tidy(() => lm.forward(positions(last, T - last), { cache, logits: 'last' }));
       }
       const pos = tf.tensor2d(padding.positions, undefined, 'int32');
       try {

@@ -13,6 +13,7 @@
  * Shape letters: B batch, D/H/W depth (time)/height/width, I/O channels.
  */
 import * as tf from '@tensorflow/tfjs';
+import { sliceRows } from './heap_ops';
 import { Module, Param, register } from './module';
 import { TensorStorage } from './storage';
 
@@ -104,7 +105,9 @@ export class Conv3d extends Module {
         let xs: tf.Tensor5D;
         if (b <= a) xs = tf.zeros([B, hi - lo, Hp, Wp, C]);
         else {
-          const cut = a === 0 && b === D ? x : x.reshape([B, D, H * W * C]).slice([0, a, 0], [B, b - a, H * W * C]).reshape([B, b - a, H, W, C]) as tf.Tensor5D;
+          const cut = a === 0 && b === D ? x
+            : B === 1 ? sliceRows(x.reshape([D, H * W * C]), a, b - a).reshape([1, b - a, H, W, C]) as tf.Tensor5D
+              : x.reshape([B, D, H * W * C]).slice([0, a, 0], [B, b - a, H * W * C]).reshape([B, b - a, H, W, C]) as tf.Tensor5D;
           xs = a - lo || hi - b || ph || pw ? tf.pad(cut, [[0, 0], [a - lo, hi - b], [ph, ph], [pw, pw], [0, 0]]) : cut;
         }
         const xc = Hp === Ho * kh && Wp === Wo * kw ? xs : crop5(xs, dn * kd, Ho * kh, Wo * kw);

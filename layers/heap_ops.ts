@@ -11,7 +11,7 @@
  *   siluMulFused   silu(g) · u                              (layers/mlp.ts GatedMLP)
  *   layerNormFused (x − mean) · rsqrt(var + eps) · w + b      (layers/norms.ts LayerNorm)
  *   softmaxFused   softmax(x / div | x · mul) over the last axis (layers/attention.ts attend)
- *   actFused       gelu (tanh form) and quick_gelu           (layers/mlp.ts activation)
+ *   actFused       gelu (tanh form), quick_gelu, silu        (layers/mlp.ts activation)
  * Prefill- and vision-sized calls run on the addon's thread pool.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -26,6 +26,14 @@ const registered = new Set<string>();
  */
 export function inGradient(): boolean {
   return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
+}
+
+/**
+ * Inference-only rewrites that round differently from the composite ops (or skip their gradient
+ * bookkeeping) may run: outside gradient computations, unless VLM_NATIVE_OPS=0.
+ */
+export function inferenceOps(): boolean {
+  return process.env.VLM_NATIVE_OPS !== '0' && !inGradient();
 }
 
 /** True on the wasm backend with an addon that has `fn`, outside gradient computations (VLM_NATIVE_OPS=0 turns them off). */
@@ -104,11 +112,30 @@ export function softmaxFused(x: tf.Tensor, scale: { div: number } | { mul: numbe
 }
 
 /** Activations with a native kernel (heap_ops `act` kinds). */
-export const FUSED_ACTS: Record<string, number> = { gelu_pytorch_tanh: 0, gelu_new: 0, quick_gelu: 1 };
+export const FUSED_ACTS: Record<string, number> = { gelu_pytorch_tanh: 0, gelu_new: 0, quick_gelu: 1, silu: 2, swish: 2 };
 
-/** gelu (tanh form) or quick_gelu of x (a name in FUSED_ACTS). */
+/** gelu (tanh form), quick_gelu or silu of x (a name in FUSED_ACTS). */
 export function actFused(name: string, x: tf.Tensor): tf.Tensor {
   const kind = FUSED_ACTS[name];
   if (kind === undefined) throw new Error(`actFused: no native kernel for '${name}'`);
   return runHeapKernel('NativeAct', { x }, x.shape, { kind }, (a, H, [xo], o, at) => a.act!(H, at.kind, xo, o, x.size));
+}
+
+/**
+ * x[start : start + count] along axis 0 (one contiguous block). On wasm outside gradient
+ * computations it is one copy inside the heap: tfjs-wasm's Slice first reads the whole input out
+ * of the heap (readSync), ~100 ms for the 151 MB of STC activations whatever the slice's size.
+ * Elsewhere tf.slice. Needs no addon.
+ */
+export function sliceRows<T extends tf.Tensor>(x: T, start: number, count: number): T {
+  const N = x.shape[0];
+  if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > N) {
+    throw new Error(`sliceRows: rows [${start}, ${start + count}) are outside [0, ${N}) of a [${x.shape}] tensor`);
+  }
+  if (x.dtype !== 'float32' || tf.getBackend() !== 'wasm' || !inferenceOps()) {
+    return tf.slice(x, [start, ...x.shape.slice(1).map(() => 0)], [count, ...x.shape.slice(1)]) as T;
+  }
+  const row = N ? x.size / N : 0;
+  return runHeapKernel('HeapSliceRows', { x }, [count, ...x.shape.slice(1)], { start, row, count },
+    (_a, H, [xo], o, at) => H.copyWithin(o, xo + at.start * at.row, xo + (at.start + at.count) * at.row)) as T;
 }

@@ -75,7 +75,7 @@ export interface NativeAddon {
   layerNorm?(heap: Float32Array, xOff: number, wOff: number, bOff: number, outOff: number, rows: number, n: number, eps: number): void;
   /** softmax over rows of n of x / scale (div = 1) or x · scale (div = 0). */
   softmax?(heap: Float32Array, xOff: number, outOff: number, rows: number, n: number, scale: number, div: number): void;
-  /** kind 0: gelu (tanh form), 1: quick_gelu. */
+  /** kind 0: gelu (tanh form), 1: quick_gelu, 2: silu. */
   act?(heap: Float32Array, kind: number, xOff: number, outOff: number, n: number): void;
   info(): { core: string; config: string; threads: number; openblas: boolean; openblasError: string; kernels: string };
 }

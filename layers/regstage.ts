@@ -23,6 +23,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { checkpointLayer } from './checkpointing';
+import { heapOpsReady, inferenceOps, layerNormFused, sliceRows } from './heap_ops';
 import { Conv2d } from './conv';
 import { ActName, activation } from './mlp';
 import { Module, register } from './module';
@@ -48,6 +49,13 @@ export class LayerNormAct2d extends LayerNorm {
    * soon as the next exists: at STC's real size one activation is 151 MB ([16·24·24, 4096]).
    */
   override forward(x: tf.Tensor): tf.Tensor {
+    if (x.dtype === 'float32' && heapOpsReady('layerNorm')) { // inference: one native pass (+ one for the act)
+      const y = layerNormFused(x, this.weight.value, this.bias.value, this.eps);
+      if (!this.act) return y;
+      const a = activation(this.act, y);
+      y.dispose();
+      return a;
+    }
     return tf.tidy(() => {
       // tf.moments would also cast x and compute x − mean a second time: do it once
       const mean = tf.mean(x, -1, true); // [N, H, W, 1]
@@ -125,7 +133,11 @@ export class SqueezeExcite extends Module {
   /** x [N, H, W, C] → same shape. */
   forward(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
-      const s = tf.mean(x, [1, 2], true) as tf.Tensor4D; // [N, 1, 1, C]
+      const [N, H, W, C] = x.shape;
+      // at inference the mean over H×W is one batched matmul with a row of 1/(H·W) (sgemm): wasm's
+      // Mean over inner axes transposes first (40 ms per STC block); training keeps tf.mean (inferenceOps)
+      const s = (!inferenceOps() ? tf.mean(x, [1, 2], true)
+        : tf.matMul(tf.fill([N, 1, H * W], 1 / (H * W)), x.reshape([N, H * W, C])).reshape([N, 1, 1, C])) as tf.Tensor4D; // [N, 1, 1, C]
       const gate = tf.sigmoid(this.fc2.forward(activation(this.act, this.fc1.forward(s)) as tf.Tensor4D));
       return tf.mul(x, gate) as tf.Tensor4D;
     });
@@ -217,9 +229,11 @@ export function pyRound(v: number): number {
  * Activation budget of one pass through a stage's blocks, in bytes: larger batches are run in
  * chunks of whole images (every op of a block is per image — convs, per-position norms, the SE
  * mean over H×W — so the result is the same). At STC's real size one activation of all 16 frames
- * is 151 MB and a block holds ~5 of them, which with 1.9 GB of weights nears the 4 GB wasm heap.
+ * is 151 MB and a block holds ~5 of them, which with 1.9 GB of weights nears the 4 GB wasm heap;
+ * with the weights outside the heap, 64 MB chunks (6 frames) still set the heap's high-water mark
+ * of a quantized 16-frame chat (0.75 GB), so chunks are 32 MB (3 frames).
  */
-export const REGSTAGE_CHUNK_BYTES = 64 * 2 ** 20;
+export const REGSTAGE_CHUNK_BYTES = 32 * 2 ** 20;
 
 /**
  * timm `RegStage`: `depth` Bottleneck blocks named b1 … b{depth}; the first maps in → out with the
@@ -254,7 +268,7 @@ export class RegStage extends Module {
    * Without `onBlock`, batches larger than `chunkBytes` per activation run in chunks of images.
    */
   forward(x: tf.Tensor4D, onBlock?: (i: number, y: tf.Tensor4D) => void): tf.Tensor4D {
-    const [N, H, W, C] = x.shape;
+    const [N, H, W] = x.shape;
     const perImage = H * W * this.maxChannels * 4;
     const chunk = onBlock ? N : Math.max(1, Math.floor(this.chunkBytes / perImage));
     if (chunk >= N) return this.runBlocks(x, onBlock);
@@ -262,7 +276,7 @@ export class RegStage extends Module {
       const parts: tf.Tensor4D[] = [];
       for (let s = 0; s < N; s += chunk) {
         const n = Math.min(chunk, N - s);
-        parts.push(tf.tidy(() => this.runBlocks(x.slice([s, 0, 0, 0], [n, H, W, C]))));
+        parts.push(tf.tidy(() => this.runBlocks(sliceRows(x, s, n))));
       }
       const out = tf.concat(parts, 0) as tf.Tensor4D;
       tf.dispose(parts);

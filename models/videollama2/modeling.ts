@@ -22,6 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM, Tap } from '../../layers/decoder';
+import { sliceRows } from '../../layers/heap_ops';
 import { Module, register } from '../../layers/module';
 import { FamilyWeights, WeightSource, loadWeights, LoadReport } from '../../weights/load';
 import { plannerFor } from '../../weights/native_plan';
@@ -97,7 +98,7 @@ export interface Spliced {
 export const VIDEOLLAMA2_MMPROJ = ['vision_tower', 'mm_projector'] as const;
 
 /** Video frames per vision-tower pass at inference (the tower sees each frame on its own). */
-const TOWER_FRAMES_PER_PASS = 4;
+const TOWER_FRAMES_PER_PASS = 2;
 
 export class VideoLLaMA2 extends Module {
   static className = 'VideoLLaMA2';
@@ -261,7 +262,7 @@ export class VideoLLaMA2 extends Module {
           const parts: tf.Tensor[] = [];
           for (let t0 = 0; t0 < px.shape[0]; t0 += TOWER_FRAMES_PER_PASS) {
             const n = Math.min(TOWER_FRAMES_PER_PASS, px.shape[0] - t0);
-            parts.push(tf.tidy(() => this.vision_tower.forward(px.slice([t0, 0, 0, 0], [n, C, S, S]), null)));
+            parts.push(tf.tidy(() => this.vision_tower.forward(sliceRows(px, t0, n), null)));
           }
           const all = tf.concat(parts, 0);
           tf.dispose(parts);

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM } from '../../layers/decoder';
 import { KVCache } from '../../layers/kv_cache';
-import { asGenerationModel, generate } from '../../generation/generate';
+import { PREFILL_CHUNK, asGenerationModel, generate, prefillChunk } from '../../generation/generate';
 import { loadFixtureLLM, modelFixture } from '../helpers/fixtures';
 
 const dir = modelFixture('videollama2_siglip_qwen2_tiny');
@@ -19,6 +19,14 @@ const maxRel = (a: ArrayLike<number>, b: ArrayLike<number>) => {
 };
 
 describe('chunked prefill', () => {
+  it('chunk size: 512 positions, fewer (multiples of 64, ≥ 64) when the scores would pass 64 MB', () => {
+    expect(prefillChunk(512, 28)).toBe(PREFILL_CHUNK); // Qwen2-7B prefill512: 29 MB of scores
+    expect(prefillChunk(45, 2)).toBe(PREFILL_CHUNK);
+    expect(prefillChunk(1662, 32)).toBe(256); // VideoLLaMA 2, 16 frames: 315 fit
+    expect(prefillChunk(1e6, 32)).toBe(64);
+    expect(prefillChunk(0, 32)).toBe(PREFILL_CHUNK);
+  });
+
   let lm: CausalLM;
   beforeAll(() => { if (dir) lm = loadFixtureLLM(dir, 'videollama2_siglip_qwen2_tiny'); });
   afterAll(() => lm?.dispose());

@@ -5,7 +5,7 @@
  * (gradients flow through the composite ops), leak nothing, and reject spans past the heap.
  */
 import * as tf from '@tensorflow/tfjs';
-import { heapOpsReady, heapOpStats } from '../../layers/heap_ops';
+import { heapOpsReady, heapOpStats, sliceRows } from '../../layers/heap_ops';
 import { LayerNorm, RMSNorm } from '../../layers/norms';
 import { attend } from '../../layers/attention';
 import { applyRotary, RotaryEmbedding } from '../../layers/rotary';
@@ -111,10 +111,10 @@ describe('fused heap ops', () => {
     tf.dispose([q, k, v, mask]);
   });
 
-  it('gelu (tanh form) and quick_gelu equal the composite ops, including large |x| (decode and pool sizes)', () => {
+  it('gelu (tanh form), quick_gelu and silu equal the composite ops, including large |x| (decode and pool sizes)', () => {
     for (const size of [37, 300000]) {
       const x = tf.randomNormal([size], 0, 4, 'float32', 13);
-      for (const act of ['gelu_pytorch_tanh', 'gelu_new', 'quick_gelu']) {
+      for (const act of ['gelu_pytorch_tanh', 'gelu_new', 'quick_gelu', 'silu']) {
         const c0 = calls('NativeAct');
         const got = activation(act, x), want = composite(() => activation(act, x));
         if (ready()) expect(calls('NativeAct')).toBe(c0 + 1);
@@ -124,6 +124,24 @@ describe('fused heap ops', () => {
       }
       x.dispose();
     }
+  });
+
+  it('sliceRows: rows along axis 0 equal tf.slice (in the heap, or tf.slice under a tape), bad ranges are named', () => {
+    const x = tf.randomNormal([7, 3, 5], 0, 1, 'float32', 14);
+    const n0 = tf.memory().numTensors, c0 = calls('HeapSliceRows');
+    for (const [s, n] of [[0, 7], [2, 3], [6, 1], [4, 0]]) {
+      const got = sliceRows(x, s, n), want = tf.slice(x, [s, 0, 0], [n, 3, 5]);
+      expect(got.shape).toEqual([n, 3, 5]);
+      expect(Array.from(got.dataSync())).toEqual(Array.from(want.dataSync()));
+      tf.dispose([got, want]);
+    }
+    if (tf.getBackend() === 'wasm') expect(calls('HeapSliceRows')).toBe(c0 + 4);
+    expect(tf.memory().numTensors).toBe(n0);
+    const g = tf.grad((t: tf.Tensor) => tf.sum(tf.square(sliceRows(t, 1, 2))))(x); // through tf.slice
+    expect(Array.from(g.slice([0, 0, 0], [1, 3, 5]).dataSync()).every((v) => v === 0)).toBe(true);
+    expect(calls('HeapSliceRows')).toBe(c0 + 4);
+    expect(() => sliceRows(x, 5, 3)).toThrow(/rows \[5, 8\) are outside \[0, 7\) of a \[7,3,5\] tensor/);
+    tf.dispose([x, g]);
   });
 
   it('rejects spans past the heap', () => {

@@ -30,6 +30,43 @@ function run(t: Trainer, batch: unknown, trains?: (p: string) => boolean): { los
   }
 }
 
+type Run = ReturnType<typeof run>;
+
+/**
+ * Bit for bit needs the same kernels: outside the tape the frozen parts would otherwise take the
+ * fused inference ops (layers/heap_ops.ts), which round differently from the composite ones.
+ */
+function compositeOps(f: () => void): void {
+  process.env.VLM_NATIVE_OPS = '0';
+  try {
+    f();
+  } finally {
+    delete process.env.VLM_NATIVE_OPS;
+  }
+}
+
+function expectSame(outside: Run, inTape: Run): void {
+  expect(outside.loss).toBe(inTape.loss);
+  outside.grads.forEach((g, i) => expect(Array.from(g)).toEqual(Array.from(inTape.grads[i])));
+}
+
+/** With the fused ops outside the tape: loss within 1e-6, every gradient within 5e-5 of its largest entry; no leak. */
+function expectRoundOff(t: Trainer, batch: unknown): void {
+  const inTape = run(t, batch);
+  const n0 = tf.memory().numTensors;
+  const outside = run(t, batch, t.trains);
+  expect(tf.memory().numTensors).toBe(n0);
+  expect(Math.abs(outside.loss - inTape.loss)).toBeLessThan(1e-6 * Math.abs(inTape.loss));
+  outside.grads.forEach((g, i) => {
+    const want = inTape.grads[i];
+    let d = 0, m = 0;
+    for (let j = 0; j < want.length; j++) { d = Math.max(d, Math.abs(g[j] - want[j])); m = Math.max(m, Math.abs(want[j])); }
+    // features differ by ~1e-6 relative; a softmax backward (Σ p·(k − k̄)) cancels, which leaves
+    // up to ~1.5e-5 relative in the gradients behind it
+    expect(d).toBeLessThanOrEqual(5e-5 * m);
+  });
+}
+
 describe('frozen vision outside the tape (MiniCPM-V)', () => {
   let t: Trainer;
   let batch: unknown;
@@ -49,37 +86,19 @@ describe('frozen vision outside the tape (MiniCPM-V)', () => {
   });
 
   it('same loss and gradients as in the tape, with fewer tensors held; nothing leaks', () => {
-    // bit for bit with the same kernels: outside the tape the tower would otherwise take the fused
-    // inference ops (layers/heap_ops.ts), which round differently from the composite ones
-    process.env.VLM_NATIVE_OPS = '0';
-    try {
+    compositeOps(() => {
       run(t, batch); // first run: caches (rotary tables) are made once
       const n0 = tf.memory().numTensors;
       const inTape = run(t, batch); // no predicate: everything counts as trained
       const outside = run(t, batch, t.trains);
       expect(tf.memory().numTensors).toBe(n0);
-      expect(outside.loss).toBe(inTape.loss);
-      outside.grads.forEach((g, i) => expect(Array.from(g)).toEqual(Array.from(inTape.grads[i])));
+      expectSame(outside, inTape);
       expect(outside.live).toBeLessThan(inTape.live);
-    } finally {
-      delete process.env.VLM_NATIVE_OPS;
-    }
+    });
   });
 
   it('with the fused inference ops in the frozen tower: the same loss and gradients to float32 round-off', () => {
-    const inTape = run(t, batch);
-    const n0 = tf.memory().numTensors;
-    const outside = run(t, batch, t.trains);
-    expect(tf.memory().numTensors).toBe(n0);
-    expect(Math.abs(outside.loss - inTape.loss)).toBeLessThan(1e-6 * Math.abs(inTape.loss));
-    outside.grads.forEach((g, i) => {
-      const want = inTape.grads[i];
-      let d = 0, m = 0;
-      for (let j = 0; j < want.length; j++) { d = Math.max(d, Math.abs(g[j] - want[j])); m = Math.max(m, Math.abs(want[j])); }
-      // features differ by ~1e-6 relative; the resampler's softmax backward (Σ p·(k − k̄)) cancels,
-      // which leaves up to ~1.5e-5 relative in its gradients
-      expect(d).toBeLessThanOrEqual(5e-5 * m);
-    });
+    expectRoundOff(t, batch);
   });
 
   it('with vpm trained, vpm stays in the tape', async () => {
@@ -111,13 +130,18 @@ describe('frozen tower and connector outside the tape (VideoLLaMA 2, LoRA on the
     const prep = t.family.prepare(batch, t.trains) as unknown as { connected: (tf.Tensor | null)[]; dispose(): void };
     expect(prep.connected.some((c) => c !== null)).toBe(true);
     prep.dispose();
-    run(t, batch);
-    const n0 = tf.memory().numTensors;
-    const inTape = run(t, batch);
-    const outside = run(t, batch, t.trains);
-    expect(tf.memory().numTensors).toBe(n0);
-    expect(outside.loss).toBe(inTape.loss);
-    outside.grads.forEach((g, i) => expect(Array.from(g)).toEqual(Array.from(inTape.grads[i])));
-    expect(outside.live).toBeLessThan(inTape.live);
+    compositeOps(() => {
+      run(t, batch);
+      const n0 = tf.memory().numTensors;
+      const inTape = run(t, batch);
+      const outside = run(t, batch, t.trains);
+      expect(tf.memory().numTensors).toBe(n0);
+      expectSame(outside, inTape);
+      expect(outside.live).toBeLessThan(inTape.live);
+    });
+  });
+
+  it('with the fused inference ops in the frozen tower and connector: the same loss and gradients to float32 round-off', () => {
+    expectRoundOff(t, batch);
   });
 });

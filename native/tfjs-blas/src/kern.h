@@ -728,6 +728,7 @@ static void SFX(silu_mul)(const float *g, const float *u, float *out, int64_t n)
  *   act:       NW_ACT_GELU_TANH  x / (1 + e^(-2 c (x + 0.044715 x^3))), c = sqrt(2/pi)
  *                                (= 0.5 x (1 + tanh(c (...))) without the cancellation of 1 + tanh)
  *              NW_ACT_QUICK_GELU x / (1 + e^(-1.702 x))
+ *              NW_ACT_SILU       x / (1 + e^(-x))
  */
 static void SFX(layernorm)(const float *x, const float *w, const float *b, float *out, int64_t rows, int64_t n, float eps) {
   for (int64_t r = 0; r < rows; r++) {
@@ -809,7 +810,7 @@ static void SFX(softmax)(const float *x, float *out, int64_t rows, int64_t n, fl
 }
 
 static void SFX(act)(int kind, const float *x, float *out, int64_t n) {
-  const float c = kind == NW_ACT_GELU_TANH ? -2.f * 0.7978845608028654f : -1.702f;
+  const float c = kind == NW_ACT_GELU_TANH ? -2.f * 0.7978845608028654f : kind == NW_ACT_QUICK_GELU ? -1.702f : -1.f;
   int64_t i = 0;
 #if defined(__AVX2__)
   const __m256 one = _mm256_set1_ps(1.f), vc = _mm256_set1_ps(c), k3 = _mm256_set1_ps(0.044715f);

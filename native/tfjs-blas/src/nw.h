@@ -57,7 +57,7 @@ typedef struct {
   void (*softmax)(const float *x, float *out, int64_t rows, int64_t n, float scale, int div);
   void (*act)(int kind, const float *x, float *out, int64_t n);
 } nw_kernels_t;
-enum { NW_ACT_GELU_TANH = 0, NW_ACT_QUICK_GELU = 1 };
+enum { NW_ACT_GELU_TANH = 0, NW_ACT_QUICK_GELU = 1, NW_ACT_SILU = 2 };
 
 extern const nw_kernels_t nw_kernels_scalar;
 extern const nw_kernels_t nw_kernels_avx2;

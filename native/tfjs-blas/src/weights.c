@@ -242,6 +242,7 @@ static const char *self_check(const nw_kernels_t *a, const nw_kernels_t *b) {
   a->softmax(xs, o1, 2, 37, 3.f, 1); b->softmax(xs, o2, 2, 37, 3.f, 1); CLOSE("softmax")
   a->act(NW_ACT_GELU_TANH, xs, o1, 74); b->act(NW_ACT_GELU_TANH, xs, o2, 74); CLOSE("gelu")
   a->act(NW_ACT_QUICK_GELU, xs, o1, 74); b->act(NW_ACT_QUICK_GELU, xs, o2, 74); CLOSE("quick_gelu")
+  a->act(NW_ACT_SILU, xs, o1, 74); b->act(NW_ACT_SILU, xs, o2, 74); CLOSE("silu")
 #undef CLOSE
 #undef RND
   return NULL;
@@ -1239,7 +1240,7 @@ static void run_heap_rows(hr_ctx *c) {
  *   siluMul(heap, gOff, uOff, outOff, n)
  *   layerNorm(heap, xOff, wOff, bOff, outOff, rows, n, eps)
  *   softmax(heap, xOff, outOff, rows, n, scale, div)       s = x / scale if div, else x * scale
- *   act(heap, kind, xOff, outOff, n)                       kind 0 gelu (tanh form), 1 quick_gelu
+ *   act(heap, kind, xOff, outOff, n)                       kind 0 gelu (tanh form), 1 quick_gelu, 2 silu
  * Prefill-sized calls run over the thread pool (run_heap_rows), decode-sized ones inline.
  */
 static int heap_args(napi_env env, napi_callback_info info, const char *fn, int nint, const char **names, float **h,
@@ -1333,7 +1334,7 @@ static napi_value Act(napi_env env, napi_callback_info info) {
   enum { NV = 4 };
   float *h; int64_t v[NV + 1];
   if (!heap_args(env, info, fn, NV, names, &h, v, NULL, 0)) return NULL;
-  if (v[0] != NW_ACT_GELU_TANH && v[0] != NW_ACT_QUICK_GELU) RANGE_ERR("tfjs-blas act: unknown kind %lld", (long long)v[0]);
+  if (v[0] != NW_ACT_GELU_TANH && v[0] != NW_ACT_QUICK_GELU && v[0] != NW_ACT_SILU) RANGE_ERR("tfjs-blas act: unknown kind %lld", (long long)v[0]);
   HEAP_SPAN(v[1], v[3], "x") HEAP_SPAN(v[2], v[3], "out")
   hr_ctx c = {.kind = HR_ACT, .sub = (int)v[0], .x = h + v[1], .out = h + v[2], .n = v[3]};
   run_heap_rows(&c);
