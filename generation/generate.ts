@@ -236,6 +236,7 @@ export async function* generateStream(model: GenerationModel, input: GenerationI
   const { processors, warpers } = buildProcessors(c, prompt.ids.length);
   const padding = PaddingState.from(input, promptLen);
   const cache = new KVCache(model.numLayers);
+  cache.reserve(promptLen + Math.min(c.maxNewTokens, 256)); // one buffer allocation for the prefill
   const seq = prompt.ids; // HF input_ids: the prompt ids (none for inputs_embeds) + generated
   const generated: number[] = [];
   try {
@@ -290,6 +291,7 @@ export async function beamSearch(model: GenerationModel, input: GenerationInput,
   const maxLength = promptIds.length + c.maxNewTokens; // HF max_length over input_ids
   const scorer = new BeamSearchScorer(K, c.lengthPenalty, c.earlyStopping, maxLength);
   const cache = new KVCache(model.numLayers);
+  cache.reserve(promptLen + Math.min(c.maxNewTokens, 256));
   let seqs: number[][] = Array.from({ length: K }, () => [...promptIds]);
   let beamScores = new Float32Array(K).fill(-1e9);
   beamScores[0] = 0;

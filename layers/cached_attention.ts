@@ -37,6 +37,18 @@ export function copyBlocksInHeap(src: tf.Tensor, srcStride: number, dst: tf.Tens
 }
 
 /**
+ * A new [B, Hkv, S, D] tensor holding the first S positions of a capacity buffer [B, Hkv, cap, D],
+ * copied inside the heap (tf.slice on wasm would first copy the whole buffer out of the heap).
+ */
+export function firstPositions(buf: tf.Tensor4D, S: number): tf.Tensor4D {
+  const [B, Hkv, cap, D] = buf.shape;
+  if (S > cap) throw new Error(`firstPositions: ${S} positions of a buffer with ${cap}`);
+  return runHeapKernel('HeapFirstPositions', { buf }, [B, Hkv, S, D], {}, (_a, H, [bo], o) => {
+    for (let i = 0; i < B * Hkv; i++) H.copyWithin(o + i * S * D, bo + i * cap * D, bo + i * cap * D + S * D);
+  }) as tf.Tensor4D;
+}
+
+/**
  * softmax(q kᵀ / div) v over the first S positions of capacity buffers k, v [B, Hkv, cap, D];
  * q [B, Hkv, R, D] with R = G·T rows (row g·T + t at position past + t sees keys ≤ past + t, and
  * ≥ past + t − window when window ≥ 0). Returns [B, Hkv, R, D].

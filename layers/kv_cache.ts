@@ -4,7 +4,7 @@
  * The cache owns its tensors (kept out of tf.tidy) and disposes what it replaces.
  */
 import * as tf from '@tensorflow/tfjs';
-import { cachedAttentionReady, copyBlocksInHeap } from './cached_attention';
+import { cachedAttentionReady, copyBlocksInHeap, firstPositions } from './cached_attention';
 
 /** Positions of spare capacity added when an in-place cache grows. */
 const CAPACITY_STEP = 256;
@@ -19,6 +19,8 @@ export class KVCacheLayer {
   private v: tf.Tensor4D | null = null;
   private length = 0;
   private inPlace = false;
+  /** Positions the next buffer growth makes room for at least (`reserve`). */
+  private reserved = 0;
   /** [B, Hkv, length, D] copies of the valid positions of in-place buffers (made on demand). */
   private view: [tf.Tensor4D, tf.Tensor4D] | null = null;
 
@@ -35,6 +37,15 @@ export class KVCacheLayer {
   /** Cached values [B, Hkv, S, D] (owned by the cache), or null. */
   get values(): tf.Tensor4D | null {
     return this.full()?.[1] ?? null;
+  }
+
+  /**
+   * Makes the next growth of in-place buffers hold at least `positions` (a prompt's length):
+   * a chunked prefill then allocates its buffers once instead of growing (and copying) them per
+   * chunk, which fragmented the wasm heap at video sizes. A hint; the composite path ignores it.
+   */
+  reserve(positions: number): void {
+    this.reserved = positions;
   }
 
   /** Replaces the cache with kept tensors k, v [B, Hkv, S, D] (the cache owns them). */
@@ -78,7 +89,10 @@ export class KVCacheLayer {
     this.inPlace = true; // a composite cache (cap = length) is copied into new buffers by grow()
     this.dropView();
     const need = this.length + T;
-    if (!this.k || this.k.shape[2] < need) this.grow(B, Hkv, D, Math.ceil((need + CAPACITY_STEP) / CAPACITY_STEP) * CAPACITY_STEP);
+    if (!this.k || this.k.shape[2] < need) {
+      const cap = this.reserved >= need ? this.reserved : need + CAPACITY_STEP; // room for what is reserved, else a step more
+      this.grow(B, Hkv, D, Math.ceil(cap / CAPACITY_STEP) * CAPACITY_STEP);
+    }
     const cap = this.k!.shape[2];
     copyBlocksInHeap(k, T * D, this.k!, this.length * D, cap * D, B * Hkv, T * D);
     copyBlocksInHeap(v, T * D, this.v!, this.length * D, cap * D, B * Hkv, T * D);
@@ -109,6 +123,7 @@ export class KVCacheLayer {
 
   /** New [B, Hkv, length, D] copies of the first `length` positions of the storage. */
   private valid(length = this.length): [tf.Tensor4D, tf.Tensor4D] {
+    if (this.inPlace) return [firstPositions(this.k!, length), firstPositions(this.v!, length)]; // wasm: heap to heap
     const [B, H, , D] = this.k!.shape;
     return [this.k!.slice([0, 0, 0, 0], [B, H, length, D]), this.v!.slice([0, 0, 0, 0], [B, H, length, D])];
   }
@@ -174,6 +189,11 @@ export class KVCache {
 
   crop(length: number): void {
     for (const l of this.layers) l.crop(length);
+  }
+
+  /** See KVCacheLayer.reserve. */
+  reserve(positions: number): void {
+    for (const l of this.layers) l.reserve(positions);
   }
 
   selectBatch(idx: number[]): void {

@@ -2,7 +2,7 @@
  * Cached attention (layers/cached_attention.ts): the native kernel equals the composite `attend`
  * on a KV cache with spare capacity (causal rows, sliding window, grouped heads), a decoder's greedy
  * decode with it equals the composite path (VLM_NATIVE_ATTENTION=0), and the in-place cache
- * (grow, crop, selectBatch, views) leaks nothing.
+ * (grow, reserve, crop, selectBatch, views) leaks nothing.
  */
 import * as tf from '@tensorflow/tfjs';
 import { attend, causalMask } from '../../layers/attention';
@@ -119,6 +119,32 @@ describe('decoder with the in-place KV cache', () => {
     const ga = await generate(g, { inputsEmbeds: x }, { maxNewTokens: 6 });
     const gb = await withComposite(() => generate(g, { inputsEmbeds: x }, { maxNewTokens: 6 }));
     expect(ga.tokens).toEqual(gb.tokens);
+    x.dispose();
+  });
+
+  itIf('reserve: a chunked prefill allocates its buffers once, with the same keys and logits', () => {
+    if (!ready()) return;
+    const H = lm.cfg.hiddenSize, T = 600;
+    const x = tf.randomNormal([1, T, H], 0, 1, 'float32', 8) as tf.Tensor3D;
+    const g = asGenerationModel(lm, { prefillChunk: 128 });
+    const n0 = tf.memory().numTensors;
+    const plain = new KVCache(lm.cfg.numHiddenLayers), reserved = new KVCache(lm.cfg.numHiddenLayers);
+    reserved.reserve(T + 8);
+    const capsOf = (c: KVCache) => {
+      const caps: number[] = [], l = c.layers[0], append = l.append.bind(l);
+      l.append = (k, v) => { append(k, v); caps.push(l.buffers()!.k.shape[2]); };
+      return caps;
+    };
+    const cp = capsOf(plain), cr = capsOf(reserved);
+    const a = g.forwardLast(x, plain), b = g.forwardLast(x, reserved);
+    expect(cr).toEqual([768, 768, 768, 768, 768]); // 5 chunks, one allocation of ⌈608 / 256⌉·256
+    expect(cp).toEqual([512, 512, 512, 512, 1024]); // ⌈(need + 256) / 256⌉·256 when full: grown (and copied) once
+    expect(Array.from(b.dataSync())).toEqual(Array.from(a.dataSync()));
+    plain.layers.forEach((l, i) => expect(Array.from(reserved.layers[i].keys!.dataSync())).toEqual(Array.from(l.keys!.dataSync())));
+    tf.dispose([a, b]);
+    plain.dispose();
+    reserved.dispose();
+    expect(tf.memory().numTensors).toBe(n0);
     x.dispose();
   });
 });
