@@ -52,6 +52,8 @@ export interface NativeAddon {
   mappingInfo(m: NativeMapping): { path: string; size: number; weights: number };
   weightFromMap(m: NativeMapping, byteOffset: number, type: NativeType, rows: number, cols: number): NativeHandle;
   weightFromBuffer(type: NativeType, rows: number, cols: number, data: ArrayBufferView): NativeHandle;
+  weightAlloc?(type: NativeType, rows: number, cols: number): NativeHandle;
+  writeRows?(dst: NativeHandle, row0: number, src: NativeHandle): void;
   quantize(src: NativeHandle | Float32Array, type: NativeType, rows?: number, cols?: number): NativeHandle;
   matmul(w: NativeHandle, x: Float32Array, xOff: number, M: number, out: Float32Array, outOff: number,
     bias?: Float32Array | null, biasOff?: number): void;
@@ -242,6 +244,12 @@ export class NativeWeight {
     return new NativeWeight(a, a.weightFromMap(mapping, byteOffset, type, rows, cols));
   }
 
+  /** An owned weight of `rows` × `cols` in `type`, to be filled with `writeRows` (null when the addon build lacks it). */
+  static alloc(type: NativeType, rows: number, cols: number): NativeWeight | null {
+    const a = need();
+    return a.weightAlloc ? new NativeWeight(a, a.weightAlloc(type, rows, cols)) : null;
+  }
+
   /** Copies raw storage bytes (or f32 values for 'f32') into native memory. */
   static fromBuffer(type: NativeType, rows: number, cols: number, data: ArrayBufferView): NativeWeight {
     const a = need();
@@ -331,6 +339,12 @@ export class NativeWeight {
   }
 
   /** Copies `out.length` raw storage bytes (GGML block layout for q8_0/q4_0) from `byteOffset` into `out`. */
+  /** Copies `src`'s rows (same type and columns) into this owned weight from row `row0`. */
+  writeRows(row0: number, src: NativeWeight): void {
+    if (!this.addon.writeRows) throw new Error('tfjs-blas: this build of the addon has no writeRows (rebuild native/tfjs-blas)');
+    this.addon.writeRows(this.native, row0, src.native);
+  }
+
   readBytes(out: Uint8Array, byteOffset = 0): Uint8Array {
     this.addon.readBytes(this.native, byteOffset, out);
     return out;

@@ -334,6 +334,32 @@ d('NativeWeight as a tfjs op', () => {
 });
 
 // ------------------------------------------------------------------------------------------
+d('weights assembled chunk by chunk (weightAlloc + writeRows, the load-time conversion)', () => {
+  test('equal the whole-matrix conversion byte for byte; mismatched rows are refused', () => {
+    const rows = 10, cols = 64, W = rand(rows * cols, 1);
+    for (const t of ['f16', 'bf16', 'q8_0', 'q4_0'] as NativeType[]) {
+      const whole = NativeWeight.quantize(W, t, [rows, cols]);
+      const dst = NativeWeight.alloc(t, rows, cols)!;
+      for (const [r0, n] of [[0, 3], [3, 4], [7, 3]]) {
+        const part = NativeWeight.quantize(W.subarray(r0 * cols, (r0 + n) * cols), t, [n, cols]);
+        dst.writeRows(r0, part);
+        part.dispose();
+      }
+      expect(dst.readBytes(new Uint8Array(dst.bytes))).toEqual(whole.readBytes(new Uint8Array(whole.bytes)));
+      if (t === 'q8_0') {
+        const other = NativeWeight.quantize(rand(2 * 32, 2), 'q8_0', [2, 32]);
+        expect(() => dst.writeRows(0, other)).toThrow(/source q8_0 \[2, 32\] does not match the destination q8_0 \[·, 64\]/);
+        other.dispose();
+        const tail = NativeWeight.quantize(rand(2 * cols, 3), 'q8_0', [2, cols]);
+        expect(() => dst.writeRows(9, tail)).toThrow(/rows \[9, 11\) are outside the destination's 10/);
+        tail.dispose();
+      }
+      whole.dispose();
+      dst.dispose();
+    }
+  });
+});
+
 d('bad inputs throw clear errors', () => {
   test('shapes, offsets, ids, types, freed weights', () => {
     const w = NativeWeight.quantize(rand(4 * 64, 1), 'q8_0', [4, 64]);

@@ -838,6 +838,39 @@ static napi_value WeightFromBuffer(napi_env env, napi_callback_info info) {
   return wrap_weight(env, w);
 }
 
+/* weightAlloc(type, rows, cols): an owned weight whose rows writeRows fills (a conversion assembled chunk by chunk) */
+static napi_value WeightAlloc(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  const char *fn = "weightAlloc";
+  int type; int64_t rows, cols;
+  if (!get_type(env, a[0], fn, &type) || !get_int(env, a[1], fn, "rows", &rows) || !get_int(env, a[2], fn, "cols", &cols) ||
+      !check_shape(env, fn, type, rows, cols))
+    return NULL;
+  nw_weight *w = new_owned(env, type, rows, cols);
+  if (!w) RANGE_ERR("tfjs-blas weightAlloc: out of memory allocating %zu bytes", row_bytes(type, cols) * (size_t)rows);
+  return wrap_weight(env, w);
+}
+
+/* writeRows(dst, row0, src): src's rows (same type and columns) into the owned weight dst from row row0 */
+static napi_value WriteRows(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  const char *fn = "writeRows";
+  nw_weight *d = get_weight(env, a[0], fn);
+  int64_t row0;
+  if (!d || !get_int(env, a[1], fn, "row0", &row0)) return NULL;
+  nw_weight *s = get_weight(env, a[2], fn);
+  if (!s) return NULL;
+  if (!d->owned) RANGE_ERR("tfjs-blas writeRows: the destination is a read-only mapping");
+  if (s->type != d->type || s->cols != d->cols)
+    RANGE_ERR("tfjs-blas writeRows: source %s [%lld, %lld] does not match the destination %s [·, %lld]", TYPE_NAMES[s->type],
+              (long long)s->rows, (long long)s->cols, TYPE_NAMES[d->type], (long long)d->cols);
+  if (row0 < 0 || row0 + s->rows > d->rows)
+    RANGE_ERR("tfjs-blas writeRows: rows [%lld, %lld) are outside the destination's %lld", (long long)row0, (long long)(row0 + s->rows),
+              (long long)d->rows);
+  memcpy((uint8_t *)d->owned + (size_t)row0 * d->rbytes, s->data, (size_t)s->rows * s->rbytes);
+  return NULL;
+}
+
 static napi_value Quantize(napi_env env, napi_callback_info info) {
   ARGS(4);
   const char *fn = "quantize";
@@ -1359,6 +1392,8 @@ napi_status nw_register(napi_env env, napi_value exports) {
     {"mappingInfo", 0, MappingInfo, 0, 0, 0, napi_default, 0},
     {"weightFromMap", 0, WeightFromMap, 0, 0, 0, napi_default, 0},
     {"weightFromBuffer", 0, WeightFromBuffer, 0, 0, 0, napi_default, 0},
+    {"weightAlloc", 0, WeightAlloc, 0, 0, 0, napi_default, 0},
+    {"writeRows", 0, WriteRows, 0, 0, 0, napi_default, 0},
     {"quantize", 0, Quantize, 0, 0, 0, napi_default, 0},
     {"matmul", 0, Matmul, 0, 0, 0, napi_default, 0},
     {"matmulT", 0, MatmulT, 0, 0, 0, napi_default, 0},
