@@ -115,49 +115,30 @@ const CHUNK_BYTES = 64 * 2 ** 20;
  */
 export function convertRows(ck: Checkpoint, key: string, from: NativeType, to: NativeType, rows: number, cols: number): NativeWeight {
   const srcRowBytes = cols * BYTES_PER_ELEMENT[from as StorageDType];
-  const dstRowBytes = Math.round(cols * BYTES_PER_ELEMENT[to as StorageDType]);
   const per = Math.max(1, Math.floor(CHUNK_BYTES / srcRowBytes));
   const dst = NativeWeight.alloc(to, rows, cols);
-  if (dst) {
-    try {
-      for (let r = 0; r < rows; r += per) {
-        const r1 = Math.min(rows, r + per);
-        const src = ck.readBytes(key, r * srcRowBytes, r1 * srcRowBytes);
-        const a = NativeWeight.fromBuffer(from, r1 - r, cols, new Uint8Array(src.buffer, src.byteOffset, src.length));
-        try {
-          const b = NativeWeight.quantize(a, to);
-          try {
-            dst.writeRows(r, b);
-          } finally {
-            b.dispose();
-          }
-        } finally {
-          a.dispose();
-        }
-      }
-    } catch (e) {
-      dst.dispose();
-      throw e;
-    }
-    return dst;
-  }
-  const out = new Uint8Array(rows * dstRowBytes); // an addon build without weightAlloc
-  for (let r = 0; r < rows; r += per) {
-    const r1 = Math.min(rows, r + per);
-    const src = ck.readBytes(key, r * srcRowBytes, r1 * srcRowBytes);
-    const a = NativeWeight.fromBuffer(from, r1 - r, cols, new Uint8Array(src.buffer, src.byteOffset, src.length));
-    try {
-      const b = NativeWeight.quantize(a, to);
+  if (!dst) throw new Error(`${key}: converting to ${to} needs an addon build with weightAlloc (rebuild native/tfjs-blas: npm rebuild)`);
+  try {
+    for (let r = 0; r < rows; r += per) {
+      const r1 = Math.min(rows, r + per);
+      const src = ck.readBytes(key, r * srcRowBytes, r1 * srcRowBytes);
+      const a = NativeWeight.fromBuffer(from, r1 - r, cols, new Uint8Array(src.buffer, src.byteOffset, src.length));
       try {
-        b.readBytes(out.subarray(r * dstRowBytes, r1 * dstRowBytes));
+        const b = NativeWeight.quantize(a, to);
+        try {
+          dst.writeRows(r, b);
+        } finally {
+          b.dispose();
+        }
       } finally {
-        b.dispose();
+        a.dispose();
       }
-    } finally {
-      a.dispose();
     }
+  } catch (e) {
+    dst.dispose();
+    throw e;
   }
-  return NativeWeight.fromBuffer(to, rows, cols, out);
+  return dst;
 }
 
 /** A planner that sends large matrices to native storage in `choice` (null for 'f32'). */
