@@ -23,7 +23,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { checkpointLayer } from './checkpointing';
-import { heapOpsReady, inferenceOps, layerNormFused, sliceRows } from './heap_ops';
+import { heapOpsReady, inferenceOps, sliceRows } from './heap_ops';
 import { Conv2d } from './conv';
 import { ActName, activation } from './mlp';
 import { Module, register } from './module';
@@ -49,8 +49,8 @@ export class LayerNormAct2d extends LayerNorm {
    * soon as the next exists: at STC's real size one activation is 151 MB ([16·24·24, 4096]).
    */
   override forward(x: tf.Tensor): tf.Tensor {
-    if (x.dtype === 'float32' && heapOpsReady('layerNorm')) { // inference: one native pass (+ one for the act)
-      const y = layerNormFused(x, this.weight.value, this.bias.value, this.eps);
+    if (x.dtype === 'float32' && heapOpsReady('layerNorm')) { // inference: LayerNorm's native pass (+ one for the act)
+      const y = super.forward(x);
       if (!this.act) return y;
       const a = activation(this.act, y);
       y.dispose();
