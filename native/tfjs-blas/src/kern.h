@@ -316,49 +316,20 @@ static void SFX(dotm)(int type, const uint8_t *w, const float *x, const xq8_t *x
 }
 
 /*
- * Four weight rows against one quantized activation row (decode, M = 1): the x block is loaded once
- * for the four rows, and four independent accumulators hide the FMA latency that bounds a
- * one-row loop (q4_0 ran at ~5 cycles per block, one dependent FMA chain). res[r] = dot(row r, x),
- * rows rbytes apart.
+ * Four q8_0 weight rows against one quantized activation row (decode, M = 1): the x block is loaded
+ * once for the four rows, and four independent accumulators hide the FMA latency that bounds a
+ * one-row loop. res[r] = dot(row r, x), rows rbytes apart. (q4_0 rows: dot4q4; here one at a time.)
  */
 static void SFX(dot4q)(int type, const uint8_t *w, size_t rbytes, const xq8_t *x, int64_t nb, float *res) {
+  if (type == NW_Q4_0) {
+    for (int r = 0; r < 4; r++) res[r] = SFX(dot_q4)(w + r * rbytes, x, nb);
+    return;
+  }
 #if defined(__AVX2__)
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
   const uint8_t *w0 = w, *w1 = w + rbytes, *w2 = w + 2 * rbytes, *w3 = w + 3 * rbytes;
   const __m256i one = _mm256_set1_epi16(1);
-  if (type == NW_Q4_0) {
-    /* two rows per register: row a's 16 nibble bytes in the low lane, row b's in the high one; the low
-       nibbles (weights 0..15) meet x[0:16] and the high ones x[16:32], both copied to each lane. The
-       four rows' block scales are converted together and broadcast per lane. The -8 offset: each of
-       a row's 4 lanes subtracts 2s (s = sum of x's block). */
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i i01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), i23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
-#define NW_Q4PAIR(wa, wb, acc, ix)                                                                             \
-    do {                                                                                                       \
-      const __m256i v = _mm256_loadu2_m128i((const __m128i *)((wb) + o + 2), (const __m128i *)((wa) + o + 2)); \
-      const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, m4), xlo),                 \
-                                           _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), xhi)); \
-      acc = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d4, ix), _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_madd_epi16(s16, one), xs)), acc); \
-    } while (0)
-    for (int64_t b = 0; b < nb; b++) {
-      const size_t o = (size_t)b * Q4_0_BYTES;
-      const __m256i xv = _mm256_loadu_si256((const __m256i *)x[b].qs);
-      const __m256i xlo = _mm256_permute4x64_epi64(xv, 0x44), xhi = _mm256_permute4x64_epi64(xv, 0xEE);
-      const __m256i xs = _mm256_set1_epi32(2 * x[b].s);
-      __m128i h = _mm_cvtsi32_si128(nw_ld16(w0 + o));
-      h = _mm_insert_epi16(h, nw_ld16(w1 + o), 1);
-      h = _mm_insert_epi16(h, nw_ld16(w2 + o), 2);
-      h = _mm_insert_epi16(h, nw_ld16(w3 + o), 3);
-      const __m256 d4 = _mm256_castps128_ps256(_mm_mul_ps(_mm_cvtph_ps(h), _mm_set1_ps(x[b].d)));
-      NW_Q4PAIR(w0, w1, acc0, i01);
-      NW_Q4PAIR(w2, w3, acc1, i23);
-    }
-#undef NW_Q4PAIR
-    const __m128 r = _mm_hadd_ps(_mm_hadd_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1)),
-                                 _mm_hadd_ps(_mm256_castps256_ps128(acc1), _mm256_extractf128_ps(acc1, 1)));
-    _mm_storeu_ps(res, r);
-    return;
-  } else {
+  {
 #define NW_Q8ROW(wr, acc, lane)                                                                                \
     do {                                                                                                       \
       const __m256i q = _mm256_loadu_si256((const __m256i *)((wr) + o + 2));                                   \
@@ -379,8 +350,61 @@ static void SFX(dot4q)(int type, const uint8_t *w, size_t rbytes, const xq8_t *x
   }
   res[0] = SFX(hsum8)(acc0); res[1] = SFX(hsum8)(acc1); res[2] = SFX(hsum8)(acc2); res[3] = SFX(hsum8)(acc3);
 #else
-  for (int r = 0; r < 4; r++)
-    res[r] = type == NW_Q4_0 ? SFX(dot_q4)(w + r * rbytes, x, nb) : SFX(dot_q8)(w + r * rbytes, x, nb);
+  for (int r = 0; r < 4; r++) res[r] = SFX(dot_q8)(w + r * rbytes, x, nb);
+#endif
+}
+
+/*
+ * Four q4_0 rows against one activation row in the doubled layout (decode, M = 1), rows rbytes apart.
+ * Two rows per register: row a's 16 nibble bytes in the low 128-bit lane, row b's in the high one.
+ * The low nibbles (weights 0..15) meet x.lo and the high ones (16..31) x.hi, which hold their half of
+ * the block in both lanes, so no cross-lane shuffle is needed per block. The four block scales are
+ * gathered into one register and spread to [a a a a b b b b] with an in-lane byte shuffle before the
+ * f16 conversion (on Zen 3 this ran 21 % faster per block than permuting converted scales and x).
+ * Nibbles stay unsigned for maddubs(u8, s8); each of a row's 4 lanes removes 2s of the -8 offset.
+ */
+static void SFX(dot4q4)(const uint8_t *w, size_t rbytes, const xq4d_t *x, int64_t nb, float *res) {
+#if defined(__AVX2__)
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const uint8_t *w0 = w, *w1 = w + rbytes, *w2 = w + 2 * rbytes, *w3 = w + 3 * rbytes;
+  const __m256i one = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0F);
+  const __m128i s01 = _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3);
+  const __m128i s23 = _mm_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7);
+#define NW_Q4PAIR(wa, wb, acc, d)                                                                              \
+  do {                                                                                                         \
+    const __m256i v = _mm256_loadu2_m128i((const __m128i *)((wb) + o + 2), (const __m128i *)((wa) + o + 2));   \
+    const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, m4), xlo),                   \
+                                         _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), xhi)); \
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_madd_epi16(s16, one), xs)), acc);    \
+  } while (0)
+  for (int64_t b = 0; b < nb; b++) {
+    const size_t o = (size_t)b * Q4_0_BYTES;
+    const __m256i xlo = _mm256_loadu_si256((const __m256i *)x[b].lo), xhi = _mm256_loadu_si256((const __m256i *)x[b].hi);
+    const __m256i xs = _mm256_set1_epi32(x[b].s2);
+    const __m256 xd = _mm256_set1_ps(x[b].d);
+    __m128i h = _mm_cvtsi32_si128(nw_ld16(w0 + o));
+    h = _mm_insert_epi16(h, nw_ld16(w1 + o), 1);
+    h = _mm_insert_epi16(h, nw_ld16(w2 + o), 2);
+    h = _mm_insert_epi16(h, nw_ld16(w3 + o), 3);
+    NW_Q4PAIR(w0, w1, acc0, _mm256_mul_ps(_mm256_cvtph_ps(_mm_shuffle_epi8(h, s01)), xd));
+    NW_Q4PAIR(w2, w3, acc1, _mm256_mul_ps(_mm256_cvtph_ps(_mm_shuffle_epi8(h, s23)), xd));
+  }
+#undef NW_Q4PAIR
+  const __m128 r = _mm_hadd_ps(_mm_hadd_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1)),
+                               _mm_hadd_ps(_mm256_castps256_ps128(acc1), _mm256_extractf128_ps(acc1, 1)));
+  _mm_storeu_ps(res, r);
+#else
+  for (int r = 0; r < 4; r++) {
+    const uint8_t *wr = w + r * rbytes;
+    float s = 0.f;
+    for (int64_t b = 0; b < nb; b++) {
+      const uint8_t *wb = wr + b * Q4_0_BYTES;
+      int32_t acc = 0;
+      for (int j = 0; j < QK / 2; j++) acc += (wb[2 + j] & 15) * x[b].lo[j] + (wb[2 + j] >> 4) * x[b].hi[j];
+      s += NW_H2F(nw_ld16(wb)) * x[b].d * (float)(acc - 4 * x[b].s2);
+    }
+    res[r] = s;
+  }
 #endif
 }
 
@@ -827,6 +851,6 @@ static void SFX(act)(int kind, const float *x, float *out, int64_t n) {
 }
 
 const nw_kernels_t SFX(nw_kernels) = {
-  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dot4f), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
+  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dot4q4), SFX(dot4f), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
   SFX(layernorm), SFX(softmax), SFX(act),
 };

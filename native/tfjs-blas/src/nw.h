@@ -17,6 +17,10 @@ enum { NW_F32 = 0, NW_F16 = 1, NW_BF16 = 2, NW_Q8_0 = 3, NW_Q4_0 = 4, NW_NTYPES 
 /* Activations quantized for the int8 dot products (internal format, not GGML's: d kept in f32;
    s = sum of qs, so q4_0 can multiply its unsigned nibbles directly: sum (q-8)x = sum qx - 8s). */
 typedef struct { float d; int32_t s; int8_t qs[QK]; } xq8_t;
+/* The same activations laid out for the q4_0 decode kernel (dot4q4): each half of the block twice,
+   lo = x[0:16] x[0:16], hi = x[16:32] x[16:32], so both 128-bit lanes meet their nibbles without a
+   cross-lane shuffle per block; s2 = 2 * sum of qs (each of a row's 4 lanes removes 2s of the offset). */
+typedef struct { int8_t lo[QK]; int8_t hi[QK]; float d; int32_t s2; } xq4d_t;
 
 extern float nw_f16_table[65536];
 static inline float nw_f16_to_f32(uint16_t h) { return nw_f16_table[h]; }
@@ -34,6 +38,8 @@ typedef struct {
   float (*dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb);
   /* res[r] = dot(row r, x) for four q8_0 / q4_0 rows rbytes apart (decode with M = 1) */
   void (*dot4q)(int type, const uint8_t *w, size_t rbytes, const xq8_t *x, int64_t nb, float *res);
+  /* res[r] = dot(row r, x) for four q4_0 rows rbytes apart, x in the doubled layout (decode with M = 1) */
+  void (*dot4q4)(const uint8_t *w, size_t rbytes, const xq4d_t *x, int64_t nb, float *res);
   /* res[r] = dot(row r, x) for four f32 / f16 / bf16 rows rbytes apart (decode with M = 1) */
   void (*dot4f)(int type, const uint8_t *w, size_t rbytes, const float *x, int64_t n, float *res);
   /* res[m] = dot(row, x_m) for m < MM <= 4, the row converted once (decode with M > 1) */

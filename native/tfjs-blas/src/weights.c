@@ -147,6 +147,18 @@ static void quant_row_xq8(const float *x, xq8_t *y, int64_t n) {
   }
 }
 
+/* xq8 blocks -> the doubled layout of the q4_0 decode kernel (nw.h xq4d_t) */
+static void xq4_double(const xq8_t *x, xq4d_t *y, int64_t nb) {
+  for (int64_t b = 0; b < nb; b++) {
+    memcpy(y[b].lo, x[b].qs, QK / 2);
+    memcpy(y[b].lo + QK / 2, x[b].qs, QK / 2);
+    memcpy(y[b].hi, x[b].qs + QK / 2, QK / 2);
+    memcpy(y[b].hi + QK / 2, x[b].qs + QK / 2, QK / 2);
+    y[b].d = x[b].d;
+    y[b].s2 = 2 * x[b].s;
+  }
+}
+
 static void quant_row(int type, const float *x, uint8_t *y, int64_t n) {
   switch (type) {
     case NW_F32: memcpy(y, x, (size_t)n * 4); break;
@@ -220,6 +232,15 @@ static const char *self_check(const nw_kernels_t *a, const nw_kernels_t *b) {
       a->dot4q(t, wt, rb, xq, 2, ra);
       b->dot4q(t, wt, rb, xq, 2, rb4);
       for (int m = 0; m < 4; m++) if (!(fabsf(ra[m] - rb4[m]) <= 1e-4f * (1.f + fabsf(rb4[m])))) return "dot4q";
+      if (t == NW_Q4_0) { /* the decode kernel agrees with the one-row dot on the same rows */
+        static xq4d_t x4[NB];
+        xq4_double(xq, x4, 2);
+        a->dot4q4(wt, rb, x4, 2, ra);
+        b->dot4q4(wt, rb, x4, 2, rb4);
+        for (int m = 0; m < 4; m++)
+          if (!(fabsf(ra[m] - rb4[m]) <= 1e-4f * (1.f + fabsf(rb4[m]))) ||
+              !(fabsf(ra[m] - b->dot_q4(wt + m * rb, xq, 2)) <= 1e-4f * (1.f + fabsf(rb4[m])))) return "dot4q4";
+      }
     }
     for (int mm = 1; mm <= 4; mm++) {
       a->dotm(t, wt, x, xq, N, mm, ra);
@@ -302,8 +323,8 @@ static struct {
   void *ctx;
   unsigned long gen, start_gen;
   int open, entered, quit, started;
-  void *scratch[MAXT][3];
-  size_t scratch_sz[MAXT][3];
+  void *scratch[MAXT][4];
+  size_t scratch_sz[MAXT][4];
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv_start = PTHREAD_COND_INITIALIZER, .cv_done = PTHREAD_COND_INITIALIZER};
 static pthread_mutex_t g_op_mu = PTHREAD_MUTEX_INITIALIZER; /* one API operation at a time */
 #define SPIN_ITERS 4000 /* ~0.1 ms of pause before sleeping on the condvar */
@@ -383,8 +404,9 @@ static void pool_run(job_fn fn, void *ctx) {
   pthread_mutex_unlock(&P.mu);
 }
 
-/* per-thread scratch (slot 0: dequantized panel, slot 1: matmulT accumulator, slot 2 of thread 0:
-   the shared block of the 'block' prefill path); NULL on OOM */
+/* per-thread scratch (slot 0: dequantized panel, slot 1: matmulT accumulator or the quantized x of
+   a matvec, slot 2 of thread 0: the shared block of the 'block' prefill path, slot 3 of thread 0:
+   the doubled x of a q4_0 matvec); NULL on OOM */
 static void *scratch(int tid, int slot, size_t bytes) {
   if (P.scratch_sz[tid][slot] < bytes) {
     free(P.scratch[tid][slot]);
@@ -540,7 +562,7 @@ static int g_mv_max = 8; /* matmul uses the matrix-vector path for M <= g_mv_max
 
 typedef struct {
   const nw_weight *w;
-  const float *x; const xq8_t *xq; int64_t M;
+  const float *x; const xq8_t *xq; const xq4d_t *xq4; int64_t M;
   float *out; const float *bias;
   int64_t panel, npanels; int next; int err;
   int use_ob;
@@ -566,7 +588,8 @@ static void job_matvec(void *vc, int tid, int nth) {
       for (int64_t i = 0; i < q; i++) {
         float res[4];
         const uint8_t *wr = w->data + (size_t)(r0 + i) * w->rbytes;
-        if (quant) k->dot4q(w->type, wr, (size_t)q * w->rbytes, c->xq, nb, res);
+        if (c->xq4) k->dot4q4(wr, (size_t)q * w->rbytes, c->xq4, nb, res);
+        else if (quant) k->dot4q(w->type, wr, (size_t)q * w->rbytes, c->xq, nb, res);
         else k->dot4f(w->type, wr, (size_t)q * w->rbytes, c->x, cols, res);
         for (int j = 0; j < 4; j++) c->out[r0 + i + j * q] = res[j] + (c->bias ? c->bias[r0 + i + j * q] : 0.f);
       }
@@ -940,6 +963,12 @@ static napi_value Matmul(napi_env env, napi_callback_info info) {
       xq = scratch(0, 1, (size_t)(M * nb) * sizeof(xq8_t));
       if (!xq) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
       for (int64_t m = 0; m < M; m++) quant_row_xq8(c.x + m * w->cols, xq + m * nb, w->cols);
+      if (M == 1 && w->type == NW_Q4_0) {
+        xq4d_t *x4 = scratch(0, 3, (size_t)nb * sizeof(xq4d_t));
+        if (!x4) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
+        xq4_double(xq, x4, nb);
+        c.xq4 = x4;
+      }
     }
     c.xq = xq;
     /* chunks of ~256 KB of weights (at least 16 rows), at least 4 per thread */
