@@ -59,6 +59,8 @@ export interface NativeAddon {
     bias?: Float32Array | null, biasOff?: number): void;
   matmulT(w: NativeHandle, dy: Float32Array, dyOff: number, M: number, out: Float32Array, outOff: number): void;
   gather(w: NativeHandle, ids: Int32Array, out: Float32Array, outOff: number): void;
+  /** MADV_WILLNEED over a mapped weight's pages; returns the bytes advised (0 for owned weights). */
+  prefetch?(w: NativeHandle): number;
   dequantize(w: NativeHandle, rowStart: number, rowCount: number, out: Float32Array, outOff?: number): void;
   readBytes(w: NativeHandle, byteOffset: number, out: Uint8Array): void;
   weightInfo(w: NativeHandle): NativeWeightInfo;
@@ -320,6 +322,14 @@ export class NativeWeight {
       return { value: forward(xt), gradFunc: (dy: tf.Tensor) => dx(dy) };
     });
     return (f as (a: tf.Tensor) => tf.Tensor)(x);
+  }
+
+  /**
+   * Asks the OS to read a mapped weight into the page cache ahead of use (an embedding table is read
+   * a row per token: without it, each new token can wait on the disk). Owned weights: no-op.
+   */
+  prefetch(): void {
+    this.addon.prefetch?.(this.native);
   }
 
   /** Rows of W as float32: ids [...] -> [..., cols] (embedding lookup; no gradient). */

@@ -192,7 +192,11 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
       return {
         bytes,
         load: () => {
-          if (target === stored) return new NativeStorage(NativeWeight.fromMap(mapOf(fileOf(entry, key)), entry.begin, stored, rows, cols));
+          if (target === stored) {
+            const w = NativeWeight.fromMap(mapOf(fileOf(entry, key)), entry.begin, stored, rows, cols);
+            if (param.storable === 'gather') w.prefetch(); // sparse row reads: have the pages cached
+            return new NativeStorage(w);
+          }
           // Converted: read the source in row chunks (no mapping: touched file pages would count in
           // the resident set for the whole checkpoint) and convert chunk by chunk.
           return new NativeStorage(convertRows(ckOf(entry, key), key, stored, target, rows, cols));

@@ -269,6 +269,12 @@ d('matmul / matmulT / gather vs float64 reference', () => {
       checkMatmuls(w, `mapped ${w.type}`);
     }
     expect(Array.from(ws[0].toFloat32())).toEqual(Array.from(x));
+    // read-ahead advice (embedding tables): the mapped bytes, nothing for an owned weight; values unchanged
+    expect(A.prefetch!(ws[1].native)).toBe(rows * cols * 2);
+    checkMatmuls(ws[1], 'mapped f16 after prefetch');
+    const owned = NativeWeight.quantize(x, 'f16', [rows, cols]);
+    expect(A.prefetch!(owned.native)).toBe(0);
+    owned.dispose();
     // a quantized copy of a mapped bf16 weight equals quantizing its values
     const q = NativeWeight.quantize(ws[2], 'q8_0');
     expect(hex(rawBytes(q))).toBe(hex(refQ8(ws[2].toFloat32())));

@@ -844,6 +844,25 @@ static napi_value WeightFromMap(napi_env env, napi_callback_info info) {
   return wrap_weight(env, w);
 }
 
+/* Asks the kernel to read a mapped weight's pages ahead (MADV_WILLNEED), so that sparse reads (an
+   embedding lookup per decoded token) find them in the page cache instead of waiting on the disk.
+   Page-cache pages are not resident in the process until touched. Returns the bytes advised (0 for
+   an owned weight or when the advice fails: it is only a hint). */
+static napi_value Prefetch(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  nw_weight *w = get_weight(env, a[0], "prefetch");
+  if (!w) return NULL;
+  double advised = 0;
+  if (w->map && w->bytes > 0) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = (uintptr_t)w->data & ~(page - 1), hi = (uintptr_t)w->data + w->bytes;
+    if (madvise((void *)lo, hi - lo, MADV_WILLNEED) == 0) advised = (double)w->bytes;
+  }
+  napi_value v;
+  napi_create_double(env, advised, &v);
+  return v;
+}
+
 static napi_value WeightFromBuffer(napi_env env, napi_callback_info info) {
   ARGS(4);
   const char *fn = "weightFromBuffer";
@@ -1427,6 +1446,7 @@ napi_status nw_register(napi_env env, napi_value exports) {
     {"matmul", 0, Matmul, 0, 0, 0, napi_default, 0},
     {"matmulT", 0, MatmulT, 0, 0, 0, napi_default, 0},
     {"gather", 0, Gather, 0, 0, 0, napi_default, 0},
+    {"prefetch", 0, Prefetch, 0, 0, 0, napi_default, 0},
     {"dequantize", 0, Dequantize, 0, 0, 0, napi_default, 0},
     {"weightInfo", 0, WeightInfo, 0, 0, 0, napi_default, 0},
     {"free", 0, Free, 0, 0, 0, napi_default, 0},
