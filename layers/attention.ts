@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { cachedAttention, cachedAttentionReady } from './cached_attention';
-import { heapOpsReady, inGradient, softmaxFused } from './heap_ops';
+import { heapOpsReady, inGradient, sliceRows, softmaxFused } from './heap_ops';
 import { KVCacheLayer } from './kv_cache';
 import { Linear } from './linear';
 import { Module, register } from './module';
@@ -91,6 +91,44 @@ export function attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: ScoreSca
   });
 }
 
+/** Bytes of scores one `attendGrouped` call may materialize outside gradients (tests lower it). */
+export const attentionLimits = { scoreBytes: 16 * 2 ** 20 };
+
+/** KV heads [h0, h0 + n) of [B, Hkv, R, D] (one heap copy when B = 1). */
+function headSlice(t: tf.Tensor4D, h0: number, n: number): tf.Tensor4D {
+  const [B, Hkv, R, D] = t.shape;
+  if (n === Hkv) return t;
+  if (B === 1) return sliceRows(t.reshape([Hkv, R * D]), h0, n).reshape([1, n, R, D]) as tf.Tensor4D;
+  return t.slice([0, h0, 0, 0], [B, n, R, D]);
+}
+
+/**
+ * `attend` for grouped heads: q [B, Hkv, G·T, D], k/v [B, Hkv, S, D], mask [B|1, 1, T, S] (it
+ * broadcasts over the G query heads of a group) → [B, Hkv, G·T, D]. Outside gradients the KV heads
+ * are attended a few at a time, so the scores stay under `attentionLimits.scoreBytes` (a 16-frame
+ * VideoLLaMA 2 prefill chunk had 54 MB of scores per step, two steps alive, in a heap that never
+ * shrinks). The same per-row arithmetic either way.
+ */
+export function attendGrouped(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, div: number, mask: tf.Tensor | null, G: number, T: number): tf.Tensor4D {
+  const [B, Hkv, , S] = [q.shape[0], q.shape[1], q.shape[2], k.shape[2]];
+  const perHead = B * G * T * S * 4;
+  const n = inGradient() ? Hkv : Math.max(1, Math.min(Hkv, Math.floor(attentionLimits.scoreBytes / perHead)));
+  const maskFor = (h: number) => mask && ((sc: tf.Tensor) => tf.add(sc.reshape([B, h, G, T, S]), mask.reshape([mask.shape[0], 1, 1, T, S])).reshape([B, h, G * T, S]));
+  if (n >= Hkv) return attend(q, k, v, { div }, maskFor(Hkv)) as tf.Tensor4D;
+  return tf.tidy(() => {
+    const parts: tf.Tensor[] = [];
+    for (let h0 = 0; h0 < Hkv; h0 += n) {
+      const m = Math.min(n, Hkv - h0);
+      const [qh, kh, vh] = [q, k, v].map((t) => headSlice(t, h0, m));
+      parts.push(attend(qh, kh, vh, { div }, maskFor(m)));
+      tf.dispose([qh, kh, vh]);
+    }
+    const ctx = tf.concat(parts, 1) as tf.Tensor4D;
+    tf.dispose(parts);
+    return ctx;
+  });
+}
+
 export interface GQAConfig {
   hiddenSize: number;
   numHeads: number;
@@ -156,9 +194,7 @@ export class GQAttention extends Module {
       if (cache) [k, v] = cache.update(k, v); // [B, Hkv, S, D]
       const S = k.shape[2];
 
-      // scores [B, Hkv, G·T, S]; the mask [B|1, 1, T, S] broadcasts over the G query heads of a group
-      const addMask = mask && ((sc: tf.Tensor) => tf.add(sc.reshape([B, Hkv, G, T, S]), mask.reshape([mask.shape[0], 1, 1, T, S])).reshape([B, Hkv, G * T, S]));
-      const ctx = attend(qr, k, v, { div: Math.sqrt(D) }, addMask); // [B, Hkv, G·T, D]
+      const ctx = attendGrouped(qr as tf.Tensor4D, k, v, Math.sqrt(D), mask, G, T); // [B, Hkv, G·T, D]
       const merged = ctx.reshape([B, Hkv, G, T, D]).transpose([0, 3, 1, 2, 4]).reshape([B, T, H * D]); // head h = kv·G + g
       return this.o_proj.forward(merged) as tf.Tensor3D;
     });

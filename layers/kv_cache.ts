@@ -8,6 +8,8 @@ import { cachedAttentionReady, copyBlocksInHeap, firstPositions } from './cached
 
 /** Positions of spare capacity added when an in-place cache grows. */
 const CAPACITY_STEP = 256;
+/** A reserved capacity is rounded up to this many positions (not to a whole step: at 7B sizes a step is 34 MB of f32 K/V). */
+const RESERVE_ROUND = 16;
 
 export class KVCacheLayer {
   /**
@@ -90,8 +92,9 @@ export class KVCacheLayer {
     this.dropView();
     const need = this.length + T;
     if (!this.k || this.k.shape[2] < need) {
-      const cap = this.reserved >= need ? this.reserved : need + CAPACITY_STEP; // room for what is reserved, else a step more
-      this.grow(B, Hkv, D, Math.ceil(cap / CAPACITY_STEP) * CAPACITY_STEP);
+      // room for what is reserved, else a step more
+      const cap = this.reserved >= need ? Math.ceil(this.reserved / RESERVE_ROUND) * RESERVE_ROUND : Math.ceil((need + CAPACITY_STEP) / CAPACITY_STEP) * CAPACITY_STEP;
+      this.grow(B, Hkv, D, cap);
     }
     const cap = this.k!.shape[2];
     copyBlocksInHeap(k, T * D, this.k!, this.length * D, cap * D, B * Hkv, T * D);

@@ -73,7 +73,9 @@ export class VisionEncoder extends Module {
     return tf.tidy(() => {
       let h = x;
       this.layers.forEach((layer, i) => {
-        h = layer.forward(h);
+        const next = layer.forward(h);
+        if (h !== x && !taps) h.dispose(); // keep ~2 activations alive, not one per layer (tidy frees at the end)
+        h = next;
         taps?.(`vision.layer${i}`, h);
       });
       return h;

@@ -5,7 +5,7 @@
  * (grow, reserve, crop, selectBatch, views) leaks nothing.
  */
 import * as tf from '@tensorflow/tfjs';
-import { attend, causalMask } from '../../layers/attention';
+import { attend, attendGrouped, attentionLimits, causalMask } from '../../layers/attention';
 import { cachedAttention, cachedAttentionReady, cachedAttentionStats } from '../../layers/cached_attention';
 import { CausalLM } from '../../layers/decoder';
 import { KVCache } from '../../layers/kv_cache';
@@ -60,6 +60,37 @@ describe('cached attention kernel', () => {
       expect(() => cachedAttention(q, K, K, { S: 9, past: 8, T: 1, div: 4 })).toThrow(/bad shape/);
       expect(() => cachedAttention(q, K, K, { S: 4, past: 4, T: 1, div: 4 })).toThrow(/bad shape/);
     });
+  });
+});
+
+describe('attendGrouped: KV heads a few at a time under a score budget', () => {
+  test.each([
+    { B: 1, Hkv: 5, G: 3, T: 7, past: 9, masked: true },
+    { B: 1, Hkv: 4, G: 2, T: 6, past: 0, masked: false },
+    { B: 2, Hkv: 3, G: 2, T: 5, past: 4, masked: true },
+  ])('B=$B Hkv=$Hkv G=$G T=$T past=$past masked=$masked: bit-equal to one call, nothing leaked', ({ B, Hkv, G, T, past, masked }) => {
+    const D = 16, S = past + T;
+    const q = tf.randomNormal([B, Hkv, G * T, D], 0, 1, 'float32', 1) as tf.Tensor4D;
+    const k = tf.randomNormal([B, Hkv, S, D], 0, 1, 'float32', 2) as tf.Tensor4D;
+    const v = tf.randomNormal([B, Hkv, S, D], 0, 1, 'float32', 3) as tf.Tensor4D;
+    const mask = masked ? causalMask({ pastLength: past, T, slidingWindow: 5 }) : null;
+    const saved = attentionLimits.scoreBytes;
+    try {
+      const whole = attendGrouped(q, k, v, 4, mask, G, T);
+      const n0 = tf.memory().numTensors;
+      for (const heads of [1, 2]) {
+        attentionLimits.scoreBytes = heads * B * G * T * S * 4; // `heads` KV heads per call
+        const split = attendGrouped(q, k, v, 4, mask, G, T);
+        expect(split.shape).toEqual(whole.shape);
+        expect(Array.from(split.dataSync())).toEqual(Array.from(whole.dataSync()));
+        split.dispose();
+        expect(tf.memory().numTensors).toBe(n0);
+      }
+      whole.dispose();
+    } finally {
+      attentionLimits.scoreBytes = saved;
+      tf.dispose([q, k, v, mask].filter((t): t is tf.Tensor4D => !!t));
+    }
   });
 });
 
@@ -130,20 +161,25 @@ describe('decoder with the in-place KV cache', () => {
     const n0 = tf.memory().numTensors;
     const plain = new KVCache(lm.cfg.numHiddenLayers), reserved = new KVCache(lm.cfg.numHiddenLayers);
     reserved.reserve(T + 8);
+    const odd = new KVCache(lm.cfg.numHiddenLayers);
+    odd.reserve(T + 3); // rounded up to a multiple of 16
     const capsOf = (c: KVCache) => {
       const caps: number[] = [], l = c.layers[0], append = l.append.bind(l);
       l.append = (k, v) => { append(k, v); caps.push(l.buffers()!.k.shape[2]); };
       return caps;
     };
-    const cp = capsOf(plain), cr = capsOf(reserved);
-    const a = g.forwardLast(x, plain), b = g.forwardLast(x, reserved);
-    expect(cr).toEqual([768, 768, 768, 768, 768]); // 5 chunks, one allocation of ⌈608 / 256⌉·256
+    const cp = capsOf(plain), cr = capsOf(reserved), co = capsOf(odd);
+    const a = g.forwardLast(x, plain), b = g.forwardLast(x, reserved), c = g.forwardLast(x, odd);
+    expect(co).toEqual([608, 608, 608, 608, 608]);
+    expect(Array.from(c.dataSync())).toEqual(Array.from(a.dataSync()));
+    expect(cr).toEqual([608, 608, 608, 608, 608]); // 5 chunks, one allocation of ⌈608 / 16⌉·16
     expect(cp).toEqual([512, 512, 512, 512, 1024]); // ⌈(need + 256) / 256⌉·256 when full: grown (and copied) once
     expect(Array.from(b.dataSync())).toEqual(Array.from(a.dataSync()));
     plain.layers.forEach((l, i) => expect(Array.from(reserved.layers[i].keys!.dataSync())).toEqual(Array.from(l.keys!.dataSync())));
-    tf.dispose([a, b]);
+    tf.dispose([a, b, c]);
     plain.dispose();
     reserved.dispose();
+    odd.dispose();
     expect(tf.memory().numTensors).toBe(n0);
     x.dispose();
   });
