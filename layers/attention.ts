@@ -110,7 +110,7 @@ function headSlice(t: tf.Tensor4D, h0: number, n: number): tf.Tensor4D {
  * shrinks). The same per-row arithmetic either way.
  */
 export function attendGrouped(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, div: number, mask: tf.Tensor | null, G: number, T: number): tf.Tensor4D {
-  const [B, Hkv, , S] = [q.shape[0], q.shape[1], q.shape[2], k.shape[2]];
+  const [B, Hkv] = q.shape, S = k.shape[2];
   const perHead = B * G * T * S * 4;
   const n = inGradient() ? Hkv : Math.max(1, Math.min(Hkv, Math.floor(attentionLimits.scoreBytes / perHead)));
   const maskFor = (h: number) => mask && ((sc: tf.Tensor) => tf.add(sc.reshape([B, h, G, T, S]), mask.reshape([mask.shape[0], 1, 1, T, S])).reshape([B, h, G * T, S]));
@@ -192,8 +192,6 @@ export class GQAttention extends Module {
         return this.o_proj.forward(ctx.reshape([B, T, H * D])) as tf.Tensor3D; // T = 1: [B, Hkv, G, 1, D] is already head-major
       }
       if (cache) [k, v] = cache.update(k, v); // [B, Hkv, S, D]
-      const S = k.shape[2];
-
       const ctx = attendGrouped(qr as tf.Tensor4D, k, v, Math.sqrt(D), mask, G, T); // [B, Hkv, G·T, D]
       const merged = ctx.reshape([B, Hkv, G, T, D]).transpose([0, 3, 1, 2, 4]).reshape([B, T, H * D]); // head h = kv·G + g
       return this.o_proj.forward(merged) as tf.Tensor3D;
