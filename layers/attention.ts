@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { cachedAttention, cachedAttentionReady } from './cached_attention';
-import { heapOpsReady, inGradient, sliceRows, softmaxFused } from './heap_ops';
+import { heapOpsReady, inGradient, sliceAxis, softmaxFused } from './heap_ops';
 import { KVCacheLayer } from './kv_cache';
 import { Linear } from './linear';
 import { Module, register } from './module';
@@ -94,39 +94,40 @@ export function attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: ScoreSca
 /** Bytes of scores one `attendGrouped` call may materialize outside gradients (tests lower it). */
 export const attentionLimits = { scoreBytes: 16 * 2 ** 20 };
 
-/** KV heads [h0, h0 + n) of [B, Hkv, R, D] (one heap copy when B = 1). */
-function headSlice(t: tf.Tensor4D, h0: number, n: number): tf.Tensor4D {
-  const [B, Hkv, R, D] = t.shape;
-  if (n === Hkv) return t;
-  if (B === 1) return sliceRows(t.reshape([Hkv, R * D]), h0, n).reshape([1, n, R, D]) as tf.Tensor4D;
-  return t.slice([0, h0, 0, 0], [B, n, R, D]);
-}
-
 /**
- * `attend` for grouped heads: q [B, Hkv, G·T, D], k/v [B, Hkv, S, D], mask [B|1, 1, T, S] (it
- * broadcasts over the G query heads of a group) → [B, Hkv, G·T, D]. Outside gradients the KV heads
- * are attended a few at a time, so the scores stay under `attentionLimits.scoreBytes` (a 16-frame
- * VideoLLaMA 2 prefill chunk had 54 MB of scores per step, two steps alive, in a heap that never
- * shrinks). The same per-row arithmetic either way.
+ * `attend` over the heads (axis 1) of q [B, H, R, D] and k/v [B, H, S, D], a few heads at a time
+ * outside gradients so the scores [B, n, R, S] stay under `attentionLimits.scoreBytes` (a 16-frame
+ * VideoLLaMA 2 prefill chunk had 54 MB of scores per step, two steps alive, in a wasm heap that
+ * never shrinks; a SigLIP-so400m layer on 2 frames 68 MB). `maskFor(n)`: the mask of n heads. The
+ * same per-row arithmetic either way.
  */
-export function attendGrouped(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, div: number, mask: tf.Tensor | null, G: number, T: number): tf.Tensor4D {
-  const [B, Hkv] = q.shape, S = k.shape[2];
-  const perHead = B * G * T * S * 4;
-  const n = inGradient() ? Hkv : Math.max(1, Math.min(Hkv, Math.floor(attentionLimits.scoreBytes / perHead)));
-  const maskFor = (h: number) => mask && ((sc: tf.Tensor) => tf.add(sc.reshape([B, h, G, T, S]), mask.reshape([mask.shape[0], 1, 1, T, S])).reshape([B, h, G * T, S]));
-  if (n >= Hkv) return attend(q, k, v, { div }, maskFor(Hkv)) as tf.Tensor4D;
+export function attendHeads(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: ScoreScale,
+  maskFor: (heads: number) => tf.Tensor | ((scores: tf.Tensor) => tf.Tensor) | null): tf.Tensor4D {
+  const [B, H, R] = q.shape, S = k.shape[2];
+  const n = inGradient() ? H : Math.max(1, Math.min(H, Math.floor(attentionLimits.scoreBytes / (B * R * S * 4))));
+  if (n >= H) return attend(q, k, v, scale, maskFor(H)) as tf.Tensor4D;
   return tf.tidy(() => {
     const parts: tf.Tensor[] = [];
-    for (let h0 = 0; h0 < Hkv; h0 += n) {
-      const m = Math.min(n, Hkv - h0);
-      const [qh, kh, vh] = [q, k, v].map((t) => headSlice(t, h0, m));
-      parts.push(attend(qh, kh, vh, { div }, maskFor(m)));
+    for (let h0 = 0; h0 < H; h0 += n) {
+      const m = Math.min(n, H - h0);
+      const [qh, kh, vh] = [q, k, v].map((t) => sliceAxis(t, 1, h0, m));
+      parts.push(attend(qh, kh, vh, scale, maskFor(m)));
       tf.dispose([qh, kh, vh]);
     }
     const ctx = tf.concat(parts, 1) as tf.Tensor4D;
     tf.dispose(parts);
     return ctx;
   });
+}
+
+/**
+ * `attendHeads` for grouped heads: q [B, Hkv, G·T, D], k/v [B, Hkv, S, D], mask [B|1, 1, T, S]
+ * (it broadcasts over the G query heads of a group) → [B, Hkv, G·T, D].
+ */
+export function attendGrouped(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, div: number, mask: tf.Tensor | null, G: number, T: number): tf.Tensor4D {
+  const B = q.shape[0], S = k.shape[2];
+  return attendHeads(q, k, v, { div }, (h) => mask && ((sc: tf.Tensor) =>
+    tf.add(sc.reshape([B, h, G, T, S]), mask.reshape([mask.shape[0], 1, 1, T, S])).reshape([B, h, G * T, S])));
 }
 
 export interface GQAConfig {

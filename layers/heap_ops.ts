@@ -139,3 +139,67 @@ export function sliceRows<T extends tf.Tensor>(x: T, start: number, count: numbe
   return runHeapKernel('HeapSliceRows', { x }, [count, ...x.shape.slice(1)], { start, row, count },
     (_a, H, [xo], o, at) => H.copyWithin(o, xo + at.start * at.row, xo + (at.start + at.count) * at.row)) as T;
 }
+
+/**
+ * A tensor [N, ...] whose rows are made `chunk` at a time by `make(start, count)` (each call's
+ * result is owned here). On wasm outside gradients each chunk is copied into the one output as soon
+ * as it exists and then freed, so the parts never coexist with the result the way they do around
+ * tf.concat(parts) (2x a 167 MB STC activation at VideoLLaMA 2.1's 16 frames, the wasm heap's
+ * high-water mark). Elsewhere the parts are concatenated. Needs no addon.
+ */
+export function assembleRows(N: number, chunk: number, make: (start: number, count: number) => tf.Tensor): tf.Tensor {
+  if (!(chunk >= 1) || N < 1) throw new Error(`assembleRows: ${N} rows in chunks of ${chunk}`);
+  const inHeap = tf.getBackend() === 'wasm' && inferenceOps();
+  const parts: tf.Tensor[] = [];
+  let out: tf.Tensor | null = null;
+  try {
+    for (let s = 0; s < N; s += chunk) {
+      const n = Math.min(chunk, N - s);
+      const part = make(s, n);
+      if (part.shape[0] !== n) { part.dispose(); throw new Error(`assembleRows: a chunk of ${n} rows came back as [${part.shape}]`); }
+      if (!inHeap || part.dtype !== 'float32') { parts.push(part); continue; }
+      if (!out) {
+        // [N, ...] with the first chunk copied in; later chunks are written where they belong
+        out = runHeapKernel('HeapAssembleRows', { part }, [N, ...part.shape.slice(1)], { size: part.size }, (_a, H, [po], o, at) => H.copyWithin(o, po, po + at.size));
+      } else {
+        const be = tf.backend() as any;
+        const H = wasmHeap(be), offOf = (t: tf.Tensor) => (be.dataIdMap.get(t.dataId).memoryOffset as number) / 4;
+        const po = offOf(part);
+        H.copyWithin(offOf(out) + s * (part.size / n), po, po + part.size);
+        heapOpStats.HeapAssembleRows = (heapOpStats.HeapAssembleRows ?? 0) + 1;
+      }
+      part.dispose();
+    }
+  } catch (e) {
+    tf.dispose(parts);
+    out?.dispose();
+    throw e;
+  }
+  if (out) return out;
+  const all = parts.length === 1 ? parts[0] : tf.concat(parts, 0);
+  if (parts.length > 1) tf.dispose(parts);
+  return all;
+}
+
+/**
+ * x[..., start : start + count, ...] along `axis`: `sliceRows` when the axes before it have size 1,
+ * else one heap copy per index of those axes (wasm, outside gradients); elsewhere tf.slice.
+ */
+export function sliceAxis<T extends tf.Tensor>(x: T, axis: number, start: number, count: number): T {
+  const N = x.shape[axis], outer = x.shape.slice(0, axis).reduce((a, b) => a * b, 1);
+  if (outer === 1) return tf.tidy(() => sliceRows(x.reshape(x.shape.slice(axis)), start, count).reshape([...x.shape.slice(0, axis), count, ...x.shape.slice(axis + 1)])) as T;
+  if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > N) {
+    throw new Error(`sliceAxis: [${start}, ${start + count}) is outside [0, ${N}) on axis ${axis} of a [${x.shape}] tensor`);
+  }
+  const shape = [...x.shape.slice(0, axis), count, ...x.shape.slice(axis + 1)];
+  if (x.dtype !== 'float32' || tf.getBackend() !== 'wasm' || !inferenceOps()) {
+    return tf.slice(x, x.shape.map((_, d) => (d === axis ? start : 0)), shape) as T;
+  }
+  const inner = x.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  return runHeapKernel('HeapSliceRows', { x }, shape, { start, count, N, inner, outer }, (_a, H, [xo], o, at) => {
+    for (let b = 0; b < at.outer; b++) {
+      const from = xo + (b * at.N + at.start) * at.inner;
+      H.copyWithin(o + b * at.count * at.inner, from, from + at.count * at.inner);
+    }
+  }) as T;
+}

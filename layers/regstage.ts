@@ -23,7 +23,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { checkpointLayer } from './checkpointing';
-import { heapOpsReady, inferenceOps, sliceRows } from './heap_ops';
+import { assembleRows, heapOpsReady, inferenceOps, sliceRows } from './heap_ops';
 import { Conv2d } from './conv';
 import { ActName, activation } from './mlp';
 import { Module, register } from './module';
@@ -272,16 +272,7 @@ export class RegStage extends Module {
     const perImage = H * W * this.maxChannels * 4;
     const chunk = onBlock ? N : Math.max(1, Math.floor(this.chunkBytes / perImage));
     if (chunk >= N) return this.runBlocks(x, onBlock);
-    return tf.tidy(() => {
-      const parts: tf.Tensor4D[] = [];
-      for (let s = 0; s < N; s += chunk) {
-        const n = Math.min(chunk, N - s);
-        parts.push(tf.tidy(() => this.runBlocks(sliceRows(x, s, n))));
-      }
-      const out = tf.concat(parts, 0) as tf.Tensor4D;
-      tf.dispose(parts);
-      return out;
-    });
+    return assembleRows(N, chunk, (s, n) => tf.tidy(() => this.runBlocks(sliceRows(x, s, n)))) as tf.Tensor4D;
   }
 
   private runBlocks(x: tf.Tensor4D, onBlock?: (i: number, y: tf.Tensor4D) => void): tf.Tensor4D {

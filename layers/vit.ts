@@ -14,7 +14,7 @@
  * Shape letters: B images, N tokens, E hidden, H heads, D head dim.
  */
 import * as tf from '@tensorflow/tfjs';
-import { attend } from './attention';
+import { attend, attendHeads } from './attention';
 import { Linear } from './linear';
 import { ActName, FcMLP } from './mlp';
 import { Module, register } from './module';
@@ -63,7 +63,10 @@ export class VisionAttention extends Module {
       if (this.cfg.scaleAt === 'query') q = tf.mul(q, scale);
       const k = heads(this.k_proj.forward(x));
       const v = heads(this.v_proj.forward(x));
-      const ctx = attend(heads(q), k, v, this.cfg.scaleAt === 'scores' ? { mul: scale } : null, mask); // [B, H, N, D]
+      const sc = this.cfg.scaleAt === 'scores' ? { mul: scale } : null;
+      const ctx = mask && mask.rank === 4 && mask.shape[1] !== 1
+        ? attend(heads(q), k, v, sc, mask) // a per-head mask: one call
+        : attendHeads(heads(q) as tf.Tensor4D, k as tf.Tensor4D, v as tf.Tensor4D, sc, () => mask); // [B, H, N, D]
       return this.out_proj.forward(ctx.transpose([0, 2, 1, 3]).reshape([B, N, E])) as tf.Tensor3D;
     });
   }

@@ -22,7 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM, Tap } from '../../layers/decoder';
-import { sliceRows } from '../../layers/heap_ops';
+import { assembleRows, sliceRows } from '../../layers/heap_ops';
 import { Module, register } from '../../layers/module';
 import { FamilyWeights, WeightSource, loadWeights, LoadReport } from '../../weights/load';
 import { plannerFor } from '../../weights/native_plan';
@@ -259,14 +259,7 @@ export class VideoLLaMA2 extends Module {
           if (taps || px.shape[0] <= TOWER_FRAMES_PER_PASS) return this.vision_tower.forward(px, taps); // [T, N, E]
           // frames are independent in the tower: a few per pass keeps the wasm heap's high-water mark
           // (it never shrinks) at a few frames' attention scores instead of all 16 frames'
-          const parts: tf.Tensor[] = [];
-          for (let t0 = 0; t0 < px.shape[0]; t0 += TOWER_FRAMES_PER_PASS) {
-            const n = Math.min(TOWER_FRAMES_PER_PASS, px.shape[0] - t0);
-            parts.push(tf.tidy(() => this.vision_tower.forward(sliceRows(px, t0, n), null)));
-          }
-          const all = tf.concat(parts, 0);
-          tf.dispose(parts);
-          return all; // [T, N, E]
+          return assembleRows(px.shape[0], TOWER_FRAMES_PER_PASS, (t0, n) => tf.tidy(() => this.vision_tower.forward(sliceRows(px, t0, n), null))); // [T, N, E]
         }
         const rep = this.numFrames;
         const tileTap: Tap | null = taps ? (name, t) => taps(name, t.shape[0] === 1 ? tf.tile(t, [rep, ...t.shape.slice(1).map(() => 1)]) : t) : null;

@@ -5,7 +5,7 @@
  * (grow, reserve, crop, selectBatch, views) leaks nothing.
  */
 import * as tf from '@tensorflow/tfjs';
-import { attend, attendGrouped, attentionLimits, causalMask } from '../../layers/attention';
+import { attend, attendGrouped, attendHeads, attentionLimits, causalMask } from '../../layers/attention';
 import { cachedAttention, cachedAttentionReady, cachedAttentionStats } from '../../layers/cached_attention';
 import { CausalLM } from '../../layers/decoder';
 import { KVCache } from '../../layers/kv_cache';
@@ -90,6 +90,29 @@ describe('attendGrouped: KV heads a few at a time under a score budget', () => {
     } finally {
       attentionLimits.scoreBytes = saved;
       tf.dispose([q, k, v, mask].filter((t): t is tf.Tensor4D => !!t));
+    }
+  });
+});
+
+describe('attendHeads (vision): heads a few at a time with a key-padding mask', () => {
+  test('B=2, 5 heads, [B, 1, 1, N] mask, multiplied scale: bit-equal to attend, nothing leaked', () => {
+    const B = 2, H = 5, N = 9, D = 8;
+    const [q, k, v] = [21, 22, 23].map((seed) => tf.randomNormal([B, H, N, D], 0, 1, 'float32', seed) as tf.Tensor4D);
+    const m = new Float32Array(B * N); m[N - 1] = -3.4e38; m[N + 2] = -3.4e38;
+    const mask = tf.tensor4d(m, [B, 1, 1, N]);
+    const saved = attentionLimits.scoreBytes;
+    try {
+      const whole = attend(q, k, v, { mul: 0.3 }, mask);
+      const n0 = tf.memory().numTensors;
+      attentionLimits.scoreBytes = 2 * B * N * N * 4; // 2 heads per call: 2 + 2 + 1
+      const split = attendHeads(q, k, v, { mul: 0.3 }, () => mask);
+      expect(Array.from(split.dataSync())).toEqual(Array.from(whole.dataSync()));
+      split.dispose();
+      expect(tf.memory().numTensors).toBe(n0);
+      whole.dispose();
+    } finally {
+      attentionLimits.scoreBytes = saved;
+      tf.dispose([q, k, v, mask]);
     }
   });
 });

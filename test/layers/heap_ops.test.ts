@@ -5,7 +5,7 @@
  * (gradients flow through the composite ops), leak nothing, and reject spans past the heap.
  */
 import * as tf from '@tensorflow/tfjs';
-import { heapOpsReady, heapOpStats, sliceRows } from '../../layers/heap_ops';
+import { assembleRows, heapOpsReady, heapOpStats, sliceAxis, sliceRows } from '../../layers/heap_ops';
 import { LayerNorm, RMSNorm } from '../../layers/norms';
 import { attend } from '../../layers/attention';
 import { applyRotary, RotaryEmbedding } from '../../layers/rotary';
@@ -143,6 +143,42 @@ describe('fused heap ops', () => {
     expect(calls('HeapSliceRows')).toBe(c0 + inHeap);
     expect(() => sliceRows(x, 5, 3)).toThrow(/rows \[5, 8\) are outside \[0, 7\) of a \[7,3,5\] tensor/);
     tf.dispose([x, g]);
+  });
+
+  it('sliceAxis: any axis equals tf.slice bit for bit (one heap copy per outer index on wasm), bad ranges are named', () => {
+    const x = tf.randomNormal([2, 5, 3, 4], 0, 1, 'float32', 15);
+    const n0 = tf.memory().numTensors, c0 = calls('HeapSliceRows');
+    const cases: [number, number, number][] = [[1, 1, 3], [1, 0, 5], [2, 2, 1], [3, 1, 2], [0, 1, 1]];
+    for (const [axis, s, n] of cases) {
+      const begin = x.shape.map((_, d) => (d === axis ? s : 0)), size = x.shape.map((v, d) => (d === axis ? n : v));
+      const got = sliceAxis(x, axis, s, n), want = tf.slice(x, begin, size);
+      expect(got.shape).toEqual(size);
+      expect(Array.from(got.dataSync())).toEqual(Array.from(want.dataSync()));
+      tf.dispose([got, want]);
+    }
+    expect(calls('HeapSliceRows')).toBe(c0 + (tf.getBackend() === 'wasm' ? cases.length : 0));
+    expect(tf.memory().numTensors).toBe(n0);
+    expect(() => sliceAxis(x, 1, 4, 2)).toThrow(/\[4, 6\) is outside \[0, 5\) on axis 1 of a \[2,5,3,4\] tensor/);
+    x.dispose();
+  });
+
+  it('assembleRows: chunks written into one output equal tf.concat bit for bit; bad chunks and throws leak nothing', () => {
+    const x = tf.randomNormal([7, 3, 4], 0, 1, 'float32', 16);
+    const n0 = tf.memory().numTensors, c0 = calls('HeapAssembleRows');
+    for (const chunk of [1, 3, 7, 10]) {
+      const got = assembleRows(7, chunk, (s, n) => tf.tidy(() => tf.mul(sliceRows(x, s, n), 2)));
+      const want = tf.mul(x, 2);
+      expect(got.shape).toEqual([7, 3, 4]);
+      expect(Array.from(got.dataSync())).toEqual(Array.from(want.dataSync()));
+      tf.dispose([got, want]);
+    }
+    // wasm: one call per chunk (7 + 3 + 1 + 1); elsewhere tf.concat
+    expect(calls('HeapAssembleRows')).toBe(c0 + (tf.getBackend() === 'wasm' ? 12 : 0));
+    expect(tf.memory().numTensors).toBe(n0);
+    expect(() => assembleRows(7, 3, (s, n) => tf.zeros([n + 1, 2]))).toThrow(/a chunk of 3 rows came back as \[4,2\]/);
+    expect(() => assembleRows(7, 3, (s) => { if (s === 6) throw new Error('boom'); return tf.zeros([3, 2]); })).toThrow(/boom/);
+    expect(tf.memory().numTensors).toBe(n0);
+    x.dispose();
   });
 
   it('rejects spans past the heap', () => {
