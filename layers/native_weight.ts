@@ -61,6 +61,8 @@ export interface NativeAddon {
   gather(w: NativeHandle, ids: Int32Array, out: Float32Array, outOff: number): void;
   /** MADV_WILLNEED over a mapped weight's pages; returns the bytes advised (0 for owned weights). */
   prefetch?(w: NativeHandle): number;
+  /** Returns the allocator's free memory to the OS (glibc malloc_trim); true when something was released. */
+  trim?(): boolean;
   dequantize(w: NativeHandle, rowStart: number, rowCount: number, out: Float32Array, outOff?: number): void;
   readBytes(w: NativeHandle, byteOffset: number, out: Uint8Array): void;
   weightInfo(w: NativeHandle): NativeWeightInfo;
@@ -123,6 +125,15 @@ export function describeNative(): string {
   return `native weights: ${f.kernels} kernels (CPU: ${feats.join(' ') || 'no AVX2'}${f.selfCheck ? `; ${f.selfCheck}` : ''}), ` +
     `${f.threads || 'all'} threads (VLM_THREADS), OpenBLAS ${f.openblas ? 'loaded' : 'not found (own sgemm)'}` +
     (bin ? `, ${bin.includes('prebuilds') ? 'prebuilt binary' : 'built from source'}` : '');
+}
+
+/**
+ * Hands memory the native allocator holds but no longer uses back to the OS. Converting weights at
+ * load frees its chunk scratch into malloc's arenas, where it stayed resident (~310 MB after
+ * VideoLLaMA 2.1's q4_0 load). A no-op without the addon or off glibc.
+ */
+export function releaseFreedNativeMemory(): void {
+  loadNativeAddon().addon?.trim?.();
 }
 
 function need(): NativeAddon {

@@ -12,6 +12,7 @@ import { assertFitsBackend, weightHeapFactor } from '../layers/memory';
 import { backendContext } from '../layers/backend';
 import { BackendContext, chunkRows, toMemoryLayout } from '../layers/layout';
 import { Module, Param } from '../layers/module';
+import { releaseFreedNativeMemory } from '../layers/native_weight';
 import { ParamStorage, TensorMatmulOptions, tensorMatmulOptions } from '../layers/storage';
 import { Checkpoint } from './checkpoint';
 import { HostTensor, TensorEntry } from './safetensors';
@@ -176,6 +177,7 @@ export function loadWeights(module: Module, sources: WeightSource[], opts: LoadW
     if (ns) pl.param.setStorage(ns.load());
     else loadParam(pl, matmulOpts);
   }
+  if (natives.size) releaseFreedNativeMemory(); // conversion scratch left in malloc's arenas
   return { loaded: planned.size, ignored, bytes, nativeBytes };
 }
 

@@ -275,6 +275,8 @@ d('matmul / matmulT / gather vs float64 reference', () => {
     const owned = NativeWeight.quantize(x, 'f16', [rows, cols]);
     expect(A.prefetch!(owned.native)).toBe(0);
     owned.dispose();
+    expect(typeof A.trim!()).toBe('boolean'); // malloc_trim: frees nothing in use
+    checkMatmuls(ws[1], 'mapped f16 after trim');
     // a quantized copy of a mapped bf16 weight equals quantizing its values
     const q = NativeWeight.quantize(ws[2], 'q8_0');
     expect(hex(rawBytes(q))).toBe(hex(refQ8(ws[2].toFloat32())));

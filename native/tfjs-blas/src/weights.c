@@ -27,6 +27,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define CPU_PAUSE() _mm_pause()
@@ -863,6 +866,20 @@ static napi_value Prefetch(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* Returns the allocator's free memory to the OS (glibc malloc_trim): after a load that converted
+   weights chunk by chunk, freed scratch stays in the arenas and counts in the resident set until
+   reused. Returns true when something was released; false elsewhere (not glibc) or when nothing was. */
+static napi_value Trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  int released = 0;
+#if defined(__GLIBC__)
+  released = malloc_trim(0);
+#endif
+  napi_value v;
+  napi_get_boolean(env, released != 0, &v);
+  return v;
+}
+
 static napi_value WeightFromBuffer(napi_env env, napi_callback_info info) {
   ARGS(4);
   const char *fn = "weightFromBuffer";
@@ -1447,6 +1464,7 @@ napi_status nw_register(napi_env env, napi_value exports) {
     {"matmulT", 0, MatmulT, 0, 0, 0, napi_default, 0},
     {"gather", 0, Gather, 0, 0, 0, napi_default, 0},
     {"prefetch", 0, Prefetch, 0, 0, 0, napi_default, 0},
+    {"trim", 0, Trim, 0, 0, 0, napi_default, 0},
     {"dequantize", 0, Dequantize, 0, 0, 0, napi_default, 0},
     {"weightInfo", 0, WeightInfo, 0, 0, 0, napi_default, 0},
     {"free", 0, Free, 0, 0, 0, napi_default, 0},
