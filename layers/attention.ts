@@ -91,7 +91,7 @@ export function attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: ScoreSca
   });
 }
 
-/** Bytes of scores one `attendGrouped` call may materialize outside gradients (tests lower it). */
+/** Bytes of scores one `attend` call inside `attendHeads` may materialize outside gradients (tests lower it). */
 export const attentionLimits = { scoreBytes: 16 * 2 ** 20 };
 
 /**

@@ -10,7 +10,7 @@
  * Shape letters: B batch, Hkv KV heads, R = G·T query rows per KV head, D head dim, S valid positions.
  */
 import * as tf from '@tensorflow/tfjs';
-import { heapOpsReady, heapOpStats, runHeapKernel } from './heap_ops';
+import { heapOpsReady, heapOpStats, runHeapKernel, wasmOffset } from './heap_ops';
 import { wasmHeap } from './native_weight';
 
 const KERNEL = 'NativeCachedAttention';
@@ -23,11 +23,6 @@ export function cachedAttentionReady(): boolean {
 /** Calls made (for tests and profiles). */
 export const cachedAttentionStats = { get calls(): number { return heapOpStats[KERNEL] ?? 0; } };
 
-/** Float offset of a wasm tensor's storage. */
-function wasmOffset(t: tf.TensorInfo): number {
-  const be = tf.backend() as any;
-  return (be.dataIdMap.get(t.dataId).memoryOffset as number) / 4;
-}
 
 /** Copies block i of `blockLen` floats from `src` (i·srcStride) into `dst` at dstOff + i·dstStride (wasm heap to wasm heap). */
 export function copyBlocksInHeap(src: tf.Tensor, srcStride: number, dst: tf.Tensor, dstOff: number, dstStride: number, blocks: number, blockLen: number): void {

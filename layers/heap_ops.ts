@@ -140,6 +140,12 @@ export function sliceRows<T extends tf.Tensor>(x: T, start: number, count: numbe
     (_a, H, [xo], o, at) => H.copyWithin(o, xo + at.start * at.row, xo + (at.start + at.count) * at.row)) as T;
 }
 
+/** Float offset of a wasm tensor's storage in the heap. */
+export function wasmOffset(t: tf.TensorInfo): number {
+  const be = tf.backend() as any;
+  return (be.dataIdMap.get(t.dataId).memoryOffset as number) / 4;
+}
+
 /**
  * A tensor [N, ...] whose rows are made `chunk` at a time by `make(start, count)` (each call's
  * result is owned here). On wasm outside gradients each chunk is copied into the one output as soon
@@ -162,10 +168,8 @@ export function assembleRows(N: number, chunk: number, make: (start: number, cou
         // [N, ...] with the first chunk copied in; later chunks are written where they belong
         out = runHeapKernel('HeapAssembleRows', { part }, [N, ...part.shape.slice(1)], { size: part.size }, (_a, H, [po], o, at) => H.copyWithin(o, po, po + at.size));
       } else {
-        const be = tf.backend() as any;
-        const H = wasmHeap(be), offOf = (t: tf.Tensor) => (be.dataIdMap.get(t.dataId).memoryOffset as number) / 4;
-        const po = offOf(part);
-        H.copyWithin(offOf(out) + s * (part.size / n), po, po + part.size);
+        const po = wasmOffset(part);
+        wasmHeap(tf.backend()).copyWithin(wasmOffset(out) + s * (part.size / n), po, po + part.size);
         heapOpStats.HeapAssembleRows = (heapOpStats.HeapAssembleRows ?? 0) + 1;
       }
       part.dispose();

@@ -63,6 +63,23 @@ describe('cached attention kernel', () => {
   });
 });
 
+/** `run()` under each score budget equals `whole` bit for bit and leaks nothing; the budget is restored. */
+function expectSameUnderBudgets(whole: tf.Tensor, budgets: number[], run: () => tf.Tensor): void {
+  const saved = attentionLimits.scoreBytes, n0 = tf.memory().numTensors;
+  try {
+    for (const b of budgets) {
+      attentionLimits.scoreBytes = b;
+      const split = run();
+      expect(split.shape).toEqual(whole.shape);
+      expect(Array.from(split.dataSync())).toEqual(Array.from(whole.dataSync()));
+      split.dispose();
+      expect(tf.memory().numTensors).toBe(n0);
+    }
+  } finally {
+    attentionLimits.scoreBytes = saved;
+  }
+}
+
 describe('attendGrouped: KV heads a few at a time under a score budget', () => {
   test.each([
     { B: 1, Hkv: 5, G: 3, T: 7, past: 9, masked: true },
@@ -74,23 +91,10 @@ describe('attendGrouped: KV heads a few at a time under a score budget', () => {
     const k = tf.randomNormal([B, Hkv, S, D], 0, 1, 'float32', 2) as tf.Tensor4D;
     const v = tf.randomNormal([B, Hkv, S, D], 0, 1, 'float32', 3) as tf.Tensor4D;
     const mask = masked ? causalMask({ pastLength: past, T, slidingWindow: 5 }) : null;
-    const saved = attentionLimits.scoreBytes;
-    try {
-      const whole = attendGrouped(q, k, v, 4, mask, G, T);
-      const n0 = tf.memory().numTensors;
-      for (const heads of [1, 2]) {
-        attentionLimits.scoreBytes = heads * B * G * T * S * 4; // `heads` KV heads per call
-        const split = attendGrouped(q, k, v, 4, mask, G, T);
-        expect(split.shape).toEqual(whole.shape);
-        expect(Array.from(split.dataSync())).toEqual(Array.from(whole.dataSync()));
-        split.dispose();
-        expect(tf.memory().numTensors).toBe(n0);
-      }
-      whole.dispose();
-    } finally {
-      attentionLimits.scoreBytes = saved;
-      tf.dispose([q, k, v, mask].filter((t): t is tf.Tensor4D => !!t));
-    }
+    const whole = attendGrouped(q, k, v, 4, mask, G, T);
+    // 1 and 2 KV heads per call
+    expectSameUnderBudgets(whole, [1, 2].map((heads) => heads * B * G * T * S * 4), () => attendGrouped(q, k, v, 4, mask, G, T));
+    tf.dispose([whole, q, k, v, mask].filter((t): t is tf.Tensor4D => !!t));
   });
 });
 
@@ -100,20 +104,9 @@ describe('attendHeads (vision): heads a few at a time with a key-padding mask', 
     const [q, k, v] = [21, 22, 23].map((seed) => tf.randomNormal([B, H, N, D], 0, 1, 'float32', seed) as tf.Tensor4D);
     const m = new Float32Array(B * N); m[N - 1] = -3.4e38; m[N + 2] = -3.4e38;
     const mask = tf.tensor4d(m, [B, 1, 1, N]);
-    const saved = attentionLimits.scoreBytes;
-    try {
-      const whole = attend(q, k, v, { mul: 0.3 }, mask);
-      const n0 = tf.memory().numTensors;
-      attentionLimits.scoreBytes = 2 * B * N * N * 4; // 2 heads per call: 2 + 2 + 1
-      const split = attendHeads(q, k, v, { mul: 0.3 }, () => mask);
-      expect(Array.from(split.dataSync())).toEqual(Array.from(whole.dataSync()));
-      split.dispose();
-      expect(tf.memory().numTensors).toBe(n0);
-      whole.dispose();
-    } finally {
-      attentionLimits.scoreBytes = saved;
-      tf.dispose([q, k, v, mask]);
-    }
+    const whole = attend(q, k, v, { mul: 0.3 }, mask);
+    expectSameUnderBudgets(whole, [2 * B * N * N * 4], () => attendHeads(q, k, v, { mul: 0.3 }, () => mask)); // 2 heads per call: 2 + 2 + 1
+    tf.dispose([whole, q, k, v, mask]);
   });
 });
 
