@@ -253,6 +253,29 @@ d('matmul / matmulT / gather vs float64 reference', () => {
     }
   }
 
+  // owned weights of 2 MiB and more are 2 MiB aligned and advised as huge pages (their whole 2 MiB
+  // pages only; the tail stays in small pages): the bytes and the decode matvec are unchanged
+  test('owned weights past 2 MiB (huge-page advised): bit-exact blocks, M = 1 matvec, gather', () => {
+    const cols = 1024;
+    for (const [t, rows] of [['f16', 1100], ['q8_0', 2300], ['q4_0', 4100]] as const) {
+      const x = rand(rows * cols, rows, 0.5);
+      const w = NativeWeight.quantize(x, t, [rows, cols]);
+      expect(w.bytes).toBeGreaterThan(2 << 20);
+      const raw = rawBytes(w);
+      if (t === 'f16') expect(hex(raw)).toBe(hex(new Uint8Array(new Uint16Array(x.length).map((_, i) => f16(x[i])).buffer)));
+      else expect(hex(raw)).toBe(hex(t === 'q8_0' ? refQ8(x) : refQ4(x)));
+      const Wd = refDequant(t, raw, rows * cols), v = rand(cols, 7, 1), xr = t === 'f16' ? Float64Array.from(v) : refXq8(v);
+      const out = new Float32Array(rows), want = new Float64Array(rows);
+      for (let r = 0; r < rows; r++) { let a = 0; for (let c = 0; c < cols; c++) a += xr[c] * Wd[r * cols + c]; want[r] = a; }
+      A.matmul(w.native, v, 0, 1, out, 0);
+      expect(maxRelErr(out, want)).toBeLessThan(2e-5);
+      const g = new Float32Array(cols);
+      A.gather(w.native, new Int32Array([rows - 1]), g, 0);
+      for (let c = 0; c < cols; c++) if (g[c] !== Wd[(rows - 1) * cols + c]) throw new Error(`${t} gather of the last row, column ${c}`);
+      w.dispose();
+    }
+  });
+
   test('mapped f32 / f16 / bf16 from a real file (unaligned offsets), zero copy', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nw-'));
     const file = path.join(dir, 'w.bin');

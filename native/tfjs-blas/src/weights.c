@@ -24,6 +24,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -545,12 +546,30 @@ static napi_value wrap_weight(napi_env env, nw_weight *w) {
   }
   return ext;
 }
+/* Owned weight bytes: 64-byte aligned; from 2 MiB on, 2 MiB aligned and advised as transparent huge
+   pages (where THP is in "madvise" mode, the usual default, anonymous memory otherwise gets 4 KiB
+   pages, and a decode step that streams GBs of weights pays a TLB miss every 4 KiB). VLM_NO_THP=1
+   turns the advice off. */
+#define NW_HUGE ((size_t)2 << 20)
+static int alloc_weight_bytes(void **out, size_t bytes) {
+  if (bytes >= NW_HUGE) {
+    static int thp = -1;
+    if (thp < 0) { const char *e = getenv("VLM_NO_THP"); thp = !(e && *e && strcmp(e, "0") != 0); }
+    if (posix_memalign(out, NW_HUGE, bytes) != 0) return 0;
+#ifdef MADV_HUGEPAGE
+    /* only the whole 2 MiB pages: the tail stays in small pages, so no weight grows in RSS */
+    if (thp) (void)madvise(*out, bytes & ~(NW_HUGE - 1), MADV_HUGEPAGE);
+#endif
+    return 1;
+  }
+  return posix_memalign(out, 64, bytes ? bytes : 64) == 0;
+}
 static nw_weight *new_owned(napi_env env, int type, int64_t rows, int64_t cols) {
   nw_weight *w = calloc(1, sizeof *w);
   if (!w) return NULL;
   w->type = type; w->rows = rows; w->cols = cols;
   w->rbytes = row_bytes(type, cols); w->bytes = w->rbytes * (size_t)rows;
-  if (posix_memalign(&w->owned, 64, w->bytes ? w->bytes : 64) != 0) { free(w); return NULL; }
+  if (!alloc_weight_bytes(&w->owned, w->bytes)) { free(w); return NULL; }
   w->data = w->owned;
   int64_t dummy;
   napi_adjust_external_memory(env, (int64_t)w->bytes, &dummy);
