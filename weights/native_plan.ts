@@ -194,7 +194,11 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
         load: () => {
           if (target === stored) {
             const w = NativeWeight.fromMap(mapOf(fileOf(entry, key)), entry.begin, stored, rows, cols);
-            if (param.storable === 'gather') w.prefetch(); // sparse row reads: have the pages cached
+            if (param.storable === 'gather') {
+              // sparse row reads at random: have the pages cached, and keep them (VLM_NO_PIN=1: only read ahead)
+              w.prefetch();
+              if (process.env.VLM_NO_PIN !== '1') w.pin();
+            }
             return new NativeStorage(w);
           }
           // Converted: read the source in row chunks (no mapping: touched file pages would count in

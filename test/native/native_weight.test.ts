@@ -297,6 +297,12 @@ d('matmul / matmulT / gather vs float64 reference', () => {
     checkMatmuls(ws[1], 'mapped f16 after prefetch');
     const owned = NativeWeight.quantize(x, 'f16', [rows, cols]);
     expect(A.prefetch!(owned.native)).toBe(0);
+    // pin (mlock until dispose): the mapped bytes where mlock is allowed, else 0; never an owned weight
+    const pinned = ws[1].pin();
+    expect([0, rows * cols * 2]).toContain(pinned);
+    expect(ws[1].pin()).toBe(pinned); // idempotent
+    checkMatmuls(ws[1], 'mapped f16 after pin');
+    expect(owned.pin()).toBe(0);
     owned.dispose();
     expect(typeof A.trim!()).toBe('boolean'); // malloc_trim: frees nothing in use
     checkMatmuls(ws[1], 'mapped f16 after trim');

@@ -434,6 +434,7 @@ typedef struct {
   void *owned;
   nw_map *map;
   int freed;
+  int pinned; /* pin(): the mapped range is mlock'ed until release */
 } nw_weight;
 
 static const napi_type_tag TAG_MAP = {0x7466a5b1c2d3e4f5ULL, 0x0a1b2c3d4e5f6071ULL};
@@ -448,6 +449,13 @@ static void map_unref(nw_map *m) {
 }
 static void map_finalize(napi_env env, void *data, void *hint) { (void)env; (void)hint; map_unref((nw_map *)data); }
 
+/* the pages a weight's bytes span (madvise / mlock work on whole pages) */
+static size_t page_span(const nw_weight *w, void **lo) {
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t a = (uintptr_t)w->data & ~(page - 1), b = (uintptr_t)w->data + w->bytes;
+  *lo = (void *)a;
+  return (size_t)(b - a);
+}
 static void weight_release(napi_env env, nw_weight *w) {
   if (w->freed) return;
   w->freed = 1;
@@ -456,7 +464,15 @@ static void weight_release(napi_env env, nw_weight *w) {
     int64_t dummy;
     if (env) napi_adjust_external_memory(env, -(int64_t)w->bytes, &dummy);
   }
-  if (w->map) map_unref(w->map);
+  if (w->map) {
+    if (w->pinned) {
+      void *lo;
+      const size_t len = page_span(w, &lo);
+      (void)munlock(lo, len);
+      w->pinned = 0;
+    }
+    map_unref(w->map);
+  }
   w->owned = NULL; w->map = NULL; w->data = NULL;
 }
 static void weight_finalize(napi_env env, void *data, void *hint) {
@@ -866,24 +882,31 @@ static napi_value WeightFromMap(napi_env env, napi_callback_info info) {
   return wrap_weight(env, w);
 }
 
-/* Asks the kernel to read a mapped weight's pages ahead (MADV_WILLNEED), so that sparse reads (an
-   embedding lookup per decoded token) find them in the page cache instead of waiting on the disk.
-   Page-cache pages are not resident in the process until touched. Returns the bytes advised (0 for
-   an owned weight or when the advice fails: it is only a hint). */
-static napi_value Prefetch(napi_env env, napi_callback_info info) {
+/* prefetch(w): asks the kernel to read a mapped weight's pages ahead (MADV_WILLNEED), so that sparse
+   reads (an embedding lookup per decoded token) find them in the page cache instead of waiting on
+   the disk. Page-cache pages are not resident in the process until touched.
+   pin(w): locks a mapped weight's pages in memory (mlock; unlocked when the weight is released).
+   For tables read a row at a time at random: page-cache reclaim (memory pressure, or a host's
+   proactive reclaim of cold pages) would otherwise put a disk read in front of a token's lookup.
+   Both return the bytes advised / locked: 0 for an owned weight or when the kernel refuses (mlock
+   past RLIMIT_MEMLOCK without CAP_IPC_LOCK): they are only optimisations. */
+static napi_value map_pages(napi_env env, napi_callback_info info, const char *fn, int lock) {
   ARGS(1);
-  nw_weight *w = get_weight(env, a[0], "prefetch");
+  nw_weight *w = get_weight(env, a[0], fn);
   if (!w) return NULL;
-  double advised = 0;
+  double done = 0;
   if (w->map && w->bytes > 0) {
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t lo = (uintptr_t)w->data & ~(page - 1), hi = (uintptr_t)w->data + w->bytes;
-    if (madvise((void *)lo, hi - lo, MADV_WILLNEED) == 0) advised = (double)w->bytes;
+    void *lo;
+    const size_t len = page_span(w, &lo);
+    if (!lock) { if (madvise(lo, len, MADV_WILLNEED) == 0) done = (double)w->bytes; }
+    else if (w->pinned || mlock(lo, len) == 0) { w->pinned = 1; done = (double)w->bytes; }
   }
   napi_value v;
-  napi_create_double(env, advised, &v);
+  napi_create_double(env, done, &v);
   return v;
 }
+static napi_value Prefetch(napi_env env, napi_callback_info info) { return map_pages(env, info, "prefetch", 0); }
+static napi_value Pin(napi_env env, napi_callback_info info) { return map_pages(env, info, "pin", 1); }
 
 /* Returns the allocator's free memory to the OS (glibc malloc_trim): after a load that converted
    weights chunk by chunk, freed scratch stays in the arenas and counts in the resident set until
@@ -1483,6 +1506,7 @@ napi_status nw_register(napi_env env, napi_value exports) {
     {"matmulT", 0, MatmulT, 0, 0, 0, napi_default, 0},
     {"gather", 0, Gather, 0, 0, 0, napi_default, 0},
     {"prefetch", 0, Prefetch, 0, 0, 0, napi_default, 0},
+    {"pin", 0, Pin, 0, 0, 0, napi_default, 0},
     {"trim", 0, Trim, 0, 0, 0, napi_default, 0},
     {"dequantize", 0, Dequantize, 0, 0, 0, napi_default, 0},
     {"weightInfo", 0, WeightInfo, 0, 0, 0, napi_default, 0},
