@@ -62,6 +62,7 @@ export interface NativeAddon {
   gather(w: NativeHandle, ids: Int32Array, out: Float32Array, outOff: number): void;
   /** MADV_WILLNEED over a mapped weight's pages; returns the bytes advised (0 for owned weights). */
   prefetch?(w: NativeHandle): number;
+  /** mlock over a mapped weight's pages until it is released; returns the bytes locked (0: owned, or refused). */
   pin?(w: NativeHandle): number;
   /** Returns the allocator's free memory to the OS (glibc malloc_trim); true when something was released. */
   trim?(): boolean;
@@ -132,12 +133,17 @@ export function describeNative(): string {
 /**
  * Owned native weights (converted or quantized at load) of 2 MiB and more are advised as
  * transparent huge pages (the addon's alloc_weight_bytes): decode streams them with a TLB miss per
- * 2 MiB instead of per 4 KiB (f16 matvec 31 -> 37 GB/s on this project's machine). Says whether the
+ * 2 MiB instead of per 4 KiB (f16 matvec ~5–15 % faster on this project's machine). Says whether the
  * kernel honours the advice (THP mode `always` or `madvise`) or VLM_NO_THP turned it off.
  */
+/** An opt-out flag as the addon reads it (VLM_NO_THP in weights.c): set to anything but '' or '0'. */
+export function envSet(name: string): boolean {
+  const v = process.env[name];
+  return !!v && v !== '0';
+}
+
 function describeHugePages(): string {
-  const off = process.env.VLM_NO_THP;
-  if (off && off !== '0') return 'huge pages for owned weights: off (VLM_NO_THP)';
+  if (envSet('VLM_NO_THP')) return 'huge pages for owned weights: off (VLM_NO_THP)';
   let mode = 'unknown';
   try {
     mode = /\[(\w+)\]/.exec(fs.readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? 'unknown';

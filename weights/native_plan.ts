@@ -19,7 +19,7 @@
 import os from 'node:os';
 import { FileInputError } from '../io/files';
 import { NativeStorage } from '../layers/native_storage';
-import { NativeMapping, NativeType, NativeWeight, loadNativeAddon } from '../layers/native_weight';
+import { NativeMapping, NativeType, NativeWeight, envSet, loadNativeAddon } from '../layers/native_weight';
 import { Param } from '../layers/module';
 import { BYTES_PER_ELEMENT, StorageDType } from '../layers/storage';
 import { Checkpoint } from './checkpoint';
@@ -197,7 +197,7 @@ export function nativePlanner(choice: QuantizeChoice, ck: Checkpoint[] | Checkpo
             if (param.storable === 'gather') {
               // sparse row reads at random: have the pages cached, and keep them (VLM_NO_PIN=1: only read ahead)
               w.prefetch();
-              if (process.env.VLM_NO_PIN !== '1') w.pin();
+              if (!envSet('VLM_NO_PIN')) w.pin();
             }
             return new NativeStorage(w);
           }
