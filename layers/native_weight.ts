@@ -45,6 +45,9 @@ export interface CpuFeatures {
   threads: number;
   /** matmul runs the matrix-vector path for M <= mvMax, the panel/sgemm path above */
   mvMax: number;
+  /** q4_0 above mvMax: 'int8' (x quantized to q8 blocks, int8 GEMM on repacked panels; the default)
+   *  or 'f32' (TFJS_BLAS_Q4_PREFILL=f32: dequantized panels and sgemm). Absent in older builds. */
+  q4Prefill?: 'int8' | 'f32';
 }
 
 /** The native-weight part of the `tfjs-blas` addon (its `gemm`/`setNumThreads`/`info` are in wasm_kernels.ts). */
@@ -127,6 +130,7 @@ export function describeNative(): string {
   const bin = (addon as unknown as { binary?: string }).binary;
   return `native weights: ${f.kernels} kernels (CPU: ${feats.join(' ') || 'no AVX2'}${f.selfCheck ? `; ${f.selfCheck}` : ''}), ` +
     `${f.threads || 'all'} threads (VLM_THREADS), OpenBLAS ${f.openblas ? 'loaded' : 'not found (own sgemm)'}` +
+    (f.q4Prefill ? `, q4_0 prefill ${f.q4Prefill === 'int8' ? 'int8 GEMM' : 'f32 sgemm (TFJS_BLAS_Q4_PREFILL)'}` : '') +
     (bin ? `, ${bin.includes('prebuilds') ? 'prebuilt binary' : 'built from source'}` : '') + `; ${describeHugePages()}`;
 }
 

@@ -207,9 +207,11 @@ function checkMatmuls(w: NativeWeight, label: string) {
   const [rows, cols] = w.shape;
   const Wd = refDequant(w.type, rawBytes(w), rows * cols);
   const mvMax = A.cpuFeatures().mvMax;
-  for (const M of [1, 7, 64]) {
+  for (const M of [1, 7, 64, 67]) {
     const x = rand(M * cols, rows + M, 1), bias = rand(rows, 5, 1);
-    const quantX = (w.type === 'q8_0' || w.type === 'q4_0') && M <= mvMax;
+    // q8_0 quantizes x to q8 blocks on the matrix-vector path (M <= mvMax); q4_0 at every M (its
+    // prefill is an int8 GEMM) unless TFJS_BLAS_Q4_PREFILL=f32
+    const quantX = (w.type === 'q8_0' && M <= mvMax) || (w.type === 'q4_0' && (M <= mvMax || A.cpuFeatures().q4Prefill === 'int8'));
     const xr = quantX ? refXq8(x) : Float64Array.from(x);
     const out = new Float32Array(M * rows + 3).fill(NaN), want = new Float64Array(M * rows);
     for (let m = 0; m < M; m++)
@@ -241,7 +243,9 @@ d('matmul / matmulT / gather vs float64 reference', () => {
   afterAll(() => A.setThreads(os.cpus().length));
   for (const threads of [2, 3]) {
     for (const t of NATIVE_TYPES) {
-      const shapes: [number, number][] = t === 'q8_0' || t === 'q4_0' ? [[37, 64], [129, 96], [300, 256]] : [[37, 50], [129, 96], [300, 257]];
+      // q4_0 prefill (int8 GEMM): fewer than 8 rows, a rows % 8 tail, and [24, 6400] packed in K chunks
+      const shapes: [number, number][] = t === 'q8_0' || t === 'q4_0' ? [[37, 64], [129, 96], [300, 256], [5, 64], [24, 6400]]
+        : [[37, 50], [129, 96], [300, 257]];
       test(`${t}, ${threads} threads, shapes ${shapes.map((s) => s.join('x')).join(' ')}`, () => {
         A.setThreads(threads);
         for (const [rows, cols] of shapes) {
@@ -341,12 +345,14 @@ d('NativeWeight as a tfjs op', () => {
       const Wf = w.toFloat32();
       const before = tf.memory().numTensors;
       tf.tidy(() => {
-        const x = tf.tensor(rand(2 * 9 * cols, 8, 1), [2, 9, cols]); // M = 18: panel path (exact x)
+        const xv = rand(2 * 9 * cols, 8, 1);
+        const x = tf.tensor(xv, [2, 9, cols]); // M = 18: panel path (exact x; q4_0: int8 GEMM, x in q8 blocks)
         const b = tf.tensor(rand(rows, 9, 1), [rows]);
         const Wt = tf.tensor(Wf, [rows, cols]);
         const y = w.matmul(x, b);
         expect(y.shape).toEqual([2, 9, rows]);
-        const ref = tf.add(tf.matMul(tf.reshape(x, [-1, cols]), Wt, false, true), b);
+        const xr = t === 'q4_0' && A.cpuFeatures().q4Prefill === 'int8' ? tf.tensor(Float32Array.from(refXq8(xv)), [18, cols]) : tf.reshape(x, [-1, cols]);
+        const ref = tf.add(tf.matMul(xr, Wt, false, true), b);
         expect(maxRelErr(y.dataSync(), ref.dataSync())).toBeLessThan(1e-5);
         const c = tf.tensor(rand(2 * 9 * rows, 10, 1), [2, 9, rows]);
         const [gx, gb] = tf.grads((xx: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(w.matmul(xx, bb), c)))([x, b]);

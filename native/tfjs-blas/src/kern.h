@@ -513,6 +513,145 @@ static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n
   }
 }
 
+/*
+ * q4_0 prefill as int8 GEMM (M > mvMax): activations quantized to xq8 blocks, weights repacked per
+ * panel into groups of 8 rows (nw.h q4x8_t) so that one 256-bit register holds 4 consecutive
+ * nibbles of each of the 8 rows. One broadcast 4-byte piece of an x block then meets all 8 rows in
+ * a single maddubs (or VNNI dpbusd): the lanes are output rows, so a block ends in one conversion
+ * and one FMA per 8 outputs, not per output as in a row-by-row dot product. (The layout is
+ * llama.cpp's idea for its repacked q4_0 CPU kernels; the code and the format are our own.)
+ */
+/* 8 q4_0 rows (rbytes apart), nb blocks -> nb q4x8_t: nibbles unsigned (0..15), scales in f32 */
+static void SFX(pack_q4x8)(const uint8_t *w, size_t rbytes, int64_t nb, q4x8_t *dst) {
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t *blk = w + (size_t)b * Q4_0_BYTES;
+    q4x8_t *p = dst + b;
+#if defined(__AVX2__)
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i v[8];
+    uint16_t h[8];
+    for (int r = 0; r < 8; r++) { /* row r: dword t = weights 4t..4t+3 */
+      const __m128i t = _mm_loadu_si128((const __m128i *)(blk + r * rbytes + 2));
+      v[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
+      h[r] = nw_ld16(blk + r * rbytes);
+    }
+    _mm256_storeu_ps(p->d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
+    /* 8x8 transpose of dwords: out[t] = (v[0].t, v[1].t, ..., v[7].t) */
+    const __m256i a0 = _mm256_unpacklo_epi32(v[0], v[1]), a1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    const __m256i a2 = _mm256_unpacklo_epi32(v[2], v[3]), a3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    const __m256i a4 = _mm256_unpacklo_epi32(v[4], v[5]), a5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    const __m256i a6 = _mm256_unpacklo_epi32(v[6], v[7]), a7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    const __m256i b0 = _mm256_unpacklo_epi64(a0, a2), b1 = _mm256_unpackhi_epi64(a0, a2);
+    const __m256i b2 = _mm256_unpacklo_epi64(a1, a3), b3 = _mm256_unpackhi_epi64(a1, a3);
+    const __m256i b4 = _mm256_unpacklo_epi64(a4, a6), b5 = _mm256_unpackhi_epi64(a4, a6);
+    const __m256i b6 = _mm256_unpacklo_epi64(a5, a7), b7 = _mm256_unpackhi_epi64(a5, a7);
+    /* b0 = rows 0-3 of dwords {0 | 4}, b4 = rows 4-7 of {0 | 4}, b1/b5 {1 | 5}, b2/b6 {2 | 6}, b3/b7 {3 | 7} */
+    __m256i *q = (__m256i *)p->q;
+    _mm256_storeu_si256(q + 0, _mm256_permute2x128_si256(b0, b4, 0x20));
+    _mm256_storeu_si256(q + 4, _mm256_permute2x128_si256(b0, b4, 0x31));
+    _mm256_storeu_si256(q + 1, _mm256_permute2x128_si256(b1, b5, 0x20));
+    _mm256_storeu_si256(q + 5, _mm256_permute2x128_si256(b1, b5, 0x31));
+    _mm256_storeu_si256(q + 2, _mm256_permute2x128_si256(b2, b6, 0x20));
+    _mm256_storeu_si256(q + 6, _mm256_permute2x128_si256(b2, b6, 0x31));
+    _mm256_storeu_si256(q + 3, _mm256_permute2x128_si256(b3, b7, 0x20));
+    _mm256_storeu_si256(q + 7, _mm256_permute2x128_si256(b3, b7, 0x31));
+#else
+    for (int r = 0; r < 8; r++) {
+      const uint8_t *br = blk + r * rbytes;
+      p->d[r] = NW_H2F(nw_ld16(br));
+      for (int k = 0; k < QK; k++)
+        p->q[(k >> 2) * 32 + 4 * r + (k & 3)] = k < QK / 2 ? (br[2 + k] & 0x0F) : (br[2 + k - QK / 2] >> 4);
+    }
+#endif
+  }
+}
+
+#if defined(__AVX2__)
+/* MM (<= 4) rows of x (xs blocks apart) against one packed group of 8 rows: o[m * ldo + r], r < 8 */
+NW_INLINE void SFX(gemm_q4x8_body)(const q4x8_t *pw, int64_t nb, const xq8_t *x, int64_t xs, const int MM, float *o,
+                                    int64_t ldo, const float *bias, int accum) {
+  __m256 acc[4];
+  for (int m = 0; m < MM; m++) acc[m] = _mm256_setzero_ps();
+#if !(defined(__AVX512VNNI__) && defined(__AVX512VL__))
+  const __m256i one = _mm256_set1_epi16(1);
+#endif
+  for (int64_t b = 0; b < nb; b++) {
+    const q4x8_t *p = pw + b;
+    __m256i s[4];
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    /* u8 nibbles x s8 activations accumulate in int32 from -8 * sum(x): sum (q-8)x */
+    for (int m = 0; m < MM; m++) s[m] = _mm256_set1_epi32(-8 * x[m * xs + b].s);
+    for (int t = 0; t < 8; t++) {
+      const __m256i wv = _mm256_loadu_si256((const __m256i *)(p->q + 32 * t));
+      for (int m = 0; m < MM; m++) {
+        int32_t xv;
+        memcpy(&xv, x[m * xs + b].qs + 4 * t, 4);
+        s[m] = _mm256_dpbusd_epi32(s[m], wv, _mm256_set1_epi32(xv));
+      }
+    }
+#else
+    /* maddubs pairs (|q x + q x| <= 2*15*127) summed in int16 over the block: 8*3810 < 32768 */
+    for (int t = 0; t < 8; t++) {
+      const __m256i wv = _mm256_loadu_si256((const __m256i *)(p->q + 32 * t));
+      for (int m = 0; m < MM; m++) {
+        int32_t xv;
+        memcpy(&xv, x[m * xs + b].qs + 4 * t, 4);
+        const __m256i pr = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(xv));
+        s[m] = t ? _mm256_add_epi16(s[m], pr) : pr;
+      }
+    }
+    for (int m = 0; m < MM; m++) s[m] = _mm256_sub_epi32(_mm256_madd_epi16(s[m], one), _mm256_set1_epi32(8 * x[m * xs + b].s));
+#endif
+    const __m256 dw = _mm256_loadu_ps(p->d);
+    for (int m = 0; m < MM; m++)
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[m]), _mm256_mul_ps(dw, _mm256_set1_ps(x[m * xs + b].d)), acc[m]);
+  }
+  for (int m = 0; m < MM; m++) {
+    float *om = o + m * ldo;
+    __m256 v = acc[m];
+    if (accum) v = _mm256_add_ps(v, _mm256_loadu_ps(om));
+    else if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias));
+    _mm256_storeu_ps(om, v);
+  }
+}
+#endif
+
+/* out[m * ldo + 8g + r] (+)= sum over nb blocks for M rows of x (xs blocks apart) and ng packed groups
+   (nb q4x8_t each); accum adds to out, else bias (or 0) starts it */
+static void SFX(gemm_q4x8)(const q4x8_t *pw, int64_t ng, int64_t nb, const xq8_t *x, int64_t xs, int64_t M, float *out,
+                           int64_t ldo, const float *bias, int accum) {
+  for (int64_t m0 = 0; m0 < M; m0 += 4) {
+    const int MM = (int)NW_MIN(4, M - m0);
+    for (int64_t g = 0; g < ng; g++) {
+      const q4x8_t *p = pw + g * nb;
+      const xq8_t *xm = x + m0 * xs;
+      float *o = out + m0 * ldo + 8 * g;
+      const float *bg = bias ? bias + 8 * g : NULL;
+#if defined(__AVX2__)
+      switch (MM) {
+        case 4: SFX(gemm_q4x8_body)(p, nb, xm, xs, 4, o, ldo, bg, accum); break;
+        case 3: SFX(gemm_q4x8_body)(p, nb, xm, xs, 3, o, ldo, bg, accum); break;
+        case 2: SFX(gemm_q4x8_body)(p, nb, xm, xs, 2, o, ldo, bg, accum); break;
+        default: SFX(gemm_q4x8_body)(p, nb, xm, xs, 1, o, ldo, bg, accum); break;
+      }
+#else
+      for (int m = 0; m < MM; m++)
+        for (int r = 0; r < 8; r++) {
+          float s = 0.f;
+          for (int64_t b = 0; b < nb; b++) {
+            const xq8_t *xb = xm + m * xs + b;
+            int32_t a = 0;
+            for (int k = 0; k < QK; k++) a += (int32_t)p[b].q[(k >> 2) * 32 + 4 * r + (k & 3)] * xb->qs[k];
+            s += (float)(a - 8 * xb->s) * (p[b].d[r] * xb->d);
+          }
+          float *od = o + m * ldo + r;
+          *od = accum ? *od + s : s + (bg ? bg[r] : 0.f);
+        }
+#endif
+    }
+  }
+}
+
 static void SFX(axpy)(int64_t n, float a, const float *x, float *y) {
   int64_t i = 0;
 #if defined(__AVX2__)
@@ -851,6 +990,6 @@ static void SFX(act)(int kind, const float *x, float *out, int64_t n) {
 }
 
 const nw_kernels_t SFX(nw_kernels) = {
-  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dot4q4), SFX(dot4f), SFX(dotm), SFX(dequant_row), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
+  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dot4q4), SFX(dot4f), SFX(dotm), SFX(dequant_row), SFX(pack_q4x8), SFX(gemm_q4x8), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
   SFX(layernorm), SFX(softmax), SFX(act),
 };

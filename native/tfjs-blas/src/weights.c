@@ -9,7 +9,9 @@
  *           int8 dot products against x quantized to 32-blocks (as llama.cpp's vec_dot_q*_q8_0),
  *           f16/bf16/f32 convert in registers and use f32 FMAs.
  *   matmul  M > mvMax (prefill): panels of W rows dequantized to f32 in per-thread scratch, then
- *           sgemm(x, panel^T) with OpenBLAS at 1 thread per worker (or the built-in sgemm).
+ *           sgemm(x, panel^T) with OpenBLAS at 1 thread per worker (or the built-in sgemm);
+ *           q4_0 instead repacks panels into groups of 8 rows and runs an int8 GEMM against x
+ *           quantized to 32-blocks (kern.h gemm_q4x8; TFJS_BLAS_Q4_PREFILL=f32 for the sgemm path).
  * The quantizers are scalar ports of GGML's quantize_row_q8_0_ref / quantize_row_q4_0_ref (this
  * file is compiled with -ffp-contract=off so x*id + 8.5f is never fused).
  */
@@ -89,8 +91,6 @@ uint16_t nw_f32_to_bf16(float f) {
   return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
 }
 
-#define NW_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define NW_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* GGML quantize_row_q8_0_ref, one row (n % 32 == 0) */
 static void quant_row_q8_0(const float *x, uint8_t *y, int64_t n) {
@@ -236,6 +236,22 @@ static const char *self_check(const nw_kernels_t *a, const nw_kernels_t *b) {
       a->dot4q(t, wt, rb, xq, 2, ra);
       b->dot4q(t, wt, rb, xq, 2, rb4);
       for (int m = 0; m < 4; m++) if (!(fabsf(ra[m] - rb4[m]) <= 1e-4f * (1.f + fabsf(rb4[m])))) return "dot4q";
+      if (t == NW_Q4_0) { /* prefill int8 GEMM: 16 rows of 3 blocks, 54 bytes apart, packed and multiplied */
+        static q4x8_t pa[6], pb[6];
+        static float ga[4 * 16], gb[4 * 16];
+        static uint8_t w16[16 * 54];
+        memcpy(w16, wt, sizeof w16);
+        for (int bb = 0; bb < 16 * 3; bb++) { w16[bb * Q4_0_BYTES] = (uint8_t)RND(); w16[bb * Q4_0_BYTES + 1] = (uint8_t)(0x20 + (RND() & 3)); }
+        for (int g = 0; g < 2; g++) { a->pack_q4x8(w16 + g * 8 * 54, 54, 3, pa + 3 * g); b->pack_q4x8(w16 + g * 8 * 54, 54, 3, pb + 3 * g); }
+        if (memcmp(pa, pb, sizeof pa) != 0) return "pack_q4x8";
+        for (int mm = 3; mm <= 4; mm++)
+          for (int accum = 0; accum < 2; accum++) {
+            if (!accum) for (int i = 0; i < 64; i++) ga[i] = gb[i] = 0.f;
+            a->gemm_q4x8(pa, 2, 3, xq + 1, NB, mm, ga, 16, x + 7, accum);
+            b->gemm_q4x8(pb, 2, 3, xq + 1, NB, mm, gb, 16, x + 7, accum);
+            for (int i = 0; i < 64; i++) if (!(fabsf(ga[i] - gb[i]) <= 1e-4f * (1.f + fabsf(gb[i])))) return "gemm_q4x8";
+          }
+      }
       if (t == NW_Q4_0) { /* the decode kernel agrees with the one-row dot on the same rows */
         static xq4d_t x4[NB];
         xq4_double(xq, x4, 2);
@@ -604,6 +620,7 @@ typedef struct {
   float *out; const float *bias;
   int64_t panel, npanels; int next; int err;
   int use_ob;
+  int64_t kc; /* job_q4gemm: blocks per packed chunk */
 } mm_ctx;
 
 static void job_matvec(void *vc, int tid, int nth) {
@@ -655,6 +672,41 @@ static void job_matvec(void *vc, int tid, int nth) {
         for (int m = 0; m < MM; m++) c->out[(m0 + m) * rows + r] = res[m] + b;
       }
     }
+  }
+}
+
+/* q4_0 prefill (kern.h gemm_q4x8): each panel of rows (a multiple of 8) is repacked, one chunk of
+   c->kc blocks at a time so that the packed chunk stays in L2, and multiplied with int8 dot products
+   against x quantized to xq8 blocks (c->xq); the first chunk starts from the bias, later ones add. */
+static void job_q4gemm(void *vc, int tid, int nth) {
+  (void)nth;
+  mm_ctx *c = vc;
+  const nw_weight *w = c->w;
+  const int64_t rows8 = w->rows / 8 * 8, nb = w->cols / QK;
+  q4x8_t *buf = scratch(tid, 0, (size_t)(c->panel / 8) * (size_t)c->kc * sizeof(q4x8_t));
+  if (!buf) { c->err = 1; return; }
+  for (;;) {
+    const int64_t p = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
+    if (p >= c->npanels) break;
+    const int64_t r0 = p * c->panel, ng = NW_MIN(c->panel, rows8 - r0) / 8;
+    for (int64_t k0 = 0; k0 < nb; k0 += c->kc) {
+      const int64_t kn = NW_MIN(c->kc, nb - k0);
+      for (int64_t g = 0; g < ng; g++)
+        g_kern->pack_q4x8(w->data + (size_t)(r0 + 8 * g) * w->rbytes + (size_t)k0 * Q4_0_BYTES, w->rbytes, kn, buf + g * kn);
+      g_kern->gemm_q4x8(buf, ng, kn, c->xq + k0, nb, c->M, c->out + r0, w->rows, c->bias ? c->bias + r0 : NULL, k0 > 0);
+    }
+  }
+}
+
+/* rows of x to xq8 blocks, split over the pool */
+typedef struct { const float *x; xq8_t *xq; int64_t M, cols; int next; } xq_ctx;
+static void job_xq8(void *vc, int tid, int nth) {
+  (void)tid; (void)nth;
+  xq_ctx *c = vc;
+  for (;;) {
+    const int64_t m0 = (int64_t)__atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED) * 16;
+    if (m0 >= c->M) break;
+    for (int64_t m = m0; m < NW_MIN(c->M, m0 + 16); m++) quant_row_xq8(c->x + m * c->cols, c->xq + m * (c->cols / QK), c->cols);
   }
 }
 
@@ -787,6 +839,14 @@ static int prefill_block(void) {
   static int v = -1;
   if (v < 0) { const char *e = getenv("TFJS_BLAS_PREFILL"); v = e && strcmp(e, "block") == 0; }
   return v && nw_ob.sgemm != NULL;
+}
+
+/* q4_0 prefill: int8 GEMM on repacked panels (default), or 'f32' (TFJS_BLAS_Q4_PREFILL=f32):
+   dequantized panels and sgemm like the other types, x not quantized */
+static int q4_prefill_int8(void) {
+  static int v = -1;
+  if (v < 0) { const char *e = getenv("TFJS_BLAS_Q4_PREFILL"); v = !(e && strcmp(e, "f32") == 0); }
+  return v;
 }
 
 /* number of panels a multiple of the thread count, panel rows a multiple of 16, at most maxp */
@@ -1055,6 +1115,28 @@ static napi_value Matmul(napi_env env, napi_callback_info info) {
     c.panel = chunk;
     c.npanels = (w->rows + chunk - 1) / chunk;
     pool_run(job_matvec, &c);
+  } else if (w->type == NW_Q4_0 && q4_prefill_int8()) {
+    const int64_t nb = w->cols / QK, rows8 = w->rows / 8 * 8;
+    xq8_t *xq = scratch(0, 1, (size_t)(M * nb) * sizeof(xq8_t));
+    if (!xq) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
+    xq_ctx q = {.x = c.x, .xq = xq, .M = M, .cols = w->cols};
+    pool_run(job_xq8, &q);
+    c.xq = xq;
+    if (rows8 > 0) {
+      plan_panels(rows8, 64, &c.panel, &c.npanels);
+      /* packed chunk (panel rows x kc blocks x 36 bytes) within ~384 KB, chunks of even size */
+      const int64_t kmax = NW_MAX(1, (int64_t)(393216 / ((size_t)c.panel * (sizeof(q4x8_t) / 8))));
+      const int64_t nch = (nb + kmax - 1) / kmax;
+      c.kc = (nb + nch - 1) / nch;
+      pool_run(job_q4gemm, &c);
+    }
+    for (int64_t r = rows8; r < w->rows; r++) /* the last rows % 8 rows: the several-rows dot kernel */
+      for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        const int MM = (int)NW_MIN(4, M - m0);
+        float res[4];
+        g_kern->dotm(NW_Q4_0, w->data + (size_t)r * w->rbytes, NULL, xq + m0 * nb, w->cols, MM, res);
+        for (int m = 0; m < MM; m++) c.out[(m0 + m) * w->rows + r] = res[m] + (bias ? bias[r] : 0.f);
+      }
   } else if (w->type == NW_F32 && nw_ob.sgemm) {
     /* f32: one multi-threaded OpenBLAS call, no panels needed */
     const int prev = nw_ob.get_num_threads ? nw_ob.get_num_threads() : 0;
@@ -1218,6 +1300,8 @@ static napi_value CpuFeatures(napi_env env, napi_callback_info info) {
   napi_get_boolean(env, nw_ob.sgemm != NULL, &v); napi_set_named_property(env, o, "openblas", v);
   napi_create_int32(env, P.started ? P.n : 0, &v); napi_set_named_property(env, o, "threads", v);
   napi_create_int32(env, g_mv_max, &v); napi_set_named_property(env, o, "mvMax", v);
+  napi_create_string_utf8(env, q4_prefill_int8() ? "int8" : "f32", NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, o, "q4Prefill", v);
   return o;
 }
 
