@@ -55,6 +55,31 @@ describe('Resampler (tiny checkpoint) against the resampler.* goldens', () => {
     tf.dispose([x, y]);
   });
 
+  itIf(dir)('inference moves the k/v projections onto the queries (absorbed): the same output as the projected path', () => {
+    const x = g.tensor('vpm.last_hidden_state') as tf.Tensor3D;
+    const tgt = pairs(g.ints('tgt_sizes'));
+    const spy = jest.spyOn(TorchMultiheadAttention.prototype as unknown as { forwardAbsorbed: () => tf.Tensor }, 'forwardAbsorbed');
+    const before = tf.memory().numTensors;
+    const a = r.forward(x, tgt);
+    const absorbed = spy.mock.calls.length;
+    process.env.VLM_RESAMPLER_ABSORB = '0';
+    let p: tf.Tensor3D;
+    try {
+      p = r.forward(x, tgt);
+    } finally {
+      delete process.env.VLM_RESAMPLER_ABSORB;
+    }
+    expect(spy.mock.calls.length).toBe(absorbed); // VLM_RESAMPLER_ABSORB=0: the projected path
+    spy.mockRestore();
+    // weights [out, in] (the native matmul kernels' layout) take the absorbed path
+    if (r.attn.in_proj_weight.tensors.layout === 'same') expect(absorbed).toBe(1);
+    expectClose('resampler.out (absorbed vs projected)', a, { data: p.dataSync() as Float32Array, shape: p.shape }, 1e-5);
+    expectClose('resampler.out (absorbed)', a, g.get('resampler.out'), 1e-4);
+    tf.dispose([a, p]);
+    expect(tf.memory().numTensors).toBe(before);
+    x.dispose();
+  });
+
   itIf(dir)('in_proj_weight is one checkpoint tensor held as q, k, v row chunks', () => {
     const p = r.attn.in_proj_weight;
     expect(p.shape).toEqual([768, 256]);
