@@ -430,11 +430,19 @@ d('bad inputs throw clear errors', () => {
 
 // ------------------------------------------------------------------------------------------
 d('fallback builds (separate processes)', () => {
-  test('load-time kernel self-check (used to vet the AVX-512 table) passes for scalar vs avx2', () => {
-    if (!A.cpuFeatures().avx2) return;
+  test('load-time kernel self-check (used to vet the AVX-512 table) passes for scalar vs avx2 and scalar vs avx512', () => {
+    const f = A.cpuFeatures();
+    if (!f.avx2) return;
     const r = spawnSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(path.resolve(__dirname, '../../native/tfjs-blas'))}).cpuFeatures().selfCheck)`],
       { env: { ...process.env, TFJS_BLAS_SELFCHECK: '1' }, encoding: 'utf8', timeout: 60000 });
-    expect(r.stdout.trim()).toBe('scalar vs avx2: ok');
+    expect(r.stdout.trim()).toBe(f.kernels === 'avx512' ? 'scalar vs avx2: ok; scalar vs avx512: ok' : 'scalar vs avx2: ok');
+  });
+
+  test('the best kernel table for this CPU is in use (an AVX-512 table that failed its self-check would fall back)', () => {
+    const f = A.cpuFeatures();
+    if (!f.avx2 || !f.fma || !f.f16c) return;
+    const avx512 = f.avx512Built && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
+    expect([f.kernels, f.selfCheck]).toEqual([avx512 ? 'avx512' : 'avx2', '']);
   });
 
   test('scalar kernels and no OpenBLAS give the same results', () => {

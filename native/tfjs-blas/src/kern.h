@@ -160,14 +160,22 @@ static float SFX(dot_q8)(const uint8_t *w, const xq8_t *x, int64_t nb) {
     a0 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
     a1 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
   }
+  if (b < nb) { /* an odd last block in registers too: no scalar int8 tail (GCC 12 -mavx512vnni turns it into
+                   vpdpbusd, which takes one operand as unsigned: wrong for int8 x int8) */
+    const uint8_t *w0 = w + b * Q8_0_BYTES;
+    __m256i p0 = SFX(dot_i8)(_mm256_loadu_si256((const __m256i *)(w0 + 2)), _mm256_loadu_si256((const __m256i *)x[b].qs));
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
+    b++;
+  }
   s = SFX(hsum8)(_mm256_add_ps(a0, a1));
-#endif
+#else
   for (; b < nb; b++) {
     const uint8_t *wb = w + b * Q8_0_BYTES;
     int32_t acc = 0;
     for (int j = 0; j < QK; j++) acc += (int32_t)(int8_t)wb[2 + j] * x[b].qs[j];
     s += NW_H2F(nw_ld16(wb)) * x[b].d * (float)acc;
   }
+#endif
   return s;
 }
 
@@ -197,8 +205,21 @@ static float SFX(dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb) {
     a0 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
     a1 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w1)) * x[b + 1].d), _mm256_cvtepi32_ps(p1), a1);
   }
-  s = SFX(hsum8)(_mm256_add_ps(a0, a1));
+  if (b < nb) { /* an odd last block in registers too (see dot_q8) */
+    const uint8_t *w0 = w + b * Q4_0_BYTES;
+    const __m128i t0 = _mm_loadu_si128((const __m128i *)(w0 + 2));
+    const __m256i q0 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t0, 4), t0), m4);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    __m256i p0 = _mm256_dpbusd_epi32(_mm256_set1_epi32(-x[b].s), q0, _mm256_loadu_si256((const __m256i *)x[b].qs));
+#else
+    __m256i p0 = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)x[b].qs)),
+                                                    _mm256_set1_epi16(1)), _mm256_set1_epi32(x[b].s));
 #endif
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(NW_H2F(nw_ld16(w0)) * x[b].d), _mm256_cvtepi32_ps(p0), a0);
+    b++;
+  }
+  s = SFX(hsum8)(_mm256_add_ps(a0, a1));
+#else
   for (; b < nb; b++) {
     const uint8_t *wb = w + b * Q4_0_BYTES;
     int32_t acc = 0;
@@ -208,6 +229,7 @@ static float SFX(dot_q4)(const uint8_t *w, const xq8_t *x, int64_t nb) {
     }
     s += NW_H2F(nw_ld16(wb)) * x[b].d * (float)acc;
   }
+#endif
   return s;
 }
 

@@ -319,9 +319,14 @@ static void select_kernels(void) {
       g_kern = &nw_kernels_avx2;
     }
   }
-  if (getenv("TFJS_BLAS_SELFCHECK") && g_kern == &nw_kernels_avx2) { /* test hook: the same check, scalar vs avx2 */
+  if (getenv("TFJS_BLAS_SELFCHECK") && g_kern != &nw_kernels_scalar && !g_selfcheck[0]) {
+    /* test hook: the same check against the plain-C table, for avx2 and (when in use) avx512 */
     const char *bad = self_check(&nw_kernels_scalar, &nw_kernels_avx2);
-    snprintf(g_selfcheck, sizeof g_selfcheck, "scalar vs avx2: %s", bad ? bad : "ok");
+    int n = snprintf(g_selfcheck, sizeof g_selfcheck, "scalar vs avx2: %s", bad ? bad : "ok");
+    if (g_kern != &nw_kernels_avx2) {
+      bad = self_check(&nw_kernels_scalar, g_kern);
+      snprintf(g_selfcheck + n, sizeof g_selfcheck - n, "; scalar vs %s: %s", g_kern->name, bad ? bad : "ok");
+    }
   }
   const char *force = getenv("TFJS_BLAS_ISA"); /* scalar|avx2|avx512: only downgrades */
   if (force && strcmp(force, "scalar") == 0) g_kern = &nw_kernels_scalar;
