@@ -45,6 +45,8 @@ typedef struct {
   void (*dot4q)(int type, const uint8_t *w, size_t rbytes, const xq8_t *x, int64_t nb, float *res);
   /* res[r] = dot(row r, x) for four q4_0 rows rbytes apart, x in the doubled layout (decode with M = 1) */
   void (*dot4q4)(const uint8_t *w, size_t rbytes, const xq4d_t *x, int64_t nb, float *res);
+  /* the same for eight rows (res[8]): each x block loaded once for twice the weight bytes */
+  void (*dot8q4)(const uint8_t *w, size_t rbytes, const xq4d_t *x, int64_t nb, float *res);
   /* res[r] = dot(row r, x) for four f32 / f16 / bf16 rows rbytes apart (decode with M = 1) */
   void (*dot4f)(int type, const uint8_t *w, size_t rbytes, const float *x, int64_t n, float *res);
   /* res[m] = dot(row, x_m) for m < MM <= 4, the row converted once (decode with M > 1) */

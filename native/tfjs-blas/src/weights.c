@@ -260,6 +260,12 @@ static const char *self_check(const nw_kernels_t *a, const nw_kernels_t *b) {
         for (int m = 0; m < 4; m++)
           if (!(fabsf(ra[m] - rb4[m]) <= 1e-4f * (1.f + fabsf(rb4[m]))) ||
               !(fabsf(ra[m] - b->dot_q4(wt + m * rb, xq, 2)) <= 1e-4f * (1.f + fabsf(rb4[m])))) return "dot4q4";
+        float r8a[8], r8b[8]; /* eight rows half a block apart (9 bytes: odd addresses too) */
+        a->dot8q4(wt, 9, x4, 2, r8a);
+        b->dot8q4(wt, 9, x4, 2, r8b);
+        for (int m = 0; m < 8; m++)
+          if (!(fabsf(r8a[m] - r8b[m]) <= 1e-4f * (1.f + fabsf(r8b[m]))) ||
+              !(fabsf(r8a[m] - b->dot_q4(wt + m * 9, xq, 2)) <= 1e-4f * (1.f + fabsf(r8b[m])))) return "dot8q4";
       }
     }
     for (int mm = 1; mm <= 4; mm++) {
@@ -643,8 +649,19 @@ static void job_matvec(void *vc, int tid, int nth) {
     if (c->M == 1) {
       /* rows r0+i, +q, +2q, +3q: four streams a quarter chunk apart (adjacent short rows would share
          pages, which the hardware prefetcher follows worse than one sequential stream) */
-      const int64_t q = (r1 - r0) / 4;
+      int64_t q = (r1 - r0) / 4;
       const int quant = w->type == NW_Q8_0 || w->type == NW_Q4_0;
+      if (c->xq4) { /* q4_0: eight streams, each x block loaded once per 8 rows (a long x, e.g. down_proj's 18944
+                       columns = 42 KB in the doubled layout, no longer fits L1 next to four rows' blocks) */
+        q = (r1 - r0) / 8;
+        for (int64_t i = 0; i < q; i++) {
+          float res[8];
+          k->dot8q4(w->data + (size_t)(r0 + i) * w->rbytes, (size_t)q * w->rbytes, c->xq4, nb, res);
+          for (int j = 0; j < 8; j++) c->out[r0 + i + j * q] = res[j] + (c->bias ? c->bias[r0 + i + j * q] : 0.f);
+        }
+        r = r0 + 8 * q;
+        q = 0;
+      }
       for (int64_t i = 0; i < q; i++) {
         float res[4];
         const uint8_t *wr = w->data + (size_t)(r0 + i) * w->rbytes;
@@ -653,7 +670,7 @@ static void job_matvec(void *vc, int tid, int nth) {
         else k->dot4f(w->type, wr, (size_t)q * w->rbytes, c->x, cols, res);
         for (int j = 0; j < 4; j++) c->out[r0 + i + j * q] = res[j] + (c->bias ? c->bias[r0 + i + j * q] : 0.f);
       }
-      r = r0 + 4 * q;
+      if (q) r = r0 + 4 * q;
     }
     for (; r < r1; r++) {
       const uint8_t *wr = w->data + (size_t)r * w->rbytes;
@@ -1106,7 +1123,7 @@ static napi_value Matmul(napi_env env, napi_callback_info info) {
       xq = scratch(0, 1, (size_t)(M * nb) * sizeof(xq8_t));
       if (!xq) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
       for (int64_t m = 0; m < M; m++) quant_row_xq8(c.x + m * w->cols, xq + m * nb, w->cols);
-      if (M == 1 && w->type == NW_Q4_0) {
+      if (M == 1 && w->type == NW_Q4_0 && !getenv("NOX4")) {
         xq4d_t *x4 = scratch(0, 3, (size_t)nb * sizeof(xq4d_t));
         if (!x4) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
         xq4_double(xq, x4, nb);
