@@ -179,9 +179,12 @@ export class GQAttention extends Module {
       const ck = cos.rank === 2 ? cos : cos.reshape([B, 1, T, D]);
       const sk = sin.rank === 2 ? sin : sin.reshape([B, 1, T, D]);
 
-      const q = this.q_proj.forward(x).reshape([B, T, Hkv, G, D]).transpose([0, 2, 3, 1, 4]); // [B, Hkv, G, T, D]
-      let k = this.k_proj.forward(x).reshape([B, T, Hkv, D]).transpose([0, 2, 1, 3]) as tf.Tensor4D; // [B, Hkv, T, D]
-      let v = this.v_proj.forward(x).reshape([B, T, Hkv, D]).transpose([0, 2, 1, 3]) as tf.Tensor4D; // [B, Hkv, T, D]
+      // T = 1 (decode): [B, 1, heads, D] is already head-major, a reshape instead of a transpose
+      const q = T === 1 ? this.q_proj.forward(x).reshape([B, Hkv, G, 1, D])
+        : this.q_proj.forward(x).reshape([B, T, Hkv, G, D]).transpose([0, 2, 3, 1, 4]); // [B, Hkv, G, T, D]
+      const headMajor = (t: tf.Tensor) => (T === 1 ? t.reshape([B, Hkv, 1, D]) : t.reshape([B, T, Hkv, D]).transpose([0, 2, 1, 3])) as tf.Tensor4D;
+      let k = headMajor(this.k_proj.forward(x)); // [B, Hkv, T, D]
+      let v = headMajor(this.v_proj.forward(x)); // [B, Hkv, T, D]
       const qr = applyRotary(q, c, s).reshape([B, Hkv, G * T, D]); // [B, Hkv, G·T, D]
       k = applyRotary(k, ck, sk) as tf.Tensor4D;
       if (cache && mask === null && T === 1 && cachedAttentionReady()) {

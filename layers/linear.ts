@@ -68,13 +68,16 @@ export class Linear extends Module {
 
   /** x [..., in] → [..., out]. */
   forward(x: tf.Tensor): tf.Tensor {
+    if (x.shape[x.shape.length - 1] !== this.inFeatures) {
+      throw new Error(`${this.name}: input has ${x.shape[x.shape.length - 1]} features, expected ${this.inFeatures}`);
+    }
+    const bias = this.bias ? this.bias.value : undefined;
+    // no adapter in the way: one op where the storage takes any rank (a decode step runs ~200 of these)
+    if (!this.lora || this.lora.merged) return this.weight.matmulLastAxis(x, bias);
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
-      if (x.shape[x.shape.length - 1] !== this.inFeatures) {
-        throw new Error(`${this.name}: input has ${x.shape[x.shape.length - 1]} features, expected ${this.inFeatures}`);
-      }
       const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D; // [N, in]
-      let y = this.weight.matmul(x2, this.bias ? this.bias.value : undefined); // [N, out], whatever the storage
+      let y = this.weight.matmul(x2, bias); // [N, out], whatever the storage
       const ad = this.lora;
       if (ad && !ad.merged) {
         // peft LoRA: + (dropout(x) · Aᵀ · Bᵀ) · scale, on top of the (frozen) base

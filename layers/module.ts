@@ -113,6 +113,17 @@ export class Param {
     return this.storage.matmul(x, bias);
   }
 
+  /** x [..., in] · Wᵀ (+ bias) → [..., out], whatever the storage (one op where it takes any rank). */
+  matmulLastAxis(x: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+    const s = this.storage;
+    if (s.matmulAnyRank) return s.matmulAnyRank(x, bias);
+    return tf.tidy(() => {
+      const inF = x.shape[x.rank - 1];
+      const y = s.matmul(x.reshape([-1, inF]) as tf.Tensor2D, bias); // [N, out]
+      return y.reshape([...x.shape.slice(0, -1), y.shape[1]]);
+    });
+  }
+
   /** Rows `ids` (int32, in range) of a [num, dim] parameter, whatever the storage. */
   gather(ids: tf.Tensor1D): tf.Tensor2D {
     return this.storage.gather(ids);

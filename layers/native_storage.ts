@@ -25,6 +25,10 @@ export class NativeStorage implements ParamStorage {
     return this.weight.matmul(x, bias) as tf.Tensor2D;
   }
 
+  matmulAnyRank(x: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+    return this.weight.matmul(x, bias);
+  }
+
   gather(ids: tf.Tensor1D): tf.Tensor2D {
     return this.weight.gather(ids) as tf.Tensor2D;
   }

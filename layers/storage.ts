@@ -24,6 +24,8 @@ export interface ParamStorage {
   readonly backendBytes: number;
   /** x [N, in] → x·Wᵀ (+ bias) [N, out] for a 2-D [out, in] parameter; differentiable w.r.t. x. */
   matmul(x: tf.Tensor2D, bias?: tf.Tensor): tf.Tensor2D;
+  /** x [..., in] → [..., out] in one op, where the storage takes any rank (native storage: no reshapes). */
+  matmulAnyRank?(x: tf.Tensor, bias?: tf.Tensor): tf.Tensor;
   /** Rows of a 2-D [num, dim] parameter: ids int32 [n] (in range) → [n, dim]. */
   gather(ids: tf.Tensor1D): tf.Tensor2D;
   /** The values in checkpoint layout as float32 (export, merge, trace). */

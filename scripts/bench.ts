@@ -65,7 +65,8 @@ async function benchWholeModel(dir: string, opts: ParsedOptions): Promise<number
     if ('error' in l) log(`\nllama.cpp: ${l.error}\n`);
     else {
       const ours = (n: string) => (out.cases as { name: string; tokens_per_s: number | null }[]).find((c) => c.name === n)?.tokens_per_s ?? NaN;
-      log(`\nllama.cpp ${l.llamaCpp} (${path.basename(gguf)}), ${l.threads} threads: prefill512 ${(l.prefillTokPerS as number).toFixed(2)} tok/s, decode64@1024 ${(l.decodeTokPerS as number).toFixed(2)} tok/s, peak RSS ${Math.round((l.mem as Record<string, number>).VmHWM)} MB\n`);
+      const rel = l.llamaCpp && typeof l.llamaCpp === 'object' ? (l.llamaCpp as { release?: string }).release : l.llamaCpp; // node-llama-cpp gives { repo, release }
+      log(`\nllama.cpp ${rel ?? '?'} (${path.basename(gguf)}), ${l.threads} threads: prefill512 ${(l.prefillTokPerS as number).toFixed(2)} tok/s, decode64@1024 ${(l.decodeTokPerS as number).toFixed(2)} tok/s, peak RSS ${Math.round((l.mem as Record<string, number>).VmHWM)} MB\n`);
       log(`ours / llama.cpp: prefill ${(ours('prefill512') / (l.prefillTokPerS as number)).toFixed(2)}×, decode ${(ours('decode64@1024') / (l.decodeTokPerS as number)).toFixed(2)}×\n`);
     }
   }
