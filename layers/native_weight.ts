@@ -48,6 +48,8 @@ export interface CpuFeatures {
   /** q4_0 above mvMax: 'int8' (x quantized to q8 blocks, int8 GEMM on repacked panels; the default)
    *  or 'f32' (TFJS_BLAS_Q4_PREFILL=f32: dequantized panels and sgemm). Absent in older builds. */
   q4Prefill?: 'int8' | 'f32';
+  /** q8_0 prefill: 'int8x2' = the int8 GEMM on two-term q8 activations (VNNI CPUs), 'f32' = dequantized panels + sgemm */
+  q8Prefill?: 'int8x2' | 'f32';
 }
 
 /** The native-weight part of the `tfjs-blas` addon (its `gemm`/`setNumThreads`/`info` are in wasm_kernels.ts). */
@@ -131,6 +133,7 @@ export function describeNative(): string {
   return `native weights: ${f.kernels} kernels (CPU: ${feats.join(' ') || 'no AVX2'}${f.selfCheck ? `; ${f.selfCheck}` : ''}), ` +
     `${f.threads || 'all'} threads (VLM_THREADS), OpenBLAS ${f.openblas ? 'loaded' : 'not found (own sgemm)'}` +
     (f.q4Prefill ? `, q4_0 prefill ${f.q4Prefill === 'int8' ? 'int8 GEMM' : 'f32 sgemm (TFJS_BLAS_Q4_PREFILL)'}` : '') +
+    (f.q8Prefill ? `, q8_0 prefill ${f.q8Prefill === 'int8x2' ? 'int8 GEMM on two-term activations' : 'f32 sgemm'}` : '') +
     (bin ? `, ${bin.includes('prebuilds') ? 'prebuilt binary' : 'built from source'}` : '') + `; ${describeHugePages()}`;
 }
 

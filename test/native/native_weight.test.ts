@@ -105,6 +105,15 @@ function refXq8(x: Float32Array): Float64Array {
   return out;
 }
 
+/* the q8_0 prefill GEMM's two-term x (weights.c quant_row_xq8x2): q8 blocks of x, then of the float32 residual */
+function refXq8x2(x: Float32Array): Float64Array {
+  const hi = refXq8(x), res = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) res[i] = fr(x[i] - fr(hi[i])); // as the C code: float32 d * q, then a float32 subtraction
+  const lo = refXq8(res), out = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = hi[i] + lo[i];
+  return out;
+}
+
 function rand(n: number, seed: number, scale = 1): Float32Array {
   let s = seed >>> 0;
   const a = new Float32Array(n);
@@ -209,10 +218,11 @@ function checkMatmuls(w: NativeWeight, label: string) {
   const mvMax = A.cpuFeatures().mvMax;
   for (const M of [1, 7, 64, 67]) {
     const x = rand(M * cols, rows + M, 1), bias = rand(rows, 5, 1);
-    // q8_0 quantizes x to q8 blocks on the matrix-vector path (M <= mvMax); q4_0 at every M (its
-    // prefill is an int8 GEMM) unless TFJS_BLAS_Q4_PREFILL=f32
-    const quantX = (w.type === 'q8_0' && M <= mvMax) || (w.type === 'q4_0' && (M <= mvMax || A.cpuFeatures().q4Prefill === 'int8'));
-    const xr = quantX ? refXq8(x) : Float64Array.from(x);
+    // q8_0 quantizes x to q8 blocks on the matrix-vector path (M <= mvMax), and to two terms of q8 blocks in its
+    // VNNI prefill GEMM; q4_0 to q8 blocks at every M (its prefill is an int8 GEMM) unless TFJS_BLAS_Q4_PREFILL=f32
+    const f = A.cpuFeatures();
+    const quantX = (w.type === 'q8_0' && M <= mvMax) || (w.type === 'q4_0' && (M <= mvMax || f.q4Prefill === 'int8'));
+    const xr = quantX ? refXq8(x) : w.type === 'q8_0' && f.q8Prefill === 'int8x2' ? refXq8x2(x) : Float64Array.from(x);
     const out = new Float32Array(M * rows + 3).fill(NaN), want = new Float64Array(M * rows);
     for (let m = 0; m < M; m++)
       for (let r = 0; r < rows; r++) {

@@ -12,6 +12,13 @@
 
 /* block scales: F16C in registers where available (a 256 KB table lookup misses cache while
    weights stream through it), the table otherwise */
+/* 1 where the int8 dot products are VNNI's (u8 x s8 summed straight into int32, no int16 step) */
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define NW_VNNI 1
+#else
+#define NW_VNNI 0
+#endif
+
 #if defined(__F16C__)
 #define NW_H2F(h) _cvtsh_ss(h)
 #else
@@ -577,17 +584,23 @@ static void SFX(dequant_row)(int type, const uint8_t *src, float *dst, int64_t n
  * llama.cpp's idea for its repacked q4_0 CPU kernels; the code and the format are our own.)
  */
 /* 8 q4_0 rows (rbytes apart), nb blocks -> nb q4x8_t: nibbles unsigned (0..15), scales in f32 */
-static void SFX(pack_q4x8)(const uint8_t *w, size_t rbytes, int64_t nb, q4x8_t *dst) {
+static void SFX(pack_q4x8)(int type, const uint8_t *w, size_t rbytes, int64_t nb, q4x8_t *dst) {
+  const int q8 = type == NW_Q8_0;
+  const size_t bb = q8 ? Q8_0_BYTES : Q4_0_BYTES;
   for (int64_t b = 0; b < nb; b++) {
-    const uint8_t *blk = w + (size_t)b * Q4_0_BYTES;
+    const uint8_t *blk = w + (size_t)b * bb;
     q4x8_t *p = dst + b;
 #if defined(__AVX2__)
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8((char)0x80);
     __m256i v[8];
     uint16_t h[8];
     for (int r = 0; r < 8; r++) { /* row r: dword t = weights 4t..4t+3 */
-      const __m128i t = _mm_loadu_si128((const __m128i *)(blk + r * rbytes + 2));
-      v[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
+      if (q8) { /* int8 w -> unsigned w + 128 */
+        v[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + r * rbytes + 2)), flip);
+      } else {
+        const __m128i t = _mm_loadu_si128((const __m128i *)(blk + r * rbytes + 2));
+        v[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
+      }
       h[r] = nw_ld16(blk + r * rbytes);
     }
     _mm256_storeu_ps(p->d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
@@ -615,7 +628,8 @@ static void SFX(pack_q4x8)(const uint8_t *w, size_t rbytes, int64_t nb, q4x8_t *
       const uint8_t *br = blk + r * rbytes;
       p->d[r] = NW_H2F(nw_ld16(br));
       for (int k = 0; k < QK; k++)
-        p->q[(k >> 2) * 32 + 4 * r + (k & 3)] = k < QK / 2 ? (br[2 + k] & 0x0F) : (br[2 + k - QK / 2] >> 4);
+        p->q[(k >> 2) * 32 + 4 * r + (k & 3)] = q8 ? (uint8_t)(br[2 + k] ^ 0x80)
+                                                   : k < QK / 2 ? (br[2 + k] & 0x0F) : (br[2 + k - QK / 2] >> 4);
     }
 #endif
   }
@@ -624,7 +638,7 @@ static void SFX(pack_q4x8)(const uint8_t *w, size_t rbytes, int64_t nb, q4x8_t *
 #if defined(__AVX2__)
 /* MM (<= 4) rows of x (xs blocks apart) against one packed group of 8 rows: o[m * ldo + r], r < 8 */
 NW_INLINE void SFX(gemm_q4x8_body)(const q4x8_t *pw, int64_t nb, const xq8_t *x, int64_t xs, const int MM, float *o,
-                                    int64_t ldo, const float *bias, int accum) {
+                                    int64_t ldo, const float *bias, int accum, int off, int pairs) {
   __m256 acc[4];
   for (int m = 0; m < MM; m++) acc[m] = _mm256_setzero_ps();
 #if !(defined(__AVX512VNNI__) && defined(__AVX512VL__))
@@ -637,7 +651,7 @@ NW_INLINE void SFX(gemm_q4x8_body)(const q4x8_t *pw, int64_t nb, const xq8_t *x,
     /* u8 nibbles x s8 activations accumulate in int32 from -8 * sum(x): sum (q-8)x */
     /* two chains per row of x (even / odd t): dpbusd's latency, not its throughput, bounded one chain */
     __m256i s2[4];
-    for (int m = 0; m < MM; m++) { s[m] = _mm256_set1_epi32(-8 * x[m * xs + b].s); s2[m] = _mm256_setzero_si256(); }
+    for (int m = 0; m < MM; m++) { s[m] = _mm256_set1_epi32(-off * x[m * xs + b].s); s2[m] = _mm256_setzero_si256(); }
     for (int t = 0; t < 8; t += 2) {
       const __m256i wv = _mm256_loadu_si256((const __m256i *)(p->q + 32 * t));
       const __m256i wv2 = _mm256_loadu_si256((const __m256i *)(p->q + 32 * t + 32));
@@ -661,13 +675,16 @@ NW_INLINE void SFX(gemm_q4x8_body)(const q4x8_t *pw, int64_t nb, const xq8_t *x,
         s[m] = t ? _mm256_add_epi16(s[m], pr) : pr;
       }
     }
+    (void)off; /* q4_0 only here (off 8): q8_0's u8 weights would overflow maddubs' int16 pairs */
     for (int m = 0; m < MM; m++) s[m] = _mm256_sub_epi32(_mm256_madd_epi16(s[m], one), _mm256_set1_epi32(8 * x[m * xs + b].s));
 #endif
     const __m256 dw = _mm256_loadu_ps(p->d);
     for (int m = 0; m < MM; m++)
       acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[m]), _mm256_mul_ps(dw, _mm256_set1_ps(x[m * xs + b].d)), acc[m]);
   }
-  for (int m = 0; m < MM; m++) {
+  if (pairs) /* rows 2i and 2i+1 of x are the two terms of one activation row: their sums add */
+    for (int m = 0; m < MM / 2; m++) acc[m] = _mm256_add_ps(acc[2 * m], acc[2 * m + 1]);
+  for (int m = 0; m < (pairs ? MM / 2 : MM); m++) {
     float *om = o + m * ldo;
     __m256 v = acc[m];
     if (accum) v = _mm256_add_ps(v, _mm256_loadu_ps(om));
@@ -680,32 +697,34 @@ NW_INLINE void SFX(gemm_q4x8_body)(const q4x8_t *pw, int64_t nb, const xq8_t *x,
 /* out[m * ldo + 8g + r] (+)= sum over nb blocks for M rows of x (xs blocks apart) and ng packed groups
    (nb q4x8_t each); accum adds to out, else bias (or 0) starts it */
 static void SFX(gemm_q4x8)(const q4x8_t *pw, int64_t ng, int64_t nb, const xq8_t *x, int64_t xs, int64_t M, float *out,
-                           int64_t ldo, const float *bias, int accum) {
+                           int64_t ldo, const float *bias, int accum, int off, int pairs) {
   for (int64_t m0 = 0; m0 < M; m0 += 4) {
     const int MM = (int)NW_MIN(4, M - m0);
     for (int64_t g = 0; g < ng; g++) {
       const q4x8_t *p = pw + g * nb;
       const xq8_t *xm = x + m0 * xs;
-      float *o = out + m0 * ldo + 8 * g;
+      float *o = out + (pairs ? m0 / 2 : m0) * ldo + 8 * g;
       const float *bg = bias ? bias + 8 * g : NULL;
 #if defined(__AVX2__)
       switch (MM) {
-        case 4: SFX(gemm_q4x8_body)(p, nb, xm, xs, 4, o, ldo, bg, accum); break;
-        case 3: SFX(gemm_q4x8_body)(p, nb, xm, xs, 3, o, ldo, bg, accum); break;
-        case 2: SFX(gemm_q4x8_body)(p, nb, xm, xs, 2, o, ldo, bg, accum); break;
-        default: SFX(gemm_q4x8_body)(p, nb, xm, xs, 1, o, ldo, bg, accum); break;
+        case 4: SFX(gemm_q4x8_body)(p, nb, xm, xs, 4, o, ldo, bg, accum, off, pairs); break;
+        case 3: SFX(gemm_q4x8_body)(p, nb, xm, xs, 3, o, ldo, bg, accum, off, pairs); break;
+        case 2: SFX(gemm_q4x8_body)(p, nb, xm, xs, 2, o, ldo, bg, accum, off, pairs); break;
+        default: SFX(gemm_q4x8_body)(p, nb, xm, xs, 1, o, ldo, bg, accum, off, pairs); break;
       }
 #else
-      for (int m = 0; m < MM; m++)
+      for (int m = 0; m < MM; m += pairs ? 2 : 1)
         for (int r = 0; r < 8; r++) {
-          float s = 0.f;
-          for (int64_t b = 0; b < nb; b++) {
-            const xq8_t *xb = xm + m * xs + b;
-            int32_t a = 0;
-            for (int k = 0; k < QK; k++) a += (int32_t)p[b].q[(k >> 2) * 32 + 4 * r + (k & 3)] * xb->qs[k];
-            s += (float)(a - 8 * xb->s) * (p[b].d[r] * xb->d);
-          }
-          float *od = o + m * ldo + r;
+          float s = 0.f, s2 = 0.f;
+          for (int t = 0; t <= pairs; t++)
+            for (int64_t b = 0; b < nb; b++) {
+              const xq8_t *xb = xm + (m + t) * xs + b;
+              int32_t a = 0;
+              for (int k = 0; k < QK; k++) a += (int32_t)p[b].q[(k >> 2) * 32 + 4 * r + (k & 3)] * xb->qs[k];
+              *(t ? &s2 : &s) += (float)(a - off * xb->s) * (p[b].d[r] * xb->d);
+            }
+          s += s2;
+          float *od = o + (pairs ? m / 2 : m) * ldo + r;
           *od = accum ? *od + s : s + (bg ? bg[r] : 0.f);
         }
 #endif
@@ -1051,6 +1070,6 @@ static void SFX(act)(int kind, const float *x, float *out, int64_t n) {
 }
 
 const nw_kernels_t SFX(nw_kernels) = {
-  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dot4q4), SFX(dot8q4), SFX(dot4f), SFX(dotm), SFX(dequant_row), SFX(pack_q4x8), SFX(gemm_q4x8), SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
+  SFX_NAME, SFX(dot_f32), SFX(dot_f16), SFX(dot_bf16), SFX(dot_q8), SFX(dot_q4), SFX(dot4q), SFX(dot4q4), SFX(dot8q4), SFX(dot4f), SFX(dotm), SFX(dequant_row), SFX(pack_q4x8), SFX(gemm_q4x8), NW_VNNI, SFX(sgemm_nt), SFX(axpy), SFX(attn_rows), SFX(rmsnorm), SFX(rotary), SFX(silu_mul),
   SFX(layernorm), SFX(softmax), SFX(act),
 };

@@ -23,8 +23,9 @@ typedef struct { float d; int32_t s; int8_t qs[QK]; } xq8_t;
    lo = x[0:16] x[0:16], hi = x[16:32] x[16:32], so both 128-bit lanes meet their nibbles without a
    cross-lane shuffle per block; s2 = 2 * sum of qs (each of a row's 4 lanes removes 2s of the offset). */
 typedef struct { int8_t lo[QK]; int8_t hi[QK]; float d; int32_t s2; } xq4d_t;
-/* One block of 8 q4_0 rows repacked for the prefill int8 GEMM (kern.h gemm_q4x8): d[r] = row r's
-   scale in f32; q[32t + 4r + c] = row r's weight 4t+c as an unsigned nibble (0..15, offset 8). */
+/* One block of 8 q4_0 (or q8_0) rows repacked for the prefill int8 GEMM (kern.h gemm_q4x8): d[r] = row r's
+   scale in f32; q[32t + 4r + c] = row r's weight 4t+c unsigned: a q4_0 nibble (0..15, offset 8) or a q8_0
+   weight + 128 (0..255, offset 128). */
 typedef struct { float d[8]; uint8_t q[256]; } q4x8_t;
 
 extern float nw_f16_table[65536];
@@ -53,12 +54,15 @@ typedef struct {
   void (*dotm)(int type, const uint8_t *w, const float *x, const xq8_t *xq, int64_t n, int MM, float *res);
   /* one row of any storage type to f32 */
   void (*dequant_row)(int type, const uint8_t *src, float *dst, int64_t n);
-  /* 8 q4_0 rows (rbytes apart) of nb blocks -> nb q4x8_t */
-  void (*pack_q4x8)(const uint8_t *w, size_t rbytes, int64_t nb, q4x8_t *dst);
+  /* 8 q4_0 / q8_0 rows (rbytes apart) of nb blocks -> nb q4x8_t (q8_0: q = w + 128, unsigned) */
+  void (*pack_q4x8)(int type, const uint8_t *w, size_t rbytes, int64_t nb, q4x8_t *dst);
   /* out[m*ldo + 8g + r] (+)= dot(packed row 8g+r, x_m) over nb blocks, M rows of x xs blocks apart,
-     ng groups nb q4x8_t apart; accum: add to out, else start from bias (or 0) */
+     ng groups nb q4x8_t apart; accum: add to out, else start from bias (or 0); off: the weights' unsigned
+     offset (q4_0 8, q8_0 128); pairs: x rows 2i, 2i+1 are two terms of one row, summed into out row i */
   void (*gemm_q4x8)(const q4x8_t *pw, int64_t ng, int64_t nb, const xq8_t *x, int64_t xs, int64_t M, float *out,
-                    int64_t ldo, const float *bias, int accum);
+                    int64_t ldo, const float *bias, int accum, int off, int pairs);
+  /* 1: gemm_q4x8 also takes q8_0 panels (off 128); without VNNI their u8 x s8 pairs would overflow int16 */
+  int vnni;
   /* C[M,N] = A[M,K] . B[N,K]^T + beta*C (row-major; the no-OpenBLAS panel path) */
   void (*sgemm_nt)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
                    float *C, int64_t ldc, float beta);

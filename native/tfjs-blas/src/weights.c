@@ -11,7 +11,8 @@
  *   matmul  M > mvMax (prefill): panels of W rows dequantized to f32 in per-thread scratch, then
  *           sgemm(x, panel^T) with OpenBLAS at 1 thread per worker (or the built-in sgemm);
  *           q4_0 instead repacks panels into groups of 8 rows and runs an int8 GEMM against x
- *           quantized to 32-blocks (kern.h gemm_q4x8; TFJS_BLAS_Q4_PREFILL=f32 for the sgemm path).
+ *           quantized to 32-blocks (kern.h gemm_q4x8; TFJS_BLAS_Q4_PREFILL=f32 for the sgemm path); q8_0
+ *           the same GEMM on CPUs with VNNI, x as two terms of q8 blocks (TFJS_BLAS_Q8_PREFILL=f32).
  * The quantizers are scalar ports of GGML's quantize_row_q8_0_ref / quantize_row_q4_0_ref (this
  * file is compiled with -ffp-contract=off so x*id + 8.5f is never fused).
  */
@@ -242,15 +243,33 @@ static const char *self_check(const nw_kernels_t *a, const nw_kernels_t *b) {
         static uint8_t w16[16 * 54];
         memcpy(w16, wt, sizeof w16);
         for (int bb = 0; bb < 16 * 3; bb++) { w16[bb * Q4_0_BYTES] = (uint8_t)RND(); w16[bb * Q4_0_BYTES + 1] = (uint8_t)(0x20 + (RND() & 3)); }
-        for (int g = 0; g < 2; g++) { a->pack_q4x8(w16 + g * 8 * 54, 54, 3, pa + 3 * g); b->pack_q4x8(w16 + g * 8 * 54, 54, 3, pb + 3 * g); }
+        for (int g = 0; g < 2; g++) { a->pack_q4x8(NW_Q4_0, w16 + g * 8 * 54, 54, 3, pa + 3 * g); b->pack_q4x8(NW_Q4_0, w16 + g * 8 * 54, 54, 3, pb + 3 * g); }
         if (memcmp(pa, pb, sizeof pa) != 0) return "pack_q4x8";
         for (int mm = 1; mm <= 4; mm++)
           for (int accum = 0; accum < 2; accum++) {
             if (!accum) for (int i = 0; i < 64; i++) ga[i] = gb[i] = 0.f;
-            a->gemm_q4x8(pa, 2, 3, xq + 1, NB, mm, ga, 16, x + 7, accum);
-            b->gemm_q4x8(pb, 2, 3, xq + 1, NB, mm, gb, 16, x + 7, accum);
+            a->gemm_q4x8(pa, 2, 3, xq + 1, NB, mm, ga, 16, x + 7, accum, 8, 0);
+            b->gemm_q4x8(pb, 2, 3, xq + 1, NB, mm, gb, 16, x + 7, accum, 8, 0);
             for (int i = 0; i < 64; i++) if (!(fabsf(ga[i] - gb[i]) <= 1e-4f * (1.f + fabsf(gb[i])))) return "gemm_q4x8";
           }
+        if (a->vnni) { /* q8_0 panels (VNNI tables only), single and two-term x, against the plain-C table */
+          const nw_kernels_t *c = &nw_kernels_scalar;
+          static uint8_t w8[16 * 3 * Q8_0_BYTES];
+          for (size_t i = 0; i < sizeof w8; i++) w8[i] = (uint8_t)RND();
+          for (int bb = 0; bb < 16 * 3; bb++) { w8[bb * Q8_0_BYTES] = (uint8_t)RND(); w8[bb * Q8_0_BYTES + 1] = (uint8_t)(0x20 + (RND() & 3)); }
+          for (int g = 0; g < 2; g++) {
+            a->pack_q4x8(NW_Q8_0, w8 + g * 8 * 3 * Q8_0_BYTES, 3 * Q8_0_BYTES, 3, pa + 3 * g);
+            c->pack_q4x8(NW_Q8_0, w8 + g * 8 * 3 * Q8_0_BYTES, 3 * Q8_0_BYTES, 3, pb + 3 * g);
+          }
+          if (memcmp(pa, pb, sizeof pa) != 0) return "pack_q4x8 (q8_0)";
+          for (int pairs = 0; pairs < 2; pairs++)
+            for (int mm = 1 + pairs; mm <= 4; mm += 1 + pairs) {
+              for (int i = 0; i < 64; i++) ga[i] = gb[i] = 0.f;
+              a->gemm_q4x8(pa, 2, 3, xq + 1, NB, mm, ga, 16, x + 7, 0, 128, pairs);
+              c->gemm_q4x8(pb, 2, 3, xq + 1, NB, mm, gb, 16, x + 7, 0, 128, pairs);
+              for (int i = 0; i < 64; i++) if (!(fabsf(ga[i] - gb[i]) <= 1e-4f * (1.f + fabsf(gb[i])))) return "gemm_q4x8 (q8_0)";
+            }
+        }
       }
       if (t == NW_Q4_0) { /* the decode kernel agrees with the one-row dot on the same rows */
         static xq4d_t x4[NB];
@@ -716,22 +735,47 @@ static void job_q4gemm(void *vc, int tid, int nth) {
     const int64_t r0 = p * c->panel, ng = NW_MIN(c->panel, rows8 - r0) / 8;
     for (int64_t k0 = 0; k0 < nb; k0 += c->kc) {
       const int64_t kn = NW_MIN(c->kc, nb - k0);
+      const int q8 = w->type == NW_Q8_0;
       for (int64_t g = 0; g < ng; g++)
-        g_kern->pack_q4x8(w->data + (size_t)(r0 + 8 * g) * w->rbytes + (size_t)k0 * Q4_0_BYTES, w->rbytes, kn, buf + g * kn);
-      g_kern->gemm_q4x8(buf, ng, kn, c->xq + k0, nb, c->M, c->out + r0, w->rows, c->bias ? c->bias + r0 : NULL, k0 > 0);
+        g_kern->pack_q4x8(w->type, w->data + (size_t)(r0 + 8 * g) * w->rbytes + (size_t)k0 * (q8 ? Q8_0_BYTES : Q4_0_BYTES),
+                          w->rbytes, kn, buf + g * kn);
+      /* q8_0: x comes as two terms per row (hi, residual), 2M rows of blocks */
+      g_kern->gemm_q4x8(buf, ng, kn, c->xq + k0, nb, q8 ? 2 * c->M : c->M, c->out + r0, w->rows, c->bias ? c->bias + r0 : NULL,
+                        k0 > 0, q8 ? 128 : 8, q8);
     }
   }
 }
 
 /* rows of x to xq8 blocks, split over the pool */
-typedef struct { const float *x; xq8_t *xq; int64_t M, cols; int next; } xq_ctx;
+typedef struct { const float *x; xq8_t *xq; int64_t M, cols; int two; int next; } xq_ctx;
+/* x ~ d1 q1 + d2 q2: q1 as quant_row_xq8, q2 the same quantization of the residual x - d1 q1 (|.| <= d1/2), so the
+   activation error is ~1/254 of one term's: the q8_0 int8 GEMM then keeps the float32 path's accuracy (the weights'
+   quantization is the only error left) at twice the int8 work */
+static void quant_row_xq8x2(const float *x, xq8_t *y, int64_t n) {
+  for (int64_t b = 0; b < n / QK; b++) {
+    float r[QK];
+    quant_row_xq8(x + b * QK, y + 2 * b, QK);
+    for (int j = 0; j < QK; j++) r[j] = x[b * QK + j] - y[2 * b].d * (float)y[2 * b].qs[j];
+    quant_row_xq8(r, y + 2 * b + 1, QK);
+  }
+}
 static void job_xq8(void *vc, int tid, int nth) {
   (void)tid; (void)nth;
   xq_ctx *c = vc;
+  const int64_t nb = c->cols / QK;
   for (;;) {
     const int64_t m0 = (int64_t)__atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED) * 16;
     if (m0 >= c->M) break;
-    for (int64_t m = m0; m < NW_MIN(c->M, m0 + 16); m++) quant_row_xq8(c->x + m * c->cols, c->xq + m * (c->cols / QK), c->cols);
+    for (int64_t m = m0; m < NW_MIN(c->M, m0 + 16); m++) {
+      if (!c->two) { quant_row_xq8(c->x + m * c->cols, c->xq + m * nb, c->cols); continue; }
+      /* rows 2m (first terms) and 2m+1 (residuals): de-interleave the per-block pairs */
+      xq8_t tmp[2 * 64];
+      for (int64_t b0 = 0; b0 < nb; b0 += 64) {
+        const int64_t bn = NW_MIN(64, nb - b0);
+        quant_row_xq8x2(c->x + m * c->cols + b0 * QK, tmp, bn * QK);
+        for (int64_t b = 0; b < bn; b++) { c->xq[2 * m * nb + b0 + b] = tmp[2 * b]; c->xq[(2 * m + 1) * nb + b0 + b] = tmp[2 * b + 1]; }
+      }
+    }
   }
 }
 
@@ -872,6 +916,14 @@ static int q4_prefill_int8(void) {
   static int v = -1;
   if (v < 0) { const char *e = getenv("TFJS_BLAS_Q4_PREFILL"); v = !(e && strcmp(e, "f32") == 0); }
   return v;
+}
+
+/* q8_0 prefill as the int8 GEMM with two-term activations (quant_row_xq8x2): only with VNNI (u8 x s8 straight
+   into int32; maddubs' int16 pairs would overflow on u8 weights up to 255); TFJS_BLAS_Q8_PREFILL=f32: sgemm */
+static int q8_prefill_int8(void) {
+  static int v = -1;
+  if (v < 0) { const char *e = getenv("TFJS_BLAS_Q8_PREFILL"); v = !(e && strcmp(e, "f32") == 0); }
+  return v && g_kern->vnni;
 }
 
 /* number of panels a multiple of the thread count, panel rows a multiple of 16, at most maxp */
@@ -1146,11 +1198,12 @@ static napi_value Matmul(napi_env env, napi_callback_info info) {
     c.panel = chunk;
     c.npanels = (w->rows + chunk - 1) / chunk;
     pool_run(job_matvec, &c);
-  } else if (w->type == NW_Q4_0 && q4_prefill_int8()) {
+  } else if ((w->type == NW_Q4_0 && q4_prefill_int8()) || (w->type == NW_Q8_0 && q8_prefill_int8())) {
     const int64_t nb = w->cols / QK, rows8 = w->rows / 8 * 8;
-    xq8_t *xq = scratch(0, 1, (size_t)(M * nb) * sizeof(xq8_t));
+    const int two = w->type == NW_Q8_0; /* 2M rows of blocks: (first term, residual) per row of x */
+    xq8_t *xq = scratch(0, 1, (size_t)((two ? 2 : 1) * M * nb) * sizeof(xq8_t));
     if (!xq) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
-    xq_ctx q = {.x = c.x, .xq = xq, .M = M, .cols = w->cols};
+    xq_ctx q = {.x = c.x, .xq = xq, .M = M, .cols = w->cols, .two = two};
     pool_run(job_xq8, &q);
     c.xq = xq;
     if (rows8 > 0) {
@@ -1162,11 +1215,12 @@ static napi_value Matmul(napi_env env, napi_callback_info info) {
       pool_run(job_q4gemm, &c);
     }
     for (int64_t r = rows8; r < w->rows; r++) /* the last rows % 8 rows: the several-rows dot kernel */
-      for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        const int MM = (int)NW_MIN(4, M - m0);
+      for (int64_t m0 = 0; m0 < M; m0 += two ? 2 : 4) {
+        const int MM = (int)NW_MIN(two ? 2 : 4, M - m0);
         float res[4];
-        g_kern->dotm(NW_Q4_0, w->data + (size_t)r * w->rbytes, NULL, xq + m0 * nb, w->cols, MM, res);
-        for (int m = 0; m < MM; m++) c.out[(m0 + m) * w->rows + r] = res[m] + (bias ? bias[r] : 0.f);
+        g_kern->dotm(w->type, w->data + (size_t)r * w->rbytes, NULL, xq + (two ? 2 : 1) * m0 * nb, w->cols, two ? 2 * MM : MM, res);
+        for (int m = 0; m < MM; m++)
+          c.out[(m0 + m) * w->rows + r] = (two ? res[2 * m] + res[2 * m + 1] : res[m]) + (bias ? bias[r] : 0.f);
       }
   } else if (w->type == NW_F32 && nw_ob.sgemm) {
     /* f32: one multi-threaded OpenBLAS call, no panels needed */
@@ -1333,6 +1387,8 @@ static napi_value CpuFeatures(napi_env env, napi_callback_info info) {
   napi_create_int32(env, g_mv_max, &v); napi_set_named_property(env, o, "mvMax", v);
   napi_create_string_utf8(env, q4_prefill_int8() ? "int8" : "f32", NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, o, "q4Prefill", v);
+  napi_create_string_utf8(env, q8_prefill_int8() ? "int8x2" : "f32", NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, o, "q8Prefill", v);
   return o;
 }
 
