@@ -669,30 +669,22 @@ static void job_matvec(void *vc, int tid, int nth) {
     const int64_t r0 = p * c->panel, r1 = NW_MIN(rows, r0 + c->panel);
     int64_t r = r0;
     if (c->M == 1) {
-      /* rows r0+i, +q, +2q, +3q: four streams a quarter chunk apart (adjacent short rows would share
-         pages, which the hardware prefetcher follows worse than one sequential stream) */
-      int64_t q = (r1 - r0) / 4;
+      /* rows r0+i, +q, +2q, ...: S streams an S-th of the chunk apart (adjacent short rows would share pages,
+         which the hardware prefetcher follows worse than one sequential stream). q4_0 takes eight: each x
+         block is then loaded once per 8 rows (down_proj's x, 18944 columns = 42 KB in the doubled layout, no
+         longer fits L1 next to four rows' blocks) */
+      const int S = c->xq4 ? 8 : 4;
+      const int64_t q = (r1 - r0) / S;
       const int quant = w->type == NW_Q8_0 || w->type == NW_Q4_0;
-      if (c->xq4) { /* q4_0: eight streams, each x block loaded once per 8 rows (a long x, e.g. down_proj's 18944
-                       columns = 42 KB in the doubled layout, no longer fits L1 next to four rows' blocks) */
-        q = (r1 - r0) / 8;
-        for (int64_t i = 0; i < q; i++) {
-          float res[8];
-          k->dot8q4(w->data + (size_t)(r0 + i) * w->rbytes, (size_t)q * w->rbytes, c->xq4, nb, res);
-          for (int j = 0; j < 8; j++) c->out[r0 + i + j * q] = res[j] + (c->bias ? c->bias[r0 + i + j * q] : 0.f);
-        }
-        r = r0 + 8 * q;
-        q = 0;
-      }
       for (int64_t i = 0; i < q; i++) {
-        float res[4];
+        float res[8];
         const uint8_t *wr = w->data + (size_t)(r0 + i) * w->rbytes;
-        if (c->xq4) k->dot4q4(wr, (size_t)q * w->rbytes, c->xq4, nb, res);
+        if (c->xq4) k->dot8q4(wr, (size_t)q * w->rbytes, c->xq4, nb, res);
         else if (quant) k->dot4q(w->type, wr, (size_t)q * w->rbytes, c->xq, nb, res);
         else k->dot4f(w->type, wr, (size_t)q * w->rbytes, c->x, cols, res);
-        for (int j = 0; j < 4; j++) c->out[r0 + i + j * q] = res[j] + (c->bias ? c->bias[r0 + i + j * q] : 0.f);
+        for (int j = 0; j < S; j++) c->out[r0 + i + j * q] = res[j] + (c->bias ? c->bias[r0 + i + j * q] : 0.f);
       }
-      if (q) r = r0 + 4 * q;
+      r = r0 + S * q;
     }
     for (; r < r1; r++) {
       const uint8_t *wr = w->data + (size_t)r * w->rbytes;
