@@ -15,6 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GQAttention, causalMask } from './attention';
 import { checkpointLayer } from './checkpointing';
+import { fusedDecodeLayers } from './fused_decode';
 import { KVCache } from './kv_cache';
 import { Embedding, Linear, assertIdsInRange } from './linear';
 import { ActName, GatedMLP } from './mlp';
@@ -129,7 +130,9 @@ export class DecoderModel extends Module {
       tap?.('llm.inputs_embeds', inputsEmbeds);
       let h = inputsEmbeds;
       const L = this.layers.length;
-      for (let i = 0; i < L; i++) {
+      // decode with native weights: every layer in one native call (layers/fused_decode.ts), same result
+      const fused = tap ? null : fusedDecodeLayers(this.layers, h, cos, sin, mask, cache);
+      for (let i = 0; i < (fused ? 0 : L); i++) {
         const layer = this.layers[i];
         const next = checkpointLayer(layer, (t: tf.Tensor3D, [c, sn, mk]) => layer.forward(t, c!, sn!, mk, cache, i), h, [cos, sin, mask]);
         if (h !== inputsEmbeds && !tap) h.dispose(); // keep peak memory at ~2 activations
@@ -137,6 +140,7 @@ export class DecoderModel extends Module {
         if (tap && i === 0) tap('llm.layer0', h);
         if (tap && i === L - 1) tap('llm.layer_last', h);
       }
+      if (fused) h = fused;
       const out = this.norm.forward(h) as tf.Tensor3D;
       tap?.('llm.norm', out);
       return out;

@@ -85,8 +85,21 @@ export class KVCacheLayer {
    */
   append(k: tf.Tensor4D, v: tf.Tensor4D): void {
     const [B, Hkv, T, D] = k.shape;
+    const { k: kb, v: vb, past } = this.slots(B, Hkv, T, D);
+    const cap = kb.shape[2];
+    copyBlocksInHeap(k, T * D, kb, past * D, cap * D, B * Hkv, T * D);
+    copyBlocksInHeap(v, T * D, vb, past * D, cap * D, B * Hkv, T * D);
+    this.advance(T);
+  }
+
+  /**
+   * Makes room in place for T more positions of [B, Hkv, ·, D] and returns the buffers
+   * [B, Hkv, cap, D] and the first free position; whoever writes them then calls `advance(T)`
+   * (`append`, or a native decode layer that writes k and v itself).
+   */
+  slots(B: number, Hkv: number, T: number, D: number): { k: tf.Tensor4D; v: tf.Tensor4D; past: number } {
     if (this.k && (this.k.shape[0] !== B || this.k.shape[1] !== Hkv || this.k.shape[3] !== D)) {
-      throw new Error(`KV cache holds [${this.k.shape[0]}, ${this.k.shape[1]}, ·, ${this.k.shape[3]}] keys; new keys are [${k.shape}]`);
+      throw new Error(`KV cache holds [${this.k.shape[0]}, ${this.k.shape[1]}, ·, ${this.k.shape[3]}] keys; new keys are [${B}, ${Hkv}, ${T}, ${D}]`);
     }
     this.inPlace = true; // a composite cache (cap = length) is copied into new buffers by grow()
     this.dropView();
@@ -96,10 +109,13 @@ export class KVCacheLayer {
       const cap = this.reserved >= need ? Math.ceil(this.reserved / RESERVE_ROUND) * RESERVE_ROUND : Math.ceil((need + CAPACITY_STEP) / CAPACITY_STEP) * CAPACITY_STEP;
       this.grow(B, Hkv, D, cap);
     }
-    const cap = this.k!.shape[2];
-    copyBlocksInHeap(k, T * D, this.k!, this.length * D, cap * D, B * Hkv, T * D);
-    copyBlocksInHeap(v, T * D, this.v!, this.length * D, cap * D, B * Hkv, T * D);
-    this.length = need;
+    return { k: this.k!, v: this.v!, past: this.length };
+  }
+
+  /** Counts T positions written after `slots` as valid. */
+  advance(T: number): void {
+    if (!this.inPlace || !this.k || this.length + T > this.k.shape[2]) throw new Error(`KV cache: advance(${T}) past the room made by slots()`);
+    this.length += T;
   }
 
   /** New buffers with `cap` positions holding the valid ones. */

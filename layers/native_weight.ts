@@ -91,6 +91,13 @@ export interface NativeAddon {
   softmax?(heap: Float32Array, xOff: number, outOff: number, rows: number, n: number, scale: number, div: number): void;
   /** kind 0: gelu (tanh form), 1: quick_gelu, 2: silu. */
   act?(heap: Float32Array, kind: number, xOff: number, outOff: number, n: number): void;
+  /**
+   * L Qwen2 / Mistral decoder layers for one new position (layers/fused_decode.ts): weights 7·L
+   * handles [q, k, v, o, gate, up, down] per layer; offs [xOff, outOff, cosOff, sinOff, B, H, Hkv,
+   * D, window]; layerOffs 9·L [ln1Off, ln2Off, bqOff, bkOff, bvOff, kOff, vOff, cap, past] (floats
+   * into heap, -1: no bias / no window).
+   */
+  decodeLayers?(heap: Float32Array, weights: NativeHandle[], offs: number[], layerOffs: number[], eps: number): void;
   info(): { core: string; config: string; threads: number; openblas: boolean; openblasError: string; kernels: string };
 }
 

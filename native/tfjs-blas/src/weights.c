@@ -1140,6 +1140,35 @@ static napi_value Quantize(napi_env env, napi_callback_info info) {
   return wrap_weight(env, c.dst);
 }
 
+/*
+ * y[M, rows] = x[M, cols] · Wᵀ (+ bias) for M <= g_mv_max (decode): x is quantized to q8 blocks
+ * once for q8_0/q4_0 weights, rows are split over the pool in ~256 KB chunks. Call with g_op_mu
+ * held and the pool started. 0 when scratch memory could not be had.
+ */
+static int matvec_run(nw_weight *w, const float *x, int64_t M, float *out, const float *bias) {
+  mm_ctx c = {.w = w, .x = x, .M = M, .out = out, .bias = bias};
+  if (w->type == NW_Q8_0 || w->type == NW_Q4_0) {
+    const int64_t nb = w->cols / QK;
+    xq8_t *xq = scratch(0, 1, (size_t)(M * nb) * sizeof(xq8_t));
+    if (!xq) return 0;
+    for (int64_t m = 0; m < M; m++) quant_row_xq8(x + m * w->cols, xq + m * nb, w->cols);
+    if (M == 1 && w->type == NW_Q4_0) {
+      xq4d_t *x4 = scratch(0, 3, (size_t)nb * sizeof(xq4d_t));
+      if (!x4) return 0;
+      xq4_double(xq, x4, nb);
+      c.xq4 = x4;
+    }
+    c.xq = xq;
+  }
+  /* chunks of ~256 KB of weights (at least 16 rows), at least 4 per thread */
+  int64_t chunk = NW_MAX(16, (int64_t)(262144 / (w->rbytes ? w->rbytes : 1)));
+  chunk = NW_MIN(chunk, NW_MAX(16, w->rows / (4 * P.n)));
+  c.panel = chunk;
+  c.npanels = (w->rows + chunk - 1) / chunk;
+  pool_run(job_matvec, &c);
+  return 1;
+}
+
 static napi_value Matmul(napi_env env, napi_callback_info info) {
   ARGS(8);
   const char *fn = "matmul";
@@ -1170,26 +1199,7 @@ static napi_value Matmul(napi_env env, napi_callback_info info) {
   pthread_mutex_lock(&g_op_mu);
   ensure_pool();
   if (M <= g_mv_max) {
-    xq8_t *xq = NULL;
-    if (w->type == NW_Q8_0 || w->type == NW_Q4_0) {
-      const int64_t nb = w->cols / QK;
-      xq = scratch(0, 1, (size_t)(M * nb) * sizeof(xq8_t));
-      if (!xq) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
-      for (int64_t m = 0; m < M; m++) quant_row_xq8(c.x + m * w->cols, xq + m * nb, w->cols);
-      if (M == 1 && w->type == NW_Q4_0 && !getenv("NOX4")) {
-        xq4d_t *x4 = scratch(0, 3, (size_t)nb * sizeof(xq4d_t));
-        if (!x4) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
-        xq4_double(xq, x4, nb);
-        c.xq4 = x4;
-      }
-    }
-    c.xq = xq;
-    /* chunks of ~256 KB of weights (at least 16 rows), at least 4 per thread */
-    int64_t chunk = NW_MAX(16, (int64_t)(262144 / (w->rbytes ? w->rbytes : 1)));
-    chunk = NW_MIN(chunk, NW_MAX(16, w->rows / (4 * P.n)));
-    c.panel = chunk;
-    c.npanels = (w->rows + chunk - 1) / chunk;
-    pool_run(job_matvec, &c);
+    if (!matvec_run(w, c.x, M, c.out, c.bias)) { pthread_mutex_unlock(&g_op_mu); RANGE_ERR("tfjs-blas matmul: out of memory"); }
   } else if ((w->type == NW_Q4_0 && q4_prefill_int8()) || (w->type == NW_Q8_0 && q8_prefill_int8())) {
     const int64_t nb = w->cols / QK, rows8 = w->rows / 8 * 8;
     const int two = w->type == NW_Q8_0; /* 2M rows of blocks: (first term, residual) per row of x */
@@ -1645,6 +1655,161 @@ static napi_value Act(napi_env env, napi_callback_info info) {
 }
 #undef HEAP_SPAN
 
+/*
+ * decodeLayers(heap, weights, offs, layerOffs, eps): L Qwen2 / Mistral decoder layers
+ * (layers/decoder.ts DecoderLayer) for one new position per sequence, every projection in native
+ * storage, the KV caches in the wasm heap: one call per decode step instead of ~20 kernels per
+ * layer and the JavaScript between them (layers/fused_decode.ts). weights: 7·L handles, per layer
+ * q, k, v, o, gate, up, down. offs = [xOff, outOff, cosOff, sinOff, B, H, Hkv, D, window];
+ * layerOffs: 9·L numbers, per layer [ln1Off, ln2Off, bqOff, bkOff, bvOff, kOff, vOff, cap, past].
+ * Offsets are in floats into heap; -1 marks an absent bias or no window. Each layer runs the
+ * composite path's steps with the same kernels in the same order, so the result equals it bit for
+ * bit:
+ *   xn = rmsnorm(x, ln1); q/k/v = xn·Wᵀ (+ b); rotary(q), rotary(k) at cos/sin [1, D];
+ *   K/V[:, :, past] = k, v; ctx = attention(q, K, V, S = past + 1); h = x + ctx·Woᵀ;
+ *   hn = rmsnorm(h, ln2); y = h + (silu(hn·Wgᵀ) · hn·Wuᵀ)·Wdᵀ     (y is the next layer's x)
+ * x, out [B, E]; q [B, H·D] = [B, Hkv, G, D]; K, V [B, Hkv, cap, D].
+ */
+static float *g_dl_buf; static size_t g_dl_len;
+static void rows_locked(hr_ctx *c) { /* run_heap_rows with g_op_mu already held */
+  const int64_t units = hr_elementwise(c) ? (c->n + HR_BLOCK - 1) / HR_BLOCK : c->rows;
+  if ((hr_elementwise(c) ? c->n : c->rows * c->n) < 65536) hr_do(c, 0, units);
+  else pool_run(job_heap_rows, c);
+}
+typedef struct { nw_weight *W[7]; const float *ln1, *ln2, *bias[3]; float *K, *V; int64_t cap, past; } dl_layer;
+typedef struct { int64_t B, H, Hkv, D, E, I, window; float eps; const float *cs, *sn; float *buf; } dl_shape;
+/* one layer, x -> y (both [B, E], may not alias); 0 when scratch memory could not be had */
+static int decode_one(const dl_shape *s, const dl_layer *l, const float *x, float *y) {
+  const int64_t B = s->B, E = s->E, I = s->I, D = s->D, QD = s->H * D, KD = s->Hkv * D;
+  float *xn = s->buf, *hn = xn + B * E, *ao = hn + B * E, *hh = ao + B * E, *q = hh + B * E, *qr = q + B * QD, *ctx = qr + B * QD,
+        *k = ctx + B * QD, *kr = k + B * KD, *vv = kr + B * KD, *g = vv + B * KD, *u = g + B * I;
+  hr_ctx n1 = {.kind = HR_RMSNORM, .x = x, .w = l->ln1, .out = xn, .rows = B, .n = E, .p = s->eps};
+  rows_locked(&n1);
+  if (!matvec_run(l->W[0], xn, B, q, l->bias[0]) || !matvec_run(l->W[1], xn, B, k, l->bias[1]) || !matvec_run(l->W[2], xn, B, vv, l->bias[2]))
+    return 0;
+  g_kern->rotary(q, s->cs, s->sn, qr, B * s->H, 1, D);
+  g_kern->rotary(k, s->cs, s->sn, kr, B * s->Hkv, 1, D);
+  for (int64_t i = 0; i < B * s->Hkv; i++) { /* row (b, kv head) -> position past of the cache */
+    memcpy(l->K + (i * l->cap + l->past) * D, kr + i * D, (size_t)D * sizeof(float));
+    memcpy(l->V + (i * l->cap + l->past) * D, vv + i * D, (size_t)D * sizeof(float));
+  }
+  attn_ctx ac = {.q = qr, .K = l->K, .V = l->V, .out = ctx, .B = B, .Hkv = s->Hkv, .R = s->H / s->Hkv, .T = 1, .D = D, .S = l->past + 1,
+                 .cap = l->cap, .past = l->past, .window = s->window, .div = (float)sqrt((double)D)};
+  pool_run(job_attention, &ac);
+  if (ac.err || !matvec_run(l->W[3], ctx, B, ao, NULL)) return 0;
+  for (int64_t i = 0; i < B * E; i++) hh[i] = x[i] + ao[i];
+  hr_ctx n2 = {.kind = HR_RMSNORM, .x = hh, .w = l->ln2, .out = hn, .rows = B, .n = E, .p = s->eps};
+  rows_locked(&n2);
+  if (!matvec_run(l->W[4], hn, B, g, NULL) || !matvec_run(l->W[5], hn, B, u, NULL)) return 0;
+  hr_ctx sm = {.kind = HR_SILU, .x = g, .w = u, .out = g, .n = B * I};
+  rows_locked(&sm);
+  if (!matvec_run(l->W[6], g, B, ao, NULL)) return 0;
+  for (int64_t i = 0; i < B * E; i++) y[i] = hh[i] + ao[i];
+  return 1;
+}
+/* numbers of a JS array into v (integers >= -1; -1 allowed where neg[i]) */
+static int int_array(napi_env env, napi_value arr, const char *fn, const char *what, uint32_t n, int64_t *v) {
+  bool isarr = false; uint32_t len = 0;
+  if (napi_is_array(env, arr, &isarr) != napi_ok || !isarr || napi_get_array_length(env, arr, &len) != napi_ok || len != n) {
+    throwf(env, 0, "tfjs-blas %s: %s must be an array of %u numbers", fn, what, n);
+    return 0;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e; double d = 0;
+    if (napi_get_element(env, arr, i, &e) != napi_ok || napi_get_value_double(env, e, &d) != napi_ok || d != floor(d) || d < -1 ||
+        d > 9007199254740991.0) {
+      throwf(env, 1, "tfjs-blas %s: %s[%u] must be an integer >= -1", fn, what, i);
+      return 0;
+    }
+    v[i] = (int64_t)d;
+  }
+  return 1;
+}
+static napi_value DecodeLayers(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  const char *fn = "decodeLayers";
+  static const char *wn[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  static const char *on[9] = {"xOff", "outOff", "cosOff", "sinOff", "B", "H", "Hkv", "D", "window"};
+  static const char *ln[9] = {"ln1Off", "ln2Off", "bqOff", "bkOff", "bvOff", "kOff", "vOff", "cap", "past"};
+  float *h; size_t lh;
+  if (!get_ta(env, a[0], napi_float32_array, fn, "heap", (void **)&h, &lh, NULL)) return NULL;
+  bool isarr = false; uint32_t nw = 0;
+  if (napi_is_array(env, a[1], &isarr) != napi_ok || !isarr || napi_get_array_length(env, a[1], &nw) != napi_ok || nw == 0 || nw % 7 != 0)
+    TYPE_ERR("tfjs-blas decodeLayers: weights must be an array of 7 handles per layer (q, k, v, o, gate, up, down)");
+  const uint32_t L = nw / 7;
+  int64_t o[9];
+  if (!int_array(env, a[2], fn, "offs", 9, o)) return NULL;
+  for (int i = 0; i < 8; i++) if (o[i] < 0) RANGE_ERR("tfjs-blas decodeLayers: %s must be >= 0", on[i]);
+  double epsd;
+  if (napi_get_value_double(env, a[4], &epsd) != napi_ok) TYPE_ERR("tfjs-blas decodeLayers: eps must be a number");
+  const int64_t B = o[4], H = o[5], Hkv = o[6], D = o[7];
+  if (B < 1 || Hkv < 1 || H < Hkv || H % Hkv != 0 || D < 2 || D % 2 != 0)
+    RANGE_ERR("tfjs-blas decodeLayers: bad shape B=%lld H=%lld Hkv=%lld D=%lld", (long long)B, (long long)H, (long long)Hkv, (long long)D);
+  dl_layer *ls = calloc(L, sizeof(dl_layer));
+  int64_t *lo = malloc(sizeof(int64_t) * 9 * L);
+  if (!ls || !lo) { free(ls); free(lo); RANGE_ERR("tfjs-blas decodeLayers: out of memory"); }
+#define DL_FAIL(...) do { throwf(env, 1, __VA_ARGS__); free(ls); free(lo); return NULL; } while (0)
+  if (!int_array(env, a[3], fn, "layerOffs", 9 * L, lo)) { free(ls); free(lo); return NULL; }
+  int64_t E = -1, I = -1;
+  for (uint32_t l = 0; l < L; l++) {
+    for (int i = 0; i < 7; i++) {
+      napi_value e;
+      if (napi_get_element(env, a[1], 7 * l + i, &e) != napi_ok || !(ls[l].W[i] = get_weight(env, e, fn))) { free(ls); free(lo); return NULL; }
+    }
+    if (l == 0) { E = ls[0].W[0]->cols; I = ls[0].W[4]->rows; }
+    const int64_t QD = H * D, KD = Hkv * D;
+    const int64_t want[7][2] = {{QD, E}, {KD, E}, {KD, E}, {E, QD}, {I, E}, {I, E}, {E, I}};
+    for (int i = 0; i < 7; i++)
+      if (ls[l].W[i]->rows != want[i][0] || ls[l].W[i]->cols != want[i][1])
+        DL_FAIL("tfjs-blas decodeLayers: layer %u %s is [%lld, %lld], expected [%lld, %lld] (H=%lld Hkv=%lld D=%lld)", l, wn[i],
+                (long long)ls[l].W[i]->rows, (long long)ls[l].W[i]->cols, (long long)want[i][0], (long long)want[i][1], (long long)H,
+                (long long)Hkv, (long long)D);
+    const int64_t *v = lo + 9 * l, cap = v[7], past = v[8];
+    if (past < 0 || cap < 1 || past + 1 > cap) DL_FAIL("tfjs-blas decodeLayers: layer %u: past=%lld with cap=%lld", l, (long long)past, (long long)cap);
+    const int64_t span[7] = {E, E, QD, KD, KD, B * Hkv * cap * D, B * Hkv * cap * D};
+    for (int i = 0; i < 7; i++) {
+      if (v[i] < 0 && i >= 2 && i <= 4) continue; /* no bias */
+      if (v[i] < 0 || (uint64_t)v[i] + (uint64_t)span[i] > lh)
+        DL_FAIL("tfjs-blas decodeLayers: layer %u %s (%lld floats at %lld) runs past the heap (%zu floats)", l, ln[i], (long long)span[i],
+                (long long)v[i], lh);
+    }
+    ls[l] = (dl_layer){.W = {ls[l].W[0], ls[l].W[1], ls[l].W[2], ls[l].W[3], ls[l].W[4], ls[l].W[5], ls[l].W[6]}, .ln1 = h + v[0], .ln2 = h + v[1],
+                       .bias = {v[2] >= 0 ? h + v[2] : NULL, v[3] >= 0 ? h + v[3] : NULL, v[4] >= 0 ? h + v[4] : NULL},
+                       .K = h + v[5], .V = h + v[6], .cap = cap, .past = past};
+  }
+  const int64_t span[4] = {B * E, B * E, D, D};
+  for (int i = 0; i < 4; i++)
+    if ((uint64_t)o[i] + (uint64_t)span[i] > lh)
+      DL_FAIL("tfjs-blas decodeLayers: %s (%lld floats at %lld) runs past the heap (%zu floats)", on[i], (long long)span[i], (long long)o[i], lh);
+  /* scratch: xn, hn, ao, hh [B, E]; q, qr, ctx [B, H·D]; k, kr, vv [B, Hkv·D]; g, u [B, I]; then two [B, E] for the layers' x / y */
+  const size_t need = (size_t)B * (size_t)(6 * E + 3 * H * D + 3 * Hkv * D + 2 * I);
+  pthread_mutex_lock(&g_op_mu);
+  if (need > g_dl_len) {
+    free(g_dl_buf);
+    g_dl_len = 0;
+    if (posix_memalign((void **)&g_dl_buf, 64, need * sizeof(float)) != 0) g_dl_buf = NULL;
+    else g_dl_len = need;
+  }
+  int ok = g_dl_buf != NULL;
+  if (ok) {
+    ensure_pool();
+    dl_shape s = {.B = B, .H = H, .Hkv = Hkv, .D = D, .E = E, .I = I, .window = o[8], .eps = (float)epsd, .cs = h + o[2], .sn = h + o[3],
+                  .buf = g_dl_buf};
+    float *pp[2] = {g_dl_buf + need - 2 * B * E, g_dl_buf + need - B * E};
+    const float *x = h + o[0];
+    for (uint32_t l = 0; ok && l < L; l++) {
+      float *y = l + 1 == L ? h + o[1] : pp[l % 2];
+      ok = decode_one(&s, &ls[l], x, y);
+      x = y;
+    }
+  }
+  pthread_mutex_unlock(&g_op_mu);
+  free(ls); free(lo);
+#undef DL_FAIL
+  if (!ok) RANGE_ERR("tfjs-blas decodeLayers: out of memory (scratch)");
+  return NULL;
+}
+
 static void cleanup_hook(void *arg) { (void)arg; }
 
 napi_status nw_register(napi_env env, napi_value exports) {
@@ -1679,6 +1844,7 @@ napi_status nw_register(napi_env env, napi_value exports) {
     {"setMvMax", 0, SetMvMax, 0, 0, 0, napi_default, 0},
     {"readBytes", 0, ReadBytes, 0, 0, 0, napi_default, 0},
     {"toF16", 0, ToF16, 0, 0, 0, napi_default, 0},
+    {"decodeLayers", 0, DecodeLayers, 0, 0, 0, napi_default, 0},
     {"attention", 0, Attention, 0, 0, 0, napi_default, 0},
     {"rmsnorm", 0, RmsNorm, 0, 0, 0, napi_default, 0},
     {"rotary", 0, Rotary, 0, 0, 0, napi_default, 0},
