@@ -20,7 +20,7 @@
  * Shape letters: B batch, E hidden, H heads, Hkv KV heads, D head dim.
  */
 import * as tf from '@tensorflow/tfjs';
-import { heapOpsReady, runHeapKernel } from './heap_ops';
+import { heapOpsReady, runHeapKernel, wasmOffset } from './heap_ops';
 import { cachedAttentionReady } from './cached_attention';
 import type { KVCache } from './kv_cache';
 import { Linear } from './linear';
@@ -78,25 +78,19 @@ export function fusedDecodeLayers(layers: DecoderLayerParts[], x: tf.Tensor3D, c
     if (!h) return null;
     handles.push(...h);
   }
-  // every input tensor by name; the kernel gets their heap offsets in this order
-  const inputs: Record<string, tf.Tensor> = { x, cos, sin };
-  const slots = layers.map((layer, i) => {
+  // per layer: norm weights, biases and the cache buffers, read and written where they lie in the heap
+  const per: { ln1: tf.Tensor; ln2: tf.Tensor; b: (tf.Tensor | null)[]; k: tf.Tensor; v: tf.Tensor; cap: number; past: number }[] = layers.map((layer, i) => {
     const { k, v, past } = cache.layers[i].slots(B, Hkv, 1, D);
     const attn = layer.self_attn;
-    inputs[`ln1.${i}`] = layer.input_layernorm.weight.value;
-    inputs[`ln2.${i}`] = layer.post_attention_layernorm.weight.value;
-    for (const [n, lin] of [['bq', attn.q_proj], ['bk', attn.k_proj], ['bv', attn.v_proj]] as const) if (lin.bias) inputs[`${n}.${i}`] = lin.bias.value;
-    inputs[`k.${i}`] = k;
-    inputs[`v.${i}`] = v;
-    return { cap: k.shape[2], past };
+    return { ln1: layer.input_layernorm.weight.value, ln2: layer.post_attention_layernorm.weight.value,
+      b: [attn.q_proj, attn.k_proj, attn.v_proj].map((l) => (l.bias ? l.bias.value : null)), k, v, cap: k.shape[2], past };
   });
-  const index = new Map(Object.keys(inputs).map((n, i) => [n, i]));
   const eps = layers[0].input_layernorm.eps;
-  const out = runHeapKernel('NativeDecodeLayers', inputs, [B, 1, E], {}, (a, heap, offs, o) => {
-    const at = (n: string) => { const i = index.get(n); return i === undefined ? -1 : offs[i]; };
-    const per: number[] = [];
-    slots.forEach((s, i) => per.push(at(`ln1.${i}`), at(`ln2.${i}`), at(`bq.${i}`), at(`bk.${i}`), at(`bv.${i}`), at(`k.${i}`), at(`v.${i}`), s.cap, s.past));
-    a.decodeLayers!(heap, handles, [at('x'), o, at('cos'), at('sin'), B, H, Hkv, D, -1], per, eps);
+  const out = runHeapKernel('NativeDecodeLayers', { x, cos, sin }, [B, 1, E], {}, (a, heap, [xo, co, so], o) => {
+    const off = (t: tf.Tensor | null) => (t ? wasmOffset(t) : -1);
+    const layerOffs: number[] = [];
+    for (const p of per) layerOffs.push(off(p.ln1), off(p.ln2), off(p.b[0]), off(p.b[1]), off(p.b[2]), off(p.k), off(p.v), p.cap, p.past);
+    a.decodeLayers!(heap, handles, [xo, o, co, so, B, H, Hkv, D, -1], layerOffs, eps);
   }) as tf.Tensor3D;
   for (const l of cache.layers) l.advance(1);
   return out;
