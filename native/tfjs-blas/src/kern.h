@@ -848,20 +848,20 @@ NW_INLINE void SFX(attn_body)(const int R, const float *q, const float *K, const
   }
   for (int64_t j = 0; j < J; j++) _mm256_storeu_ps(sc + 8 * j, _mm256_div_ps(_mm256_loadu_ps(sc + 8 * j), sum));
   for (int r = 0; r < R; r++) memset(out + r * D, 0, (size_t)D * sizeof(float));
-  for (int64_t j0 = 0; j0 < J; j0 += 64) {
-    const int64_t j1 = j0 + 64 < J ? j0 + 64 : J;
+  /* V read row by row, one sequential stream, into the R output rows (L1); each element takes the
+     keys' terms in key order. At decode the cache comes from memory: this ran ~20 % faster (1 and 2
+     threads, Zen 4) than blocks of 64 keys walked column chunk by column chunk, which is faster only
+     when V is in cache. */
+  for (int64_t j = 0; j < J; j++) {
+    const float *vj = V + j * D;
+    __m256 p[8];
+    for (int r = 0; r < R; r++) p[r] = _mm256_broadcast_ss(sc + 8 * j + r);
     for (int64_t c = 0; c < D; c += 16) {
-      __m256 a0[8], a1[8];
-      for (int r = 0; r < R; r++) { a0[r] = _mm256_loadu_ps(out + r * D + c); a1[r] = _mm256_loadu_ps(out + r * D + c + 8); }
-      for (int64_t j = j0; j < j1; j++) {
-        const __m256 v0 = _mm256_loadu_ps(V + j * D + c), v1 = _mm256_loadu_ps(V + j * D + c + 8);
-        for (int r = 0; r < R; r++) {
-          const __m256 p = _mm256_broadcast_ss(sc + 8 * j + r);
-          a0[r] = _mm256_fmadd_ps(p, v0, a0[r]);
-          a1[r] = _mm256_fmadd_ps(p, v1, a1[r]);
-        }
+      const __m256 v0 = _mm256_loadu_ps(vj + c), v1 = _mm256_loadu_ps(vj + c + 8);
+      for (int r = 0; r < R; r++) {
+        _mm256_storeu_ps(out + r * D + c, _mm256_fmadd_ps(p[r], v0, _mm256_loadu_ps(out + r * D + c)));
+        _mm256_storeu_ps(out + r * D + c + 8, _mm256_fmadd_ps(p[r], v1, _mm256_loadu_ps(out + r * D + c + 8)));
       }
-      for (int r = 0; r < R; r++) { _mm256_storeu_ps(out + r * D + c, a0[r]); _mm256_storeu_ps(out + r * D + c + 8, a1[r]); }
     }
   }
 }
