@@ -1534,16 +1534,20 @@ static void job_heap_rows(void *vc, int tid, int nth) {
     hr_do(c, a, NW_MIN(units, a + chunk));
   }
 }
+/* small calls (decode sizes) run inline, where waking the pool costs more than the work */
+static int hr_small(const hr_ctx *c) { return (hr_elementwise(c) ? c->n : c->rows * c->n) < 65536; }
+static void hr_inline(hr_ctx *c) { hr_do(c, 0, hr_elementwise(c) ? (c->n + HR_BLOCK - 1) / HR_BLOCK : c->rows); }
 static void run_heap_rows(hr_ctx *c) {
-  const int64_t total = hr_elementwise(c) ? c->n : c->rows * c->n;
-  if (total < 65536) {
-    hr_do(c, 0, hr_elementwise(c) ? (c->n + HR_BLOCK - 1) / HR_BLOCK : c->rows);
-    return;
-  }
+  if (hr_small(c)) { hr_inline(c); return; }
   pthread_mutex_lock(&g_op_mu);
   ensure_pool();
   pool_run(job_heap_rows, c);
   pthread_mutex_unlock(&g_op_mu);
+}
+/* run_heap_rows with g_op_mu already held and the pool started */
+static void rows_locked(hr_ctx *c) {
+  if (hr_small(c)) hr_inline(c);
+  else pool_run(job_heap_rows, c);
 }
 
 /*
@@ -1671,11 +1675,6 @@ static napi_value Act(napi_env env, napi_callback_info info) {
  * x, out [B, E]; q [B, H·D] = [B, Hkv, G, D]; K, V [B, Hkv, cap, D].
  */
 static float *g_dl_buf; static size_t g_dl_len;
-static void rows_locked(hr_ctx *c) { /* run_heap_rows with g_op_mu already held */
-  const int64_t units = hr_elementwise(c) ? (c->n + HR_BLOCK - 1) / HR_BLOCK : c->rows;
-  if ((hr_elementwise(c) ? c->n : c->rows * c->n) < 65536) hr_do(c, 0, units);
-  else pool_run(job_heap_rows, c);
-}
 typedef struct { nw_weight *W[7]; const float *ln1, *ln2, *bias[3]; float *K, *V; int64_t cap, past; } dl_layer;
 typedef struct { int64_t B, H, Hkv, D, E, I, window; float eps; const float *cs, *sn; float *buf; } dl_shape;
 /* one layer, x -> y (both [B, E], may not alias); 0 when scratch memory could not be had */
