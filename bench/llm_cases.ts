@@ -45,33 +45,34 @@ function layerCase(family: string, cfg: DecoderConfig, mode: 'prefill' | 'decode
       randomizeParams(layer);
       const rotary = new RotaryEmbedding(cfg.headDim, cfg.ropeTheta);
       const x = tf.tensor3d(noise(T * cfg.hiddenSize, 1, 7), [1, T, cfg.hiddenSize]);
-      // past K/V made once; each run starts from a zero-copy clone of them (no crop in the timed path)
-      let baseK: tf.Tensor4D | null = null, baseV: tf.Tensor4D | null = null;
+      // past K/V made once. A decode run works as a generation step does: the cache keeps its
+      // buffers (with spare capacity after the first run) and each run crops it back to `past`
+      // positions, so no run copies the cache (PyTorch's side concatenates, as HF's cache does).
+      let decodeCache: KVCache | null = null;
       if (past > 0) {
         const shape: [number, number, number, number] = [1, cfg.numKeyValueHeads, past, cfg.headDim];
         const n = shape.reduce((a, b) => a * b, 1);
-        baseK = tf.tensor4d(noise(n, 1, 3), shape);
-        baseV = tf.tensor4d(noise(n, 1, 4), shape);
+        decodeCache = new KVCache(1);
+        decodeCache.layers[0].set(tf.keep(tf.tensor4d(noise(n, 1, 3), shape)), tf.keep(tf.tensor4d(noise(n, 1, 4), shape)));
       }
       return {
         flops: layerFlops(cfg, T, past + T),
         run: () => {
-          const cache = new KVCache(1);
-          if (baseK && baseV) {
-            cache.layers[0].set(tf.keep(baseK.clone()), tf.keep(baseV.clone()));
-          }
+          const cache = decodeCache ?? new KVCache(1);
+          decodeCache?.crop(past);
           const out = tf.tidy(() => {
             const [cos, sin] = rotary.cosSinRange(past, T);
             const mask = causalMask({ pastLength: past, T, slidingWindow: cfg.slidingWindow });
             return layer.forward(x, cos, sin, mask, cache, 0);
           });
-          cache.dispose();
+          if (!decodeCache) cache.dispose();
           return out;
         },
         dispose: () => {
           layer.dispose();
           rotary.dispose();
-          tf.dispose([x, ...(baseK && baseV ? [baseK, baseV] : [])]);
+          decodeCache?.dispose();
+          x.dispose();
         },
       };
     },

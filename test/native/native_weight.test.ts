@@ -490,3 +490,36 @@ d('fallback builds (separate processes)', () => {
     }
   });
 });
+
+d('float32 gemm: x·Wᵀ with few rows of x on the weight pool (decode with tfjs float32 weights)', () => {
+  // gemm routes tB, M <= 8, one shared W of >= 65536 elements, bias absent or per column, to the
+  // pool's f32 matvec (1.15-1.6x OpenBLAS sgemv here); everything else stays on OpenBLAS
+  const blas = addon as unknown as { gemm: (...a: unknown[]) => void };
+  const rnd = (n: number, seed: number) => { let s = seed; return Float32Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5); };
+  const ref = (A: Float32Array, W: Float32Array, M: number, N: number, K: number, bias: Float32Array | null, relu: boolean) => {
+    const C = new Float64Array(M * N);
+    for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) {
+      let z = bias ? bias[(i * N + j) % bias.length] : 0;
+      for (let k = 0; k < K; k++) z += A[i * K + k] * W[j * K + k];
+      C[i * N + j] = relu && z < 0 ? 0 : z;
+    }
+    return C;
+  };
+  const relErr = (C: Float32Array, R: Float64Array) => { let e = 0, m = 0; for (let i = 0; i < R.length; i++) { e = Math.max(e, Math.abs(C[i] - R[i])); m = Math.max(m, Math.abs(R[i])); } return e / m; };
+  test.each([
+    [1, 300, 256, 'none', 1], [3, 300, 256, 'column', 1], [8, 257, 320, 'column', 1], [9, 300, 256, 'column', 1],
+    [1, 300, 256, 'full', 1], [2, 300, 256, 'column', 3], [1, 40, 40, 'column', 1],
+  ] as const)('M=%i N=%i K=%i bias %s batch %i', (M, N, K, biasKind, batch) => {
+    const A = rnd(batch * M * K, 1 + M), W = rnd(N * K, 7 + N);
+    const bias = biasKind === 'none' ? null : rnd(biasKind === 'column' ? N : M * N, 3);
+    for (const relu of [false, true]) {
+      const C = new Float32Array(batch * M * N + 5).fill(NaN); // the pool path must write every output
+      blas.gemm(A, 0, W, 0, C, 5, 0, 1, M, N, K, batch, batch, 1, bias, 0, bias ? bias.length : 0, relu ? 1 : 0, 0, null, 0, 0);
+      for (let b = 0; b < batch; b++) {
+        const R = ref(A.subarray(b * M * K), W, M, N, K, bias, relu);
+        expect(relErr(C.subarray(5 + b * M * N, 5 + (b + 1) * M * N), R)).toBeLessThan(1e-6);
+      }
+      expect(C.subarray(0, 5).every(Number.isNaN)).toBe(true);
+    }
+  });
+});

@@ -79,6 +79,13 @@ static void fallback_gemm(int tA, int tB, int64_t M, int64_t N, int64_t K, const
   }
 }
 
+/* TFJS_BLAS_F32_MV=openblas keeps float32 matvecs on sgemv/sgemm (for A/B timings) */
+static int f32_mv_on(void) {
+  static int v = -1;
+  if (v < 0) { const char *e = getenv("TFJS_BLAS_F32_MV"); v = !(e && strcmp(e, "openblas") == 0); }
+  return v;
+}
+
 static napi_value Gemm(napi_env env, napi_callback_info info) {
   size_t argc = 22; napi_value a[22];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
@@ -121,8 +128,11 @@ static napi_value Gemm(napi_env env, napi_callback_info info) {
   if (bias) bias += biasOff;
   if (prelu) prelu += preluOff;
 
+  /* x·Wᵀ with few rows of x and a large W (decode with float32 weights): the weight pool's
+     matvec (weights.c), which adds a per-column bias itself. TFJS_BLAS_F32_MV=openblas: sgemv/sgemm. */
+  const int pool_mv = tB && !tA && M <= 8 && bB == 1 && N * K >= 65536 && (!bias || biasLen == N) && f32_mv_on();
   float beta = 0.f;
-  if (bias) { /* prefill C with the broadcast bias, then C = A*B + C */
+  if (bias && !pool_mv) { /* prefill C with the broadcast bias, then C = A*B + C */
     for (int64_t i = 0; i < total; i++) C[i] = bias[i % biasLen];
     beta = 1.f;
   }
@@ -130,7 +140,9 @@ static napi_value Gemm(napi_env env, napi_callback_info info) {
   for (int64_t bi = 0; bi < batch; bi++) {
     const float *Ab = A + (bi % bA) * sA, *Bb = B + (bi % bB) * sB;
     float *Cb = C + bi * sC;
-    if (!nw_ob.sgemm) {
+    if (pool_mv) {
+      nw_matvec_f32(Bb, N, K, Ab, M, Cb, bias);
+    } else if (!nw_ob.sgemm) {
       fallback_gemm(tA, tB, M, N, K, Ab, Bb, Cb, beta);
     } else if (M == 1) {
       /* matvec: sgemv is the memory-bound path (3.5x faster than sgemm with M == 1).

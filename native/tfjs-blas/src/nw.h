@@ -106,6 +106,9 @@ extern nw_openblas_t nw_ob;
 void nw_openblas_load(void);
 enum { CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 };
 
+/* out[M, rows] = x[M, cols] · Wᵀ (+ bias) on the weight pool, for a few rows of x (weights.c) */
+void nw_matvec_f32(const float *W, int64_t rows, int64_t cols, const float *x, int64_t M, float *out, const float *bias);
+
 /* reference (scalar, bit-exact) conversions, weights.c */
 uint16_t nw_f32_to_f16(float f);
 uint16_t nw_f32_to_bf16(float f);

@@ -1169,6 +1169,21 @@ static int matvec_run(nw_weight *w, const float *x, int64_t M, float *out, const
   return 1;
 }
 
+/*
+ * For blas.c's gemm (the wasm BatchMatMul kernels): out[M, rows] = x[M, cols] · Wᵀ (+ bias) with a
+ * float32 W [rows, cols] in the caller's memory, when M <= g_mv_max: the pool's matvec streams W
+ * once per call, 1.3-1.7x the throughput of OpenBLAS sgemv here. The caller keeps M small (the
+ * f32 path needs no scratch, so it cannot fail).
+ */
+void nw_matvec_f32(const float *W, int64_t rows, int64_t cols, const float *x, int64_t M, float *out, const float *bias) {
+  nw_weight w = {.type = NW_F32, .rows = rows, .cols = cols, .rbytes = (size_t)cols * 4,
+                 .bytes = (size_t)rows * (size_t)cols * 4, .data = (const uint8_t *)W};
+  pthread_mutex_lock(&g_op_mu);
+  ensure_pool();
+  matvec_run(&w, x, M, out, bias);
+  pthread_mutex_unlock(&g_op_mu);
+}
+
 static napi_value Matmul(napi_env env, napi_callback_info info) {
   ARGS(8);
   const char *fn = "matmul";
