@@ -122,6 +122,54 @@ def resampler(E=3584, H=28, Q=64, KV=1152, L=1024):
     return run
 
 
+def stc(D=1024, H=4096, T=16, g=24, depth=4):
+    """VideoLLaMA2 STCConnector (`stc_connector`) in plain torch: timm RegStage (Bottleneck blocks,
+    bottle_ratio 1, group_size 1, SE 0.25 of the block's input channels, LayerNorm2d, SiLU), the
+    Conv3d(2, 2, 2) sampler with padding 1 + SiLU, a second RegStage, then the 2-layer GELU readout."""
+    F = torch.nn.functional
+    w = lambda *shape: torch.randn(*shape) * 0.02
+    ln2d = lambda x, p: F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), p[0], p[1], 1e-5).permute(0, 3, 1, 2)
+    norm = lambda C: (torch.ones(C), torch.zeros(C))
+
+    def block(cin, cout):
+        se = int(round(cin * 0.25))
+        b = dict(c1=w(cout, cin, 1, 1), n1=norm(cout), c2=w(cout, 1, 3, 3), n2=norm(cout),
+                 f1=(w(se, cout, 1, 1), torch.zeros(se)), f2=(w(cout, se, 1, 1), torch.zeros(cout)),
+                 c3=w(cout, cout, 1, 1), n3=norm(cout))
+        if cin != cout:
+            b["ds"] = (w(cout, cin, 1, 1), norm(cout))
+
+        def run(x):
+            y = F.silu(ln2d(F.conv2d(x, b["c1"]), b["n1"]))
+            y = F.silu(ln2d(F.conv2d(y, b["c2"], padding=1, groups=cout), b["n2"]))
+            s = y.mean((2, 3), keepdim=True)
+            s = F.conv2d(F.silu(F.conv2d(s, *b["f1"])), *b["f2"])
+            y = y * torch.sigmoid(s)
+            y = ln2d(F.conv2d(y, b["c3"]), b["n3"])
+            sc = ln2d(F.conv2d(x, b["ds"][0]), b["ds"][1]) if "ds" in b else x
+            return F.silu(y + sc)
+        return run
+
+    s1 = [block(D if i == 0 else H, H) for i in range(depth)]
+    s2 = [block(H, H) for _ in range(depth)]
+    conv3 = (w(H, H, 2, 2, 2), torch.zeros(H))
+    r1, r2 = (w(H, H), torch.zeros(H)), (w(H, H), torch.zeros(H))
+    x = torch.randn(1, T, g * g, D)
+
+    def run():
+        h = x.reshape(T, g, g, D).permute(0, 3, 1, 2)  # b t (h w) d -> (b t) d h w
+        for b in s1:
+            h = b(h)
+        v = F.silu(F.conv3d(h.reshape(1, T, H, g, g).permute(0, 2, 1, 3, 4), *conv3, stride=2, padding=1))  # b d t h w
+        To, go = v.shape[2], v.shape[3]
+        h = v.permute(0, 2, 1, 3, 4).reshape(To, H, go, go)
+        for b in s2:
+            h = b(h)
+        h = h.reshape(1, To, H, go * go).permute(0, 1, 3, 2).reshape(1, To * go * go, H)
+        return F.linear(F.gelu(F.linear(h, *r1)), *r2)
+    return run
+
+
 def case(name):
     if name == "siglip.layer.1024":
         L = VitLayer(1152, 16, 4304, "gelu_tanh"); x = torch.randn(1, 1024, 1152)
@@ -131,6 +179,8 @@ def case(name):
         return lambda: L(x)
     if name == "resampler.1024":
         return resampler()
+    if name == "stc.16x24x24":
+        return stc()
     fam, kind = name.split(".", 1)
     c = QWEN2 if fam == "qwen2" else MISTRAL if fam == "mistral" else None
     if c is None:
