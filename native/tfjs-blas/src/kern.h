@@ -814,37 +814,27 @@ static inline __m256 SFX(hsum8x8)(const __m256 *a) {
   const __m256 q0 = _mm256_hadd_ps(h01, h23), q1 = _mm256_hadd_ps(h45, h67); /* [r0..r3 low | r0..r3 high] and r4..r7 */
   return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
 }
+/* sc8[r] = (q_r . k) / div for the R query rows (lanes r >= R: 0), one key k of D floats */
+NW_INLINE void SFX(attn_score)(const int R, const float *q, const float *k, int64_t D, __m256 vdiv, float *sc8) {
+  __m256 a[8];
+  for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < D; c += 8) {
+    const __m256 kc = _mm256_loadu_ps(k + c);
+    for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * D + c), kc, a[r]);
+  }
+  _mm256_storeu_ps(sc8, _mm256_div_ps(SFX(hsum8x8)(a), vdiv));
+}
 NW_INLINE void SFX(attn_body)(const int R, const float *q, const float *K, const float *V, int64_t D, int64_t J,
                               const int64_t *lo, const int64_t *hi, float div, float *sc, float *out) {
   const __m256 vdiv = _mm256_set1_ps(div);
   /* Scores of keys i, i + J/4, i + J/2, i + 3J/4 side by side: the unrolled group of four keeps
      loads of four sequential streams through K in flight at once (cold cache, Zen 4, 1024 keys,
-     R = 7: median of 8 alternating harness runs -8 % per layer on 2 threads, -19 % on 1; 2 or 8
-     streams did worse than 4). Each key's dot is computed exactly as before. */
+     R = 7, medians of two sets of 8 alternating harness runs: -8 % and -20 % per layer on 2 threads,
+     -19 % and -21 % on 1; 2 or 8 streams did worse than 4). Each key's dot is computed as before. */
   const int64_t J4 = J / 4;
-  for (int64_t i = 0; i < J4; i++) {
-    for (int s4 = 0; s4 < 4; s4++) {
-      const int64_t j = i + s4 * J4;
-      const float *kj = K + j * D;
-      __m256 a[8];
-      for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
-      for (int64_t c = 0; c < D; c += 8) {
-        const __m256 kc = _mm256_loadu_ps(kj + c);
-        for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * D + c), kc, a[r]);
-      }
-      _mm256_storeu_ps(sc + 8 * j, _mm256_div_ps(SFX(hsum8x8)(a), vdiv));
-    }
-  }
-  for (int64_t j = 4 * J4; j < J; j++) {
-    const float *kj = K + j * D;
-    __m256 a[8];
-    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < D; c += 8) {
-      const __m256 kc = _mm256_loadu_ps(kj + c);
-      for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * D + c), kc, a[r]);
-    }
-    _mm256_storeu_ps(sc + 8 * j, _mm256_div_ps(SFX(hsum8x8)(a), vdiv));
-  }
+  for (int64_t i = 0; i < J4; i++)
+    for (int s4 = 0; s4 < 4; s4++) SFX(attn_score)(R, q, K + (i + s4 * J4) * D, D, vdiv, sc + 8 * (i + s4 * J4));
+  for (int64_t j = 4 * J4; j < J; j++) SFX(attn_score)(R, q, K + j * D, D, vdiv, sc + 8 * j);
   /* softmax of the 8 rows at once (lanes r >= R see no key and are never read) */
   int32_t lo8[8], hi8[8];
   for (int r = 0; r < 8; r++) { lo8[r] = r < R ? (int32_t)lo[r] : 1; hi8[r] = r < R ? (int32_t)hi[r] : 0; }
