@@ -72,8 +72,10 @@ export function fusedDecodeLayers(layers: DecoderLayerParts[], x: tf.Tensor3D, c
   if (process.env.VLM_FUSED_DECODE === '0' || !heapOpsReady('decodeLayers') || !cachedAttentionReady()) return null;
   const { numHeads: H, numKVHeads: Hkv, headDim: D } = layers[0].self_attn.cfg;
   if (cos.shape[1] !== D) return null;
+  const eps = layers[0].input_layernorm.eps;
   const handles: NativeHandle[] = [];
   for (const l of layers) {
+    if (l.input_layernorm.eps !== eps) return null; // the native call takes one eps for every layer
     const h = layerHandles(l);
     if (!h) return null;
     handles.push(...h);
@@ -85,7 +87,6 @@ export function fusedDecodeLayers(layers: DecoderLayerParts[], x: tf.Tensor3D, c
     return { ln1: layer.input_layernorm.weight.value, ln2: layer.post_attention_layernorm.weight.value,
       b: [attn.q_proj, attn.k_proj, attn.v_proj].map((l) => (l.bias ? l.bias.value : null)), k, v, cap: k.shape[2], past };
   });
-  const eps = layers[0].input_layernorm.eps;
   const out = runHeapKernel('NativeDecodeLayers', { x, cos, sin }, [B, 1, E], {}, (a, heap, [xo, co, so], o) => {
     const off = (t: tf.Tensor | null) => (t ? wasmOffset(t) : -1);
     const layerOffs: number[] = [];

@@ -111,7 +111,7 @@ for (const name of ['videollama2_siglip_qwen2_tiny', 'videollama2_clip_mistral_t
 const qwen = modelFixture('videollama2_siglip_qwen2_tiny');
 const itIf = qwen ? it : it.skip;
 
-itIf('taps and gradient computations keep the composite path', () => {
+itIf('taps, gradient computations and layers with another eps keep the composite path', () => {
   if (!ready()) return;
   const lm = loadFixtureLLM(qwen!, 'videollama2_siglip_qwen2_tiny');
   try {
@@ -128,6 +128,15 @@ itIf('taps and gradient computations keep the composite path', () => {
     const g = tf.grad((s: tf.Tensor) => lm.model.forward(s as tf.Tensor3D, { cache }).sum())(step);
     expect(calls()).toBe(c0);
     expect(g.shape).toEqual(step.shape);
+    // the native call takes one rmsnorm eps for all layers: a layer with another eps keeps the composite path
+    const last = lm.model.layers[lm.model.layers.length - 1] as unknown as Record<'input_layernorm' | 'post_attention_layernorm', { eps: number }>;
+    const eps = last.input_layernorm.eps;
+    last.input_layernorm.eps = last.post_attention_layernorm.eps = eps * 10; // consistent within the layer, not with layer 0
+    lm.model.forward(step, { cache }).dispose();
+    expect(calls()).toBe(c0);
+    last.input_layernorm.eps = last.post_attention_layernorm.eps = eps;
+    lm.model.forward(step, { cache }).dispose();
+    expect(calls()).toBe(c0 + 1);
     tf.dispose([g, x, step]);
     cache.dispose();
   } finally {
