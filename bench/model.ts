@@ -1,13 +1,14 @@
 /**
  * Whole-model benchmark (`vlm bench --model DIR [--quantize Q]`): the LLM's prefill of 512 random
  * tokens, 64 decode steps with 1024 tokens cached, and the vision path of one 448×448 image (one
- * slice for MiniCPM-V; the tower repeats it to `num_frames` frames for VideoLLaMA 2), with the
- * process's peak RSS. Model-agnostic: it uses only the chat contract (models/contract.ts).
+ * slice for MiniCPM-V; VideoLLaMA 2 repeats the tower's features to `num_frames` frames), plus, for a
+ * family that samples every video to T frames (VideoLLaMA 2), a video of T distinct 448×448 frames
+ * (`vision16x448`), with the process's peak RSS. Model-agnostic: it uses only the chat contract (models/contract.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { KVCache } from '../layers/kv_cache';
 import { asGenerationModel } from '../generation';
-import type { ChatModel } from '../models/chat';
+import type { ChatModel, ContentPart } from '../models/chat';
 import type { VisionLanguageModel } from '../models/contract';
 import type { RgbImage } from '../media/types';
 
@@ -38,6 +39,31 @@ function randomIds(n: number, vocab: number, seed: number): number[] {
     x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
     return 100 + (x % Math.max(1, vocab - 300));
   });
+}
+
+/**
+ * `model.embed` (vision tower, connector, splice) of one user turn with `media`, timed `repeats`
+ * times after a warm-up; preparing the media (decode, resize) is not timed.
+ */
+async function timeEmbed(model: VisionLanguageModel, media: ContentPart[], prepOpts: object, repeats: number,
+  log: (run: number, msg: string) => void): Promise<number[]> {
+  const messages = [{ role: 'user' as const, content: [...media, { type: 'text' as const, text: 'x' }] }];
+  const runs: number[] = [];
+  for (let r = 0; r <= repeats; r++) {
+    const prep = await model.prepare(messages, prepOpts as never);
+    try {
+      const t0 = performance.now();
+      const e = model.embed(prep);
+      await e.inputsEmbeds.data();
+      const ms = performance.now() - t0;
+      e.inputsEmbeds.dispose();
+      if (r > 0) runs.push(ms);
+      log(r, `${ms.toFixed(0)} ms${r === 0 ? ' (warm-up)' : ''}`);
+    } finally {
+      prep.dispose();
+    }
+  }
+  return runs;
 }
 
 /** Prefills `ids` into `cache`; returns the last logits (caller disposes). */
@@ -105,24 +131,17 @@ export async function benchModel(chat: ChatModel, opts: ModelBenchOptions = {}):
   cases.push({ name: `decode${D}@${C}`, ms: median(dec), tokens_per_s: (D * 1000) / median(dec), runs: dec });
 
   if (!opts.noVision) {
-    const img: RgbImage = { width: 448, height: 448, data: new Uint8Array(448 * 448 * 3).map((_, i) => (i * 2654435761) >>> 24) } as RgbImage;
-    const messages = [{ role: 'user' as const, content: [{ type: 'image' as const, image: img }, { type: 'text' as const, text: 'x' }] }];
-    const vis: number[] = [];
-    for (let r = 0; r <= repeats; r++) {
-      const prep = await model.prepare(messages, { maxSliceNums: 1 } as never);
-      try {
-        const t0 = performance.now();
-        const e = model.embed(prep);
-        await e.inputsEmbeds.data();
-        const ms = performance.now() - t0;
-        e.inputsEmbeds.dispose();
-        if (r > 0) vis.push(ms);
-        log(`vision run ${r}: ${ms.toFixed(0)} ms${r === 0 ? ' (warm-up)' : ''}`);
-      } finally {
-        prep.dispose();
-      }
-    }
+    const image = (seed: number) => ({ width: 448, height: 448, data: new Uint8Array(448 * 448 * 3).map((_, i) => ((i + 7919 * seed) * 2654435761) >>> 24) }) as RgbImage;
+    const vis = await timeEmbed(model, [{ type: 'image', image: image(0) }], { maxSliceNums: 1 }, repeats, (r, ms) => log(`vision run ${r}: ${ms}`));
     cases.push({ name: 'vision448', ms: median(vis), tokens_per_s: null, runs: vis });
+    // a family that samples every video to T frames (VideoLLaMA 2): T distinct 448×448 frames, each
+    // through the tower (an image runs the tower once and repeats its features)
+    const T = model.videoFrames;
+    if (T) {
+      const video = Array.from({ length: T }, (_, f) => image(f));
+      const vid = await timeEmbed(model, [{ type: 'video', video }], {}, repeats, (r, ms) => log(`vision ${T} frames run ${r}: ${ms}`));
+      cases.push({ name: `vision${T}x448`, ms: median(vid), tokens_per_s: null, runs: vid });
+    }
   }
   const leaked = tf.memory().numTensors - tensors0;
   if (leaked !== 0) log(`warning: ${leaked} tensors left after the benchmark`);

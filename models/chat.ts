@@ -10,10 +10,17 @@ import type { GenerationOptions, FinishReason } from '../generation';
 /** An image: a file path, encoded bytes (PNG/JPEG/WebP…), or decoded RGB. */
 export type ImageInput = string | Uint8Array | RgbImage;
 
+/**
+ * A video: a file path, or its frames already decoded, in order (RGB). Frames go through the
+ * family's own sampling as a file's frames would (VideoLLaMA 2: `num_frames` uniformly; MiniCPM-V:
+ * taken as sampled at 1 fps, at most `maxVideoFrames`).
+ */
+export type VideoInput = string | RgbImage[];
+
 export type ContentPart =
   | { type: 'text'; text: string }
   | { type: 'image'; image: ImageInput }
-  | { type: 'video'; video: string };
+  | { type: 'video'; video: VideoInput };
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
@@ -89,8 +96,8 @@ export function contentParts(content: string | ContentPart[]): ContentPart[] {
   if (typeof content === 'string') return [{ type: 'text', text: content }];
   if (!Array.isArray(content)) throw new Error(`message content must be a string or a list of parts, got ${typeof content}`);
   for (const [i, p] of content.entries()) {
-    const ok = p && ((p.type === 'text' && typeof p.text === 'string') || (p.type === 'image' && p.image != null) || (p.type === 'video' && typeof p.video === 'string'));
-    if (!ok) throw new Error(`message content part ${i}: expected {type: 'text', text} | {type: 'image', image} | {type: 'video', video}, got ${JSON.stringify(p)?.slice(0, 80)}`);
+    const ok = p && ((p.type === 'text' && typeof p.text === 'string') || (p.type === 'image' && p.image != null) || (p.type === 'video' && (typeof p.video === 'string' || (Array.isArray(p.video) && p.video.length > 0))));
+    if (!ok) throw new Error(`message content part ${i}: expected {type: 'text', text} | {type: 'image', image} | {type: 'video', video: path | frames[]}, got ${JSON.stringify(p)?.slice(0, 80)}`);
   }
   return content;
 }

@@ -73,6 +73,11 @@ export interface VisionLanguageModel<P extends PreparedInputs = PreparedInputs, 
   traceInputs(inputs: P): Map<string, TracedTensor>;
   /** Whether upstream samples when nothing says otherwise. */
   readonly samplesByDefault: boolean;
+  /**
+   * Frames every video is sampled to, where the family fixes it (VideoLLaMA 2: `num_frames`);
+   * absent where the count follows the video's length (MiniCPM-V: 1 fps).
+   */
+  readonly videoFrames?: number;
   /** Upstream's generation settings for a mode (family hook). */
   generationDefaults(mode: GenerationMode): GenerationOptions;
   /** Stop ids and the pad id generation uses. */

@@ -56,7 +56,7 @@ async function benchWholeModel(dir: string, opts: ParsedOptions): Promise<number
     peak_rss_mb: peakRssMb(), cases: cases.map((c) => ({ name: c.name, ms: Math.round(c.ms * 10) / 10, tokens_per_s: c.tokens_per_s === null ? null : Math.round(c.tokens_per_s * 100) / 100 })),
   };
   log(`\n${'case'.padEnd(16)} ${'ms'.padStart(10)} ${'tokens/s'.padStart(10)}\n`);
-  for (const c of out.cases as { name: string; ms: number; tokens_per_s: number | null }[]) log(`${c.name.padEnd(16)} ${c.ms.toFixed(1).padStart(10)} ${(c.tokens_per_s ?? NaN).toFixed(2).padStart(10)}\n`);
+  for (const c of out.cases as { name: string; ms: number; tokens_per_s: number | null }[]) log(`${c.name.padEnd(16)} ${c.ms.toFixed(1).padStart(10)} ${(c.tokens_per_s === null ? '-' : c.tokens_per_s.toFixed(2)).padStart(10)}\n`);
   log(`peak RSS ${out.peak_rss_mb} MB, load ${out.load_ms} ms\n`);
   const gguf = str(opts, 'llamacpp');
   if (gguf) {
@@ -113,7 +113,7 @@ export const command: Command = {
     list: { type: 'boolean', help: 'list the cases and exit' },
     torch: { type: 'boolean', help: 'also run the cases in PyTorch float32 eager (python3 + torch) and print the ratios' },
     'in-process': { type: 'boolean', help: 'run every case in this process (default: one fresh process per case, so peak_mb is per case)' },
-    model: { type: 'string', arg: 'DIR', help: 'benchmark a whole model: prefill512, decode64@1024, vision448 (see bench/model.ts)' },
+    model: { type: 'string', arg: 'DIR', help: 'benchmark a whole model: prefill512, decode64@1024, vision448 (VideoLLaMA 2 also vision16x448: 16 distinct frames; see bench/model.ts)' },
     quantize: { type: 'string', arg: 'Q', help: 'with --model: weight storage f32 | stored | f16 | bf16 | q8_0 | q4_0' },
     'vision-tower': { type: 'string', arg: 'DIR', help: 'with --model: VideoLLaMA 2 vision tower directory' },
     llamacpp: { type: 'string', arg: 'FILE.gguf', help: 'with --model: also time llama.cpp (bench/llamacpp, node-llama-cpp 3.21.1) on this GGUF in the same run, same threads' },

@@ -19,7 +19,7 @@
  *    terminator removed, decoded, stripped.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ChatMessage, ContentPart, TracedTensor, contentParts, since, splitSystem } from '../chat';
+import { ChatMessage, ContentPart, TracedTensor, VideoInput, contentParts, since, splitSystem } from '../chat';
 import { Embedded, GenerationMode, ModelLoadOptions, PreparedInputs, Tap } from '../contract';
 import { PipelineChatOptions, ChatPipeline } from '../pipeline';
 import { GenerationOptions } from '../../generation';
@@ -29,7 +29,7 @@ import { Tokenizer, loadTokenizer } from '../../tokenizers';
 import { MINICPMV_KEYMAP } from './keymap';
 import { MiniCPMV, MiniCPMVInputs } from './modeling';
 import { MiniCPMVImageInputs, MiniCPMVImageProcessor } from './processing';
-import { loadMiniCpmvVideoFrames } from './video';
+import { MAX_NUM_FRAMES, decodedVideoFrames, loadMiniCpmvVideoFrames } from './video';
 import { encodeMarked, markUserText, stripMarks } from '../../tokenizers/user_text';
 
 export const IMAGE_PATTERN = '(<image>./</image>)';
@@ -105,8 +105,10 @@ export class MiniCPMVChat extends ChatPipeline<MiniCPMVPrepared, MiniCPMVChatOpt
           texts.push(IMAGE_PATTERN);
         } else {
           hasVideo = true;
-          const v = await loadMiniCpmvVideoFrames(part.video, { maxNumFrames: opts.maxVideoFrames });
-          for (const f of v.frames) {
+          const frames = typeof part.video === 'string'
+            ? (await loadMiniCpmvVideoFrames(part.video, { maxNumFrames: opts.maxVideoFrames })).frames
+            : await decodedVideoFrames(part.video, opts.maxVideoFrames ?? MAX_NUM_FRAMES, `message ${i} video`);
+          for (const f of frames) {
             images.push(f);
             texts.push(IMAGE_PATTERN);
           }
@@ -240,7 +242,7 @@ export class MiniCPMVChat extends ChatPipeline<MiniCPMVPrepared, MiniCPMVChatOpt
 }
 
 /** Convenience: messages for one user turn with images/video and a question. */
-export function userTurn(prompt: string, media: { images?: (string | Uint8Array | RgbImage)[]; video?: string } = {}): ChatMessage[] {
+export function userTurn(prompt: string, media: { images?: (string | Uint8Array | RgbImage)[]; video?: VideoInput } = {}): ChatMessage[] {
   const parts: ContentPart[] = [];
   for (const image of media.images ?? []) parts.push({ type: 'image', image });
   if (media.video) parts.push({ type: 'video', video: media.video });

@@ -15,6 +15,7 @@
  * processed as an image (the card passes max_slice_nums=2, use_image_id=False; not here).
  */
 import { RgbImage } from '../../media/types';
+import { loadImage } from '../../media/image';
 import { decodeFrames, FfmpegOptions, probeVideo, ProbeOptions, VideoError, VideoInfo, VideoOptions } from '../../media/video';
 
 /** The model card's MAX_NUM_FRAMES ("if cuda OOM set a smaller number"). */
@@ -70,4 +71,15 @@ export async function loadMiniCpmvVideoFrames(file: string, opts: MiniCpmvVideoO
   }
   const frames = await decodeFrames(file, indices, { ...opts, info });
   return { frameIndices: indices, frames, info };
+}
+
+/**
+ * Frames the caller already decoded, taken as encode_video's 1 fps selection: all of them, or
+ * `uniform_sample` down to `maxNumFrames`. Each is checked as an RGB image.
+ */
+export async function decodedVideoFrames(frames: readonly RgbImage[], maxNumFrames = MAX_NUM_FRAMES, name = 'video'): Promise<RgbImage[]> {
+  if (!Number.isInteger(maxNumFrames) || maxNumFrames < 1) throw new Error(`${name}: maxNumFrames must be a positive integer, got ${maxNumFrames}`);
+  const idx = Array.from(frames, (_, i) => i);
+  const keep = idx.length > maxNumFrames ? uniformSample(idx, maxNumFrames) : idx;
+  return Promise.all(keep.map((f) => loadImage(frames[f], { name: `${name} frame ${f}` })));
 }

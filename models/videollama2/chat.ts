@@ -3,8 +3,8 @@
  * wires up (DAMO-NLP-SG/VideoLLaMA2 `videollama2/__init__.py`, `mm_utils.py`):
  *
  * 1. One image or one video: an image is decoded and processed (`process_image`,
- *    aspect_ratio None); a video is sampled uniformly to `num_frames` (config, default 8) and each
- *    frame processed (`process_video`). The tower repeats an image to `num_frames` frames.
+ *    aspect_ratio None); a video (a file, or its decoded frames) is sampled uniformly to
+ *    `num_frames` (config, default 8) and each frame processed (`process_video`). The tower repeats an image to `num_frames` frames.
  * 2. The modal token (`<image>` / `<video>`) + "\n" is prepended to the first user message; Mistral
  *    checkpoints get the `<<SYS>>` system message, Qwen2 (2.1) none; the tokenizer's chat template
  *    renders the prompt with the generation prompt.
@@ -22,7 +22,7 @@ import { readJson } from '../../io/config';
 import { GenerationOptions } from '../../generation';
 import { loadImage } from '../../media/image';
 import { Tokenizer, loadTokenizer } from '../../tokenizers';
-import { loadVideoLlama2Frames } from './frames';
+import { loadVideoLlama2Frames, videoLlama2FrameIndices } from './frames';
 import { VideoError, probeVideo } from '../../media/video';
 import { TowerImageProcessor, loadTowerImageProcessor, processFrames } from '../clip/image_processing';
 import { MediaInput, VideoLLaMA2 } from './modeling';
@@ -56,8 +56,14 @@ export class VideoLLaMA2Chat extends ChatPipeline<VideoLLaMA2Prepared, VideoLLaM
   readonly family = 'videollama2' as const;
   /** mm_infer decodes greedily unless asked to sample. */
   readonly samplesByDefault = false;
+
   constructor(readonly model: VideoLLaMA2, readonly tokenizer: Tokenizer, readonly processor: TowerImageProcessor, readonly eosIds: number[]) {
     super();
+  }
+
+  /** A video is sampled to `num_frames` frames. */
+  get videoFrames(): number {
+    return this.model.numFrames;
   }
 
   /**
@@ -113,15 +119,21 @@ export class VideoLLaMA2Chat extends ChatPipeline<VideoLLaMA2Prepared, VideoLLaM
           } else {
             modal = 'video';
             const numFrames = opts.numFrames ?? this.model.numFrames;
-            const info = await probeVideo(part.video);
+            const video = part.video;
+            const name = typeof video === 'string' ? video : `message ${i} video`;
+            const info = typeof video === 'string' ? await probeVideo(video) : undefined;
+            const frameCount = info ? info.frameCount : video.length;
             // Upstream would repeat frames (uniform sampling with rounding) or pad with black
             // frames (gif); we refuse rather than answer about frames that are not there.
-            if (info.frameCount < numFrames) {
-              throw new VideoError('too_few_frames', part.video, `${part.video}: the video has ${info.frameCount} frame(s), fewer than the ` +
-                `${numFrames} requested (num_frames${opts.numFrames ? '' : ' from config.json'}); pass --num-frames ${info.frameCount} or fewer`);
+            if (frameCount < numFrames) {
+              throw new VideoError('too_few_frames', name, `${name}: the video has ${frameCount} frame(s), fewer than the ` +
+                `${numFrames} requested (num_frames${opts.numFrames ? '' : ' from config.json'}); pass --num-frames ${frameCount} or fewer`);
             }
-            const v = await loadVideoLlama2Frames(part.video, { numFrames, info });
-            media.push({ modal: 'video', pixels: this.pixels(v.frames, opts) });
+            // decoded frames are sampled as a file of that many frames would be (uniform, no window)
+            const frames = typeof video === 'string'
+              ? (await loadVideoLlama2Frames(video, { numFrames, info })).frames
+              : await Promise.all(videoLlama2FrameIndices(frameCount, NaN, { numFrames }).map((f) => loadImage(video[f], { name: `${name} frame ${f}` })));
+            media.push({ modal: 'video', pixels: this.pixels(frames, opts) });
           }
         }
         rendered.push({ role: m.role, content: texts.join('\n') });

@@ -7,6 +7,7 @@
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { MiniCPMVChat, userTurn } from '../../models/minicpmv/chat';
+import { loadMiniCpmvVideoFrames } from '../../models/minicpmv/video';
 import { Golden, expectSameInts, fixture } from '../helpers/golden';
 import { modelFixture } from '../helpers/fixtures';
 import { expectNoLeak } from '../helpers/memory';
@@ -86,6 +87,23 @@ describe('MiniCPM-V chat (tiny fixture)', () => {
     expect(p.prompt).not.toContain('<image_id>');
     for (const im of p.images) expect(im.pixelValues.length).toBeLessThanOrEqual(3); // source + ≤ 2 slices
     expect(p.prompt.split('(<image>./</image>)').length).toBe(1);
+  });
+
+  it('video as decoded frames: taken as sampled (the file\'s 10 frames give the same prompt and pixels), uniform_sample beyond maxVideoFrames', async () => {
+    const file = fixture('videollama2_siglip_qwen2_tiny', 'input_video.mp4');
+    const fromFile = await chat.prepare(userTurn('Describe the video.', { video: file }));
+    const sampled = await loadMiniCpmvVideoFrames(file);
+    const fromFrames = await chat.prepare(userTurn('Describe the video.', { video: sampled.frames }));
+    expect(fromFrames.inputIds).toEqual(fromFile.inputIds);
+    expect(fromFrames.images.length).toBe(10);
+    const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    fromFrames.images.forEach((im, i) => im.pixelValues.forEach((pv, j) => expect(bytes(pv.data).equals(bytes(fromFile.images[i].pixelValues[j].data))).toBe(true)));
+    // 10 frames, at most 4: uniform_sample picks 1, 3, 6, 8 (gap 2.5)
+    const four = await chat.prepare(userTurn('Describe the video.', { video: sampled.frames }), { maxVideoFrames: 4 });
+    expect(four.images.length).toBe(4);
+    [1, 3, 6, 8].forEach((f, i) => expect(bytes(four.images[i].pixelValues[0].data).equals(bytes(fromFile.images[f].pixelValues[0].data))).toBe(true));
+    for (const p of [fromFile, fromFrames, four]) p.dispose();
+    await expect(chat.prepare(userTurn('x', { video: [{ width: 1 } as never] }))).rejects.toThrow(/message 0 video frame 0/);
   });
 
   it('a whole chat leaves tf.memory().numTensors unchanged', async () => {

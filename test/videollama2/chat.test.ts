@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import { VideoLLaMA2Chat } from '../../models/videollama2/chat';
+import { decodeFrames, probeVideo } from '../../media/video';
 import { Golden, expectClose, expectSameInts } from '../helpers/golden';
 import { modelFixture } from '../helpers/fixtures';
 import { expectNoLeak } from '../helpers/memory';
@@ -40,6 +41,25 @@ for (const name of CASES) {
         expect(r.text).toBe(meta[modal].mm_infer_return);
       });
     }
+
+    it('video as decoded frames: the file\'s pixel values and greedy ids, frames sampled as the file\'s', async () => {
+      const file = path.join(dir, 'input_video.mp4');
+      const info = await probeVideo(file);
+      const frames = await decodeFrames(file, Array.from({ length: info.frameCount }, (_, i) => i), { info });
+      const msgs = [{ role: 'user' as const, content: [{ type: 'video' as const, video: frames }, { type: 'text' as const, text: meta.video.question }] }];
+      const p = await chat.prepare(msgs);
+      expectSameInts('video.input_ids', p.inputIds, g.ints('video.input_ids'));
+      if (g.has('video.pixel_values')) expectClose('video.pixel_values', p.media[0].pixels, g.get('video.pixel_values'), 1e-6);
+      p.dispose();
+      const r = await chat.chat(msgs, { maxNewTokens: 8 });
+      expectSameInts('video.generate.greedy_ids', r.tokenIds, meta.video.greedy_ids);
+      // fewer frames than num_frames: refused, naming the message
+      const few = [{ role: 'user' as const, content: [{ type: 'video' as const, video: frames.slice(0, 2) }, { type: 'text' as const, text: 'x' }] }];
+      await expect(chat.prepare(few)).rejects.toThrow(/message 0 video: the video has 2 frame\(s\), fewer than the \d+ requested/);
+      // a frame that is not an RGB image: named
+      const bad = [{ role: 'user' as const, content: [{ type: 'video' as const, video: frames.map(() => ({ width: 3 }) as never) }, { type: 'text' as const, text: 'x' }] }];
+      await expect(chat.prepare(bad)).rejects.toThrow(/message 0 video frame \d+/);
+    });
 
     it('a whole chat leaves numTensors unchanged', async () => {
       const msgs = [{ role: 'user' as const, content: [{ type: 'image' as const, image: path.join(dir, 'input_image.png') }, { type: 'text' as const, text: 'hi' }] }];
