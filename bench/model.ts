@@ -77,6 +77,47 @@ function prefillIds(model: VisionLanguageModel, ids: number[], cache: KVCache): 
   return logits;
 }
 
+/** Decode rounds of `decode` greedy steps from `context` − 1 cached positions, on one kept KV cache. */
+export interface DecodeRunner {
+  /** Crops the cache back to context − 1 positions (untimed), then times `decode` steps from a token drawn with `seed`; ms. */
+  run(seed: number): Promise<number>;
+  dispose(): void;
+}
+
+/** Prefills context − 1 random tokens once; each `run` is then one timed decode round (what `decode64@1024` medians). */
+export function decodeRunner(chat: ChatModel, opts: { context?: number; decode?: number } = {}): DecodeRunner {
+  const model = chat as unknown as VisionLanguageModel;
+  const g = asGenerationModel(model.llm);
+  const C = opts.context ?? 1024, D = opts.decode ?? 64;
+  const cache = new KVCache(g.numLayers);
+  try {
+    prefillIds(model, randomIds(C - 1, g.vocabSize, 7), cache).dispose();
+  } catch (e) {
+    cache.dispose();
+    throw e;
+  }
+  return {
+    async run(seed: number): Promise<number> {
+      cache.crop(C - 1);
+      let token = randomIds(1, g.vocabSize, seed)[0];
+      const t0 = performance.now();
+      for (let i = 0; i < D; i++) {
+        const ids = tf.tensor2d([[token]], [1, 1], 'int32');
+        const e = g.embed(ids);
+        ids.dispose();
+        const logits = g.forwardLast(e, cache);
+        e.dispose();
+        const am = tf.tidy(() => tf.argMax(logits.reshape([-1])));
+        token = (await am.data())[0];
+        am.dispose();
+        logits.dispose();
+      }
+      return performance.now() - t0;
+    },
+    dispose: () => cache.dispose(),
+  };
+}
+
 export async function benchModel(chat: ChatModel, opts: ModelBenchOptions = {}): Promise<ModelBenchCase[]> {
   const model = chat as unknown as VisionLanguageModel;
   const g = asGenerationModel(model.llm);
@@ -105,28 +146,16 @@ export async function benchModel(chat: ChatModel, opts: ModelBenchOptions = {}):
   // decode: C−1 cached positions, then D single-token greedy steps (argmax fed back)
   const dec: number[] = [];
   {
-    const cache = new KVCache(g.numLayers);
-    prefillIds(model, randomIds(C - 1, g.vocabSize, 7), cache).dispose();
-    for (let r = 0; r < repeats; r++) {
-      cache.crop(C - 1); // back to the C−1 cached positions (outside the timed part)
-      let token = randomIds(1, g.vocabSize, 99 + r)[0];
-      const t0 = performance.now();
-      for (let i = 0; i < D; i++) {
-        const ids = tf.tensor2d([[token]], [1, 1], 'int32');
-        const e = g.embed(ids);
-        ids.dispose();
-        const logits = g.forwardLast(e, cache);
-        e.dispose();
-        const am = tf.tidy(() => tf.argMax(logits.reshape([-1])));
-        token = (await am.data())[0];
-        am.dispose();
-        logits.dispose();
+    const runner = decodeRunner(chat, { context: C, decode: D });
+    try {
+      for (let r = 0; r < repeats; r++) {
+        const ms = await runner.run(99 + r);
+        dec.push(ms);
+        log(`decode${D}@${C} run ${r}: ${ms.toFixed(0)} ms (${((D * 1000) / ms).toFixed(2)} tok/s)`);
       }
-      const ms = performance.now() - t0;
-      dec.push(ms);
-      log(`decode${D}@${C} run ${r}: ${ms.toFixed(0)} ms (${((D * 1000) / ms).toFixed(2)} tok/s)`);
+    } finally {
+      runner.dispose();
     }
-    cache.dispose();
   }
   cases.push({ name: `decode${D}@${C}`, ms: median(dec), tokens_per_s: (D * 1000) / median(dec), runs: dec });
 

@@ -4,7 +4,8 @@
  * same cases also run in PyTorch float32 eager (scripts/bench_torch.py, needs python3 + torch) in
  * the same invocation, and the ratios are printed.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import readline from 'node:readline';
 import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
@@ -12,22 +13,102 @@ import { backendInfo, describeBackend, initBackend } from '../layers/backend';
 import { allCases, findCase } from '../bench';
 import { BenchCaseResult, runCase } from '../bench/runner';
 import { Command, ParsedOptions, UsageError, flag, num, str, strList } from './cli';
-import { benchModel, peakRssMb } from '../bench/model';
+import { benchModel, decodeRunner, peakRssMb } from '../bench/model';
 import { loadChatModel } from '../models/registry';
 import { parseQuantize } from '../weights/native_plan';
 
-/** llama.cpp on a GGUF, through bench/llamacpp (installed on demand with `npm --prefix bench/llamacpp install`). */
-function runLlamaCpp(gguf: string, threads: number): Record<string, unknown> | { error: string } {
+/** bench/llamacpp/run.mjs, or why it cannot run. */
+function llamaCppScript(): { script: string } | { error: string } {
   const dir = [path.join(__dirname, '..', 'bench', 'llamacpp'), path.join(__dirname, '..', '..', 'bench', 'llamacpp')].find((d) => fs.existsSync(path.join(d, 'run.mjs')));
   if (!dir) return { error: 'bench/llamacpp/run.mjs not found' };
   if (!fs.existsSync(path.join(dir, 'node_modules', 'node-llama-cpp'))) return { error: `node-llama-cpp is not installed: run npm --prefix ${dir} install` };
-  const r = spawnSync(process.execPath, [path.join(dir, 'run.mjs'), gguf, '--threads', String(threads)], { encoding: 'utf8', maxBuffer: 1 << 24, timeout: 3600_000 });
+  return { script: path.join(dir, 'run.mjs') };
+}
+
+/** llama.cpp on a GGUF, through bench/llamacpp (installed on demand with `npm --prefix bench/llamacpp install`). */
+function runLlamaCpp(gguf: string, threads: number): Record<string, unknown> | { error: string } {
+  const found = llamaCppScript();
+  if ('error' in found) return found;
+  const r = spawnSync(process.execPath, [found.script, gguf, '--threads', String(threads)], { encoding: 'utf8', maxBuffer: 1 << 24, timeout: 3600_000 });
   const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
   try {
     return JSON.parse(last);
   } catch {
     return { error: `llama.cpp run failed (exit ${r.status}): ${(r.stderr || r.stdout || '').trim().split('\n').slice(-3).join(' | ')}` };
   }
+}
+
+/** llama.cpp's run.mjs --serve as a child: one JSON line per command. */
+function llamaCppServer(gguf: string, threads: number) {
+  const found = llamaCppScript();
+  if ('error' in found) throw new UsageError(`--interleave: ${found.error}`);
+  const child = spawn(process.execPath, [found.script, gguf, '--threads', String(threads), '--serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr = (stderr + String(d)).slice(-2000); });
+  const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async (): Promise<Record<string, unknown>> => {
+    for (;;) {
+      const r = await lines.next();
+      if (r.done) throw new Error(`llama.cpp (${path.basename(gguf)}) exited: ${stderr.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
+      try {
+        const j = JSON.parse(r.value);
+        if (j && typeof j === 'object') return j;
+      } catch { /* a log line: skip */ }
+    }
+  };
+  return {
+    ready: next,
+    async decode(): Promise<{ ms: number; tokPerS: number }> {
+      child.stdin.write('decode\n');
+      const j = await next();
+      if (typeof j.ms !== 'number') throw new Error(`llama.cpp decode failed: ${JSON.stringify(j)}`);
+      return j as { ms: number; tokPerS: number };
+    },
+    async close(): Promise<Record<string, unknown> | null> {
+      child.stdin.end('quit\n');
+      const last = await next().catch(() => null);
+      child.kill();
+      return last;
+    },
+  };
+}
+
+/**
+ * `vlm bench --model DIR --llamacpp FILE.gguf --interleave N`: decode64@1024 only, in N rounds that
+ * alternate ours and llama.cpp's (both models loaded, the order swapped every round), so that both
+ * sides see the same minutes of a host whose memory bandwidth drifts. Reports each round and the
+ * median of the per-round ratios.
+ */
+async function benchInterleaved(chat: Parameters<typeof decodeRunner>[0], gguf: string, rounds: number, threads: number, log: (s: string) => void) {
+  const D = 64, C = 1024;
+  const runner = decodeRunner(chat, { context: C, decode: D });
+  const peer = llamaCppServer(gguf, threads);
+  const per: { ours_tokens_per_s: number; llamacpp_tokens_per_s: number; ratio: number }[] = [];
+  let info: Record<string, unknown> | null = null;
+  try {
+    const ready = await peer.ready();
+    info = { llamaCpp: ready.llamaCpp, threads: ready.threads, file: ready.file };
+    await runner.run(98); // warm-up: pages in our weights after llama.cpp's prompt
+    await peer.decode();
+    for (let r = 0; r < rounds; r++) {
+      let ours = 0, theirs = 0;
+      for (const side of r % 2 ? ['llama', 'ours'] : ['ours', 'llama']) {
+        if (side === 'ours') ours = (D * 1000) / (await runner.run(99 + r));
+        else theirs = (await peer.decode()).tokPerS;
+      }
+      per.push({ ours_tokens_per_s: ours, llamacpp_tokens_per_s: theirs, ratio: ours / theirs });
+      log(`  round ${r}${r % 2 ? ' (llama.cpp first)' : ''}: ours ${ours.toFixed(2)} tok/s, llama.cpp ${theirs.toFixed(2)} tok/s, ${(ours / theirs).toFixed(2)}×\n`);
+    }
+  } finally {
+    runner.dispose();
+    const last = await peer.close();
+    if (info && last?.mem) info.peak_rss_mb = Math.round((last.mem as Record<string, number>).VmHWM);
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const ours = med(per.map((p) => p.ours_tokens_per_s)), theirs = med(per.map((p) => p.llamacpp_tokens_per_s)), ratio = med(per.map((p) => p.ratio));
+  log(`decode${D}@${C}, ${rounds} alternating rounds: ours ${ours.toFixed(2)} tok/s, llama.cpp ${theirs.toFixed(2)} tok/s (medians); ` +
+    `ours / llama.cpp per round: median ${ratio.toFixed(2)}×, ${Math.min(...per.map((p) => p.ratio)).toFixed(2)}–${Math.max(...per.map((p) => p.ratio)).toFixed(2)}\n`);
+  return { case: { name: `decode${D}@${C}`, ms: Math.round(((D * 1000) / ours) * 10) / 10, tokens_per_s: Math.round(ours * 100) / 100 }, interleaved: { rounds: per, ratio_median: ratio, llamacpp: info } };
 }
 
 /** `vlm bench --model DIR`: the whole model, optionally side by side with llama.cpp. */
@@ -39,6 +120,10 @@ async function benchWholeModel(dir: string, opts: ParsedOptions): Promise<number
     try { parseQuantize(quantize); } catch (e) { throw new UsageError((e as Error).message); }
   }
   const repeats = num(opts, 'repeats', { int: true, min: 1 }) ?? 3;
+  const gguf = str(opts, 'llamacpp');
+  const rounds = num(opts, 'interleave', { int: true, min: 1 });
+  if (rounds !== undefined && !gguf) throw new UsageError('--interleave needs --llamacpp FILE.gguf (it alternates our decode rounds with llama.cpp\'s)');
+  if (gguf && !fs.existsSync(gguf)) throw new UsageError(`--llamacpp: ${gguf} does not exist`);
   const info = backendInfo() ?? (await initBackend());
   const threads = Number(process.env.VLM_THREADS ?? os.cpus().length);
   log(`${describeBackend(info)}\nmachine: ${os.cpus()[0]?.model ?? 'unknown'} × ${os.cpus().length}, node ${process.version}, native threads ${threads}\n`);
@@ -46,8 +131,12 @@ async function benchWholeModel(dir: string, opts: ParsedOptions): Promise<number
   const chat = await loadChatModel(dir, { quantize, visionTowerDir: str(opts, 'vision-tower'), log: json ? undefined : (m) => log(`${m}\n`) });
   const loadMs = performance.now() - t0;
   let cases;
+  let interleaved: Awaited<ReturnType<typeof benchInterleaved>> | undefined;
   try {
-    cases = await benchModel(chat, { repeats, log: json ? undefined : (m) => log(`  ${m}\n`) });
+    if (rounds !== undefined) {
+      interleaved = await benchInterleaved(chat, gguf!, rounds, threads, json ? () => undefined : log);
+      cases = [{ ...interleaved.case, runs: [] }];
+    } else cases = await benchModel(chat, { repeats, log: json ? undefined : (m) => log(`  ${m}\n`) });
   } finally {
     chat.dispose();
   }
@@ -58,8 +147,8 @@ async function benchWholeModel(dir: string, opts: ParsedOptions): Promise<number
   log(`\n${'case'.padEnd(16)} ${'ms'.padStart(10)} ${'tokens/s'.padStart(10)}\n`);
   for (const c of out.cases as { name: string; ms: number; tokens_per_s: number | null }[]) log(`${c.name.padEnd(16)} ${c.ms.toFixed(1).padStart(10)} ${(c.tokens_per_s === null ? '-' : c.tokens_per_s.toFixed(2)).padStart(10)}\n`);
   log(`peak RSS ${out.peak_rss_mb} MB, load ${out.load_ms} ms\n`);
-  const gguf = str(opts, 'llamacpp');
-  if (gguf) {
+  if (interleaved) out.interleaved = interleaved.interleaved;
+  else if (gguf) {
     const l = runLlamaCpp(gguf, threads);
     out.llamacpp = l;
     if ('error' in l) log(`\nllama.cpp: ${l.error}\n`);
@@ -105,7 +194,7 @@ function runChild(name: string, repeats: number, backend: string): BenchCaseResu
 export const command: Command = {
   name: 'bench',
   summary: 'Time layers, heads and preprocessing at real model dimensions (random weights).',
-  usage: '[--case NAME ...] [--repeats N] [--json] [--list] [--torch] | --model DIR [--quantize Q] [--llamacpp FILE.gguf] [--json]',
+  usage: '[--case NAME ...] [--repeats N] [--json] [--list] [--torch] | --model DIR [--quantize Q] [--llamacpp FILE.gguf [--interleave N]] [--json]',
   options: {
     case: { type: 'string', multiple: true, arg: 'NAME', help: 'run only this case' },
     repeats: { type: 'string', arg: 'N', help: 'timed runs per case (median reported)', default: '5' },
@@ -117,6 +206,7 @@ export const command: Command = {
     quantize: { type: 'string', arg: 'Q', help: 'with --model: weight storage f32 | stored | f16 | bf16 | q8_0 | q4_0' },
     'vision-tower': { type: 'string', arg: 'DIR', help: 'with --model: VideoLLaMA 2 vision tower directory' },
     llamacpp: { type: 'string', arg: 'FILE.gguf', help: 'with --model: also time llama.cpp (bench/llamacpp, node-llama-cpp 3.21.1) on this GGUF in the same run, same threads' },
+    interleave: { type: 'string', arg: 'N', help: 'with --model and --llamacpp: decode64@1024 only, N rounds alternating ours and llama.cpp (both loaded), median of the per-round ratios' },
   },
   async run(opts) {
     const modelDir = str(opts, 'model');

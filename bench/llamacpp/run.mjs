@@ -1,7 +1,10 @@
 // llama.cpp as the benchmark peer of `vlm bench --model … --llamacpp FILE.gguf` (from ../shared/tools/llamacpp/bench_llamacpp.mjs).
 // node-llama-cpp (pinned 3.21.1) timing of one GGUF: prefill-N and decode@ctx, CPU only, mmap on.
-// usage: node run.mjs FILE.gguf [--reps 3] [--prefill 512] [--ctx 1024] [--decode 64] [--threads 2] [--skip-prefill]
+// usage: node run.mjs FILE.gguf [--reps 3] [--prefill 512] [--ctx 1024] [--decode 64] [--threads 2] [--skip-prefill] [--serve]
 // Prints one JSON line. One model per process so VmHWM is per model.
+// --serve (for `vlm bench --interleave`): after the NCTX−1 prompt, prints {"ready": true, ...} and then, for
+// each line "decode" read on stdin, runs one decode round and prints {"ms", "tokPerS"}; "quit" or end of
+// input prints the summary line and exits. The caller alternates these rounds with its own.
 import fs from "node:fs";
 import {getLlama} from "node-llama-cpp";
 
@@ -9,7 +12,8 @@ const args = process.argv.slice(2);
 const file = args[0];
 const opt = (k, d) => { const i = args.indexOf(k); return i >= 0 ? Number(args[i + 1]) : d; };
 const THREADS = opt("--threads", 2), REPS = opt("--reps", 3), NPRE = opt("--prefill", 512), NCTX = opt("--ctx", 1024), NDEC = opt("--decode", 64);
-const skipPrefill = args.includes("--skip-prefill");
+const serve = args.includes("--serve");
+const skipPrefill = serve || args.includes("--skip-prefill");
 const loadavg = () => fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 const status = () => Object.fromEntries(fs.readFileSync("/proc/self/status", "utf8").split("\n")
     .filter(l => /^(VmHWM|VmRSS|RssAnon|RssFile)/.test(l)).map(l => { const [k, v] = l.split(":"); return [k, parseInt(v) / 1024]; }));
@@ -62,15 +66,27 @@ t0 = now();
 await seq.evaluateWithoutGeneratingNewTokens(randTokens(NCTX - 1));
 out.ctxPromptMs = now() - t0;
 const lastTok = randTokens(1);
-for (let r = 0; r < REPS; r++) {   // weights already warm from the prompt
+async function decodeRound() {   // back to NCTX−1 cached positions, then NDEC greedy steps
     await seq.eraseContextTokenRanges([{start: NCTX - 1, end: seq.nextTokenIndex}]);
     const la = loadavg(), c0 = cpuMs();
     const s = now();
     let n = 0;
     for await (const tok of seq.evaluate(lastTok, {temperature: 0})) { if (++n >= NDEC) break; }
     const ms = now() - s;
-    out.decode.push({ms, tokPerS: NDEC * 1000 / ms, msPerTok: ms / NDEC, loadavg: la, cpuShare: (cpuMs() - c0) / ms / THREADS, ctxEnd: seq.nextTokenIndex});
+    const r = {ms, tokPerS: NDEC * 1000 / ms, msPerTok: ms / NDEC, loadavg: la, cpuShare: (cpuMs() - c0) / ms / THREADS, ctxEnd: seq.nextTokenIndex};
+    out.decode.push(r);
+    return r;
 }
+if (serve) {
+    console.log(JSON.stringify({ready: true, ...out, mem: status()}));
+    const {createInterface} = await import("node:readline");
+    for await (const line of createInterface({input: process.stdin})) {
+        const cmd = line.trim();
+        if (cmd === "quit") break;
+        if (cmd === "decode") console.log(JSON.stringify(await decodeRound()));
+        else if (cmd) console.log(JSON.stringify({error: `unknown command ${JSON.stringify(cmd)} (decode | quit)`}));
+    }
+} else for (let r = 0; r < REPS; r++) await decodeRound();   // weights already warm from the prompt
 out.prefillBest = out.prefill.length ? Math.min(...out.prefill.map(x => x.ms)) : null;
 out.prefillTokPerS = out.prefillBest ? NPRE * 1000 / out.prefillBest : null;
 out.decodeBestMsPerTok = Math.min(...out.decode.map(x => x.msPerTok));
