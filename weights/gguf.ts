@@ -21,6 +21,7 @@
  * and exposes tensors as `TensorEntry`s with absolute file offsets (so they can be memory-mapped).
  */
 import fs from 'node:fs';
+import { AlignedWriter } from '../io/aligned_writer';
 import { NativeMapping, NativeType, NativeWeight } from '../layers/native_weight';
 import { decodeTensor, EntryDtype, HostTensor, SafetensorsError, TensorEntry } from './safetensors';
 
@@ -192,15 +193,16 @@ export class GgufWriter {
   private pos = 0;
   private index = 0;
   private written = 0;
+  private readonly out: AlignedWriter; // whole 2 MiB folios in the page cache: the copy maps in huge pages
 
-  constructor(private readonly fd: number, private readonly tensors: readonly GgufTensorInfo[], metadata: Record<string, GgufValue>, alignment = GGUF_DEFAULT_ALIGNMENT) {
+  constructor(fd: number, private readonly tensors: readonly GgufTensorInfo[], metadata: Record<string, GgufValue>, alignment = GGUF_DEFAULT_ALIGNMENT) {
     this.layout = ggufLayout(metadata, tensors, alignment);
+    this.out = new AlignedWriter(fd);
     this.raw(this.layout.header);
   }
 
   private raw(b: Uint8Array): void {
-    let done = 0;
-    while (done < b.length) done += fs.writeSync(this.fd, b, done, b.length - done, this.pos + done);
+    this.out.write(b);
     this.pos += b.length;
   }
 
@@ -227,8 +229,9 @@ export class GgufWriter {
     }
   }
 
-  /** Checks that every tensor was written. */
+  /** Writes the buffered tail and checks that every tensor was written. */
   close(): void {
+    this.out.end();
     if (this.index !== this.tensors.length) throw new GgufError(`GgufWriter: ${this.index} of ${this.tensors.length} tensors written`);
     if (this.pos !== this.layout.fileBytes) throw new GgufError(`GgufWriter: wrote ${this.pos} bytes, the layout has ${this.layout.fileBytes}`);
   }

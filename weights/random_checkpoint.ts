@@ -27,6 +27,7 @@ import { InitKind, initKind } from '../layers/init';
 import { Module } from '../layers/module';
 import { FileInputError, discardTemp, makeTempDirNear, trackTemp, untrackTemp } from '../io/files';
 import { floatToHalf } from './safetensors';
+import { AlignedWriter } from '../io/aligned_writer';
 
 export type RandomDtype = 'bf16' | 'f16' | 'f32';
 export const RANDOM_DTYPES: readonly RandomDtype[] = ['bf16', 'f16', 'f32'];
@@ -273,21 +274,23 @@ export function writeRandomCheckpoint(plan: RandomCheckpointPlan, out: string, o
     for (const s of plan.shards) {
       const fd = fs.openSync(path.join(tmp, s.file), 'w');
       try {
-        writeAll(fd, s.header);
+        const w = new AlignedWriter(fd); // whole 2 MiB folios in the page cache: mapped later in huge pages
+        w.write(s.header);
         for (const t of s.tensors) {
           const n = numel(t.shape);
           let state = streamSeed(opts.seed ?? 0, t.index);
           for (let done = 0; done < n; done += el) {
             const m = Math.min(el, n - done);
             const nb = m * DTYPE_BYTES[plan.dtype];
-            if (t.init === 'ones') writeAll(fd, ones.subarray(0, nb));
-            else if (t.init === 'zeros') writeAll(fd, zeros.subarray(0, nb));
+            if (t.init === 'ones') w.write(ones.subarray(0, nb));
+            else if (t.init === 'zeros') w.write(zeros.subarray(0, nb));
             else {
               state = fillNoise(chunk, m, state, table);
-              writeAll(fd, new Uint8Array(chunk.buffer, 0, nb));
+              w.write(new Uint8Array(chunk.buffer, 0, nb));
             }
           }
         }
+        w.end();
       } finally {
         fs.closeSync(fd);
       }
@@ -327,11 +330,6 @@ function constChunk(dtype: RandomDtype, n: number, v: 0 | 1): Uint8Array {
   if (dtype === 'f32') return new Uint8Array(new Float32Array(n).fill(v).buffer);
   const bits = v === 0 ? 0 : dtype === 'bf16' ? 0x3f80 : 0x3c00;
   return new Uint8Array(new Uint16Array(n).fill(bits).buffer);
-}
-
-function writeAll(fd: number, b: Uint8Array): void {
-  let done = 0;
-  while (done < b.length) done += fs.writeSync(fd, b, done, b.length - done);
 }
 
 function statfsFree(dir: string): number | null {

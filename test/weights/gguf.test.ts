@@ -289,13 +289,14 @@ describe('vlm convert: arguments and outputs', () => {
       import fs from 'node:fs';
       const sig = process.env.SELF_KILL as NodeJS.Signals | undefined;
       if (sig) {
-        // a signal arriving in the middle of writing model.gguf
-        const orig = fs.writeSync;
-        let n = 0;
-        (fs as unknown as { writeSync: typeof fs.writeSync }).writeSync = ((...a: Parameters<typeof fs.writeSync>) => {
-          if (++n === 20) process.kill(process.pid, sig);
-          return (orig as (...x: unknown[]) => number)(...a);
-        }) as typeof fs.writeSync;
+        // a signal arriving while model.gguf is being written (once it is open: its writes are whole
+        // 4 MiB blocks, so a tiny model's file is written in one go at the end)
+        const orig = fs.openSync;
+        (fs as unknown as { openSync: typeof fs.openSync }).openSync = ((...a: Parameters<typeof fs.openSync>) => {
+          const fd = (orig as (...x: unknown[]) => number)(...a);
+          if (String(a[0]).endsWith('model.gguf')) process.kill(process.pid, sig);
+          return fd;
+        }) as typeof fs.openSync;
       }
       import(${JSON.stringify(path.join(REPO_ROOT, 'scripts', 'vlm'))}).then(({ main }) => main(process.argv.slice(2)))
         .then((rc: number) => { process.exitCode = rc; }, (e: Error) => { process.stderr.write('vlm: error: ' + e.message + '\\n'); process.exitCode = 1; });
