@@ -29,7 +29,8 @@ export interface ModelBenchOptions {
   log?: (msg: string) => void;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+/** The middle value (the upper one of an even count). */
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export { peakRssMb } from '../layers/memory';
 

@@ -13,7 +13,7 @@ import { backendInfo, describeBackend, initBackend } from '../layers/backend';
 import { allCases, findCase } from '../bench';
 import { BenchCaseResult, runCase } from '../bench/runner';
 import { Command, ParsedOptions, UsageError, flag, num, str, strList } from './cli';
-import { benchModel, decodeRunner, peakRssMb } from '../bench/model';
+import { benchModel, decodeRunner, median, peakRssMb } from '../bench/model';
 import { loadChatModel } from '../models/registry';
 import { parseQuantize } from '../weights/native_plan';
 
@@ -45,11 +45,16 @@ function llamaCppServer(gguf: string, threads: number) {
   const child = spawn(process.execPath, [found.script, gguf, '--threads', String(threads), '--serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr = (stderr + String(d)).slice(-2000); });
+  // a child that died (bad GGUF, killed) closes its stdin: the next read reports it with its stderr
+  child.stdin.on('error', () => undefined);
   const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const next = async (): Promise<Record<string, unknown>> => {
     for (;;) {
       const r = await lines.next();
-      if (r.done) throw new Error(`llama.cpp (${path.basename(gguf)}) exited: ${stderr.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
+      if (r.done) {
+        const errLines = stderr.split('\n').filter((l) => /error/i.test(l));
+        throw new Error(`llama.cpp (${gguf}) exited: ${(errLines.length ? errLines.slice(-2) : stderr.trim().split('\n').slice(-3)).join(' | ').trim() || 'no output'}`);
+      }
       try {
         const j = JSON.parse(r.value);
         if (j && typeof j === 'object') return j;
@@ -104,8 +109,7 @@ async function benchInterleaved(chat: Parameters<typeof decodeRunner>[0], gguf: 
     const last = await peer.close();
     if (info && last?.mem) info.peak_rss_mb = Math.round((last.mem as Record<string, number>).VmHWM);
   }
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const ours = med(per.map((p) => p.ours_tokens_per_s)), theirs = med(per.map((p) => p.llamacpp_tokens_per_s)), ratio = med(per.map((p) => p.ratio));
+  const ours = median(per.map((p) => p.ours_tokens_per_s)), theirs = median(per.map((p) => p.llamacpp_tokens_per_s)), ratio = median(per.map((p) => p.ratio));
   log(`decode${D}@${C}, ${rounds} alternating rounds: ours ${ours.toFixed(2)} tok/s, llama.cpp ${theirs.toFixed(2)} tok/s (medians); ` +
     `ours / llama.cpp per round: median ${ratio.toFixed(2)}×, ${Math.min(...per.map((p) => p.ratio)).toFixed(2)}–${Math.max(...per.map((p) => p.ratio)).toFixed(2)}\n`);
   return { case: { name: `decode${D}@${C}`, ms: Math.round(((D * 1000) / ours) * 10) / 10, tokens_per_s: Math.round(ours * 100) / 100 }, interleaved: { rounds: per, ratio_median: ratio, llamacpp: info } };
